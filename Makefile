@@ -1,0 +1,69 @@
+# trcgl: `make reproduce` regenerates every chapter and builds the book; `make test` runs the tests.
+# Needs only Python 3.11 and make: the first call creates .venv with uv (installed on demand).
+
+PROFILE ?= cpu
+DEVICE  ?= auto
+PYTEST_ARGS ?=
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UV     := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export TRCGL_RUN_DIR := $(CURDIR)/runs
+export PYTHONHASHSEED := 0
+
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
+EXECUTED  := $(NOTEBOOKS:.py=.ipynb)
+PACKAGE   := $(shell find trcgl -name '*.py' -o -name '*.yaml' -o -name '*.json' 2>/dev/null)
+PARAMS    := _build/.params
+
+.PHONY: help install test reproduce notebooks book clean clean-cache distclean FORCE
+
+help:
+	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda]  execute all chapters, build the book"
+	@echo "make test                                                         run the test suite"
+	@echo "make install | notebooks | book | clean | clean-cache | distclean"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The executed notebooks depend on the profile and device: this stamp changes only when they do.
+$(PARAMS): FORCE
+	@mkdir -p $(dir $@)
+	@echo "$(PROFILE) $(DEVICE)" | cmp -s - $@ || echo "$(PROFILE) $(DEVICE)" > $@
+
+notebooks/%.ipynb: notebooks/%.py $(PARAMS) $(PACKAGE) $(VENV)/.installed
+	$(PY) -m trcgl execute $< --profile $(PROFILE) --device $(DEVICE)
+
+notebooks: $(EXECUTED)
+
+book: install
+	$(PY) -m trcgl build-book
+
+reproduce: install
+	$(MAKE) --no-print-directory notebooks
+	$(MAKE) --no-print-directory book
+
+clean:
+	rm -rf _build notebooks/*.ipynb
+
+clean-cache:
+	rm -rf runs
+
+distclean: clean clean-cache
+	rm -rf $(VENV) .tools
+
+FORCE:

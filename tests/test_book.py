@@ -1,0 +1,58 @@
+"""End to end: a chapter executed by papermill, then the book built from it."""
+import os
+import re
+import shutil
+import time
+
+import pytest
+
+from trcgl import book
+
+
+@pytest.fixture
+def mini_book(tmp_path, repo_root):
+    """The real book sources, with a toc reduced to the intro, the overview and the reproduce page."""
+    for name in ("_config.yml", "pyproject.toml"):
+        shutil.copy(repo_root / name, tmp_path / name)
+    shutil.copytree(repo_root / "book", tmp_path / "book")
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(repo_root / "notebooks" / "00_overview.py", tmp_path / "notebooks")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/00_overview\n  - file: book/reproduce\n"
+    )
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_overview_executes_and_the_book_shows_its_figure(mini_book, tmp_path_factory):
+    source = mini_book / "notebooks" / "00_overview.py"
+    with pytest.raises(book.BookError, match="not executed"):
+        book.check_fresh(mini_book)
+    run_dir = tmp_path_factory.mktemp("runs")
+    executed = book.execute(source, {"profile": "smoke", "device": "cpu"}, root=mini_book, run_dir=run_dir)
+    assert executed == source.with_suffix(".ipynb")
+    assert "smoke" in (run_dir / "timings.json").read_text()
+    text = executed.read_text()
+    assert '"profile": "smoke"' in text  # papermill injected the parameter
+    assert "image/png" in text
+
+    html_dir = book.build(mini_book, output=mini_book / "out")
+    page = (html_dir / "notebooks" / "00_overview.html").read_text()
+    images = re.findall(r'<img[^>]+src="([^"]+\.png)"', page)
+    assert images, "the overview page shows no figure"
+    assert all((html_dir / "notebooks" / src).resolve().is_file() for src in images)
+    assert "Traceback" not in page
+
+    # stale-output guard: editing the source after execution blocks the build
+    later = time.time() + 5
+    os.utime(source, (later, later))
+    with pytest.raises(book.BookError, match="stale"):
+        book.build(mini_book, output=mini_book / "out")
+
+
+def test_a_chapter_without_a_parameters_cell_is_refused(tmp_path):
+    source = tmp_path / "notebooks" / "01_x.py"
+    source.parent.mkdir()
+    source.write_text("# %%\nprint('hi')\n")
+    with pytest.raises(book.BookError, match="no cell tagged 'parameters'"):
+        book.execute(source, {"profile": "smoke"}, root=tmp_path, run_dir=tmp_path / "runs")

@@ -1,0 +1,32 @@
+import subprocess
+import sys
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "trcgl", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_the_commands():
+    out = _run("--help")
+    assert out.returncode == 0
+    for command in ("config", "info", "execute", "build-book", "check-book", "cache"):
+        assert command in out.stdout
+
+
+def test_unknown_profile_is_one_clean_error():
+    out = _run("config", "--profile", "huge")
+    assert out.returncode == 2
+    assert "unknown profile 'huge'" in out.stderr and "smoke, cpu, paper" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_config_prints_the_override():
+    out = _run("config", "--profile", "smoke", "--set", "data.image_size=40")
+    assert out.returncode == 0 and "image_size: 40" in out.stdout
+
+
+def test_missing_notebook_and_stale_book_are_clean_errors(tmp_path):
+    out = _run("execute", str(tmp_path / "nope.py"), "--profile", "smoke")
+    assert out.returncode == 2 and "no such notebook source" in out.stderr
+    out = _run("check-book", "--root", str(tmp_path))
+    assert out.returncode == 2 and "no _toc.yml" in out.stderr and "Traceback" not in out.stderr

@@ -1,0 +1,48 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from trcgl.runtime import DeviceError, describe, seed_everything, select_device
+
+
+def _draw():
+    return random.random(), float(np.random.rand()), torch.randn(3).tolist()
+
+
+def test_same_seed_same_draws_other_seed_other_draws():
+    seed_everything(7)
+    first = _draw()
+    seed_everything(7)
+    assert _draw() == first
+    seed_everything(8)
+    assert _draw() != first
+
+
+def _train_tiny(seed):
+    seed_everything(seed)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_training_on_cpu_repeats_bit_for_bit():
+    assert torch.equal(_train_tiny(3), _train_tiny(3))
+    assert not torch.equal(_train_tiny(3), _train_tiny(4))
+
+
+def test_device_selection():
+    assert select_device("cpu").type == "cpu"
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(DeviceError, match="unknown device"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no GPU"):
+            select_device("cuda")
+    assert describe(torch.device("cpu"))["device"] == "cpu"

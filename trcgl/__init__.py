@@ -1,0 +1,9 @@
+"""trcgl: an executable companion to TRCGL-Net (arXiv 2607.00975).
+
+One module per idea of the paper; the book's chapters import them. Start with
+:func:`trcgl.config.load_config` and :func:`trcgl.runtime.select_device`.
+"""
+from .config import Config, ConfigError, load_config
+
+__version__ = "0.1.0"
+__all__ = ["Config", "ConfigError", "load_config", "__version__"]

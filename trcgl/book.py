@@ -1,0 +1,183 @@
+"""The book pipeline: jupytext ``.py`` -> papermill-executed ``.ipynb`` -> Jupyter Book.
+
+Chapters are jupytext percent files ``notebooks/NN_name.py``. :func:`execute` turns one into a
+notebook, runs it with papermill (parameters injected after its ``parameters`` cell) and writes
+``notebooks/NN_name.ipynb`` only when the run succeeded. :func:`build` refuses to build the
+book while an executed notebook is missing or older than its source (:func:`check_fresh`), then
+runs ``jupyter-book build`` with ``execute_notebooks: off``, so the book shows papermill's outputs.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .cache import atomic_write_json, default_run_dir
+
+KERNEL = "python3"
+
+
+class BookError(RuntimeError):
+    """The book cannot be built as it stands (stale or failed chapters, a broken toc)."""
+
+
+def toc_files(root: Path) -> list[str]:
+    """Every ``file:`` entry of ``_toc.yml`` (root first), without extension."""
+    toc_path = Path(root) / "_toc.yml"
+    if not toc_path.is_file():
+        raise BookError(f"no _toc.yml in {root}")
+    toc = yaml.safe_load(toc_path.read_text())
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in ("root", "file"):
+                if isinstance(node.get(key), str):
+                    found.append(node[key])
+            for value in node.values():
+                if isinstance(value, (list, dict)):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc)
+    return found
+
+
+def chapter_sources(root: Path) -> list[Path]:
+    """The jupytext sources of the notebook chapters listed in the toc, in toc order."""
+    root = Path(root)
+    return [root / f"{entry}.py" for entry in toc_files(root) if (root / f"{entry}.py").is_file()]
+
+
+def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = None,
+            output: Path | None = None, run_dir: Path | None = None) -> Path:
+    """Execute one chapter with papermill; returns the executed notebook's path.
+
+    The kernel runs with the repository root as working directory and ``TRCGL_RUN_DIR`` set, so
+    all chapters share one artifact cache. The wall time is recorded under the run folder
+    (``timings.json``) for the reproduce page. On failure the partly executed notebook is kept as
+    ``NAME.failed.ipynb`` and the error is raised; a stale ``NAME.ipynb`` is removed so it can
+    never pass for a successful run.
+    """
+    import jupytext
+    import papermill
+
+    source = Path(source).resolve()
+    root = Path(root).resolve() if root else source.parent.parent
+    output = Path(output) if output else source.with_suffix(".ipynb")
+    run_dir = Path(run_dir) if run_dir else default_run_dir()
+    nb = jupytext.read(source)
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        raise BookError(f"{source} has no cell tagged 'parameters' (add `# %% tags=[\"parameters\"]`)")
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    failed = output.with_suffix(".failed.ipynb")
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / source.with_suffix(".ipynb").name
+        jupytext.write(nb, raw)
+        staged = Path(tmp) / ("executed-" + raw.name)
+        start = time.perf_counter()
+        # The kernel inherits this process's environment: one run folder for all chapters, and
+        # the inline plotting backend even when the caller set MPLBACKEND=Agg (e.g. pytest).
+        with _environment(TRCGL_RUN_DIR=str(run_dir),
+                          MPLBACKEND="module://matplotlib_inline.backend_inline"):
+            try:
+                papermill.execute_notebook(
+                    str(raw), str(staged), parameters=dict(parameters), kernel_name=KERNEL,
+                    cwd=str(root), progress_bar=False, log_output=False,
+                )
+            except Exception:
+                output.unlink(missing_ok=True)
+                if staged.exists():
+                    os.replace(staged, failed)
+                raise
+        seconds = time.perf_counter() - start
+        os.replace(staged, output)
+    failed.unlink(missing_ok=True)
+    _record_timing(run_dir, source.stem, dict(parameters), seconds)
+    return output
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _record_timing(run_dir: Path, chapter: str, parameters: dict, seconds: float) -> None:
+    path = Path(run_dir) / "timings.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    profile = str(parameters.get("profile", "?"))
+    data.setdefault(profile, {})[chapter] = {
+        "seconds": round(seconds, 2), "parameters": parameters,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    atomic_write_json(path, data)
+
+
+def check_fresh(root: Path) -> list[Path]:
+    """Raise :class:`BookError` unless every chapter's executed notebook exists, is newer than
+    its ``.py`` source and finished without an error. Returns the executed notebooks."""
+    problems, executed = [], []
+    for source in chapter_sources(root):
+        nb_path = source.with_suffix(".ipynb")
+        if not nb_path.exists():
+            problems.append(f"{nb_path.name}: not executed")
+        elif nb_path.stat().st_mtime < source.stat().st_mtime:
+            problems.append(f"{nb_path.name}: older than {source.name} (stale outputs)")
+        else:
+            meta = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
+            if meta.get("exception"):
+                problems.append(f"{nb_path.name}: its papermill run raised an exception")
+            executed.append(nb_path)
+    if problems:
+        raise BookError(
+            "cannot build the book from stale or missing chapter outputs:\n  "
+            + "\n  ".join(problems)
+            + "\nrun `make reproduce` (or `python -m trcgl execute notebooks/NAME.py`) first"
+        )
+    return executed
+
+
+def _jupyter_book() -> Path:
+    exe = Path(sys.executable).parent / "jupyter-book"
+    found = exe if exe.exists() else shutil.which("jupyter-book")
+    if not found:
+        raise BookError("jupyter-book is not installed in this environment; run `make install`")
+    return Path(found)
+
+
+def build(root: Path, output: Path | None = None, strict: bool = True) -> Path:
+    """Check freshness, then ``jupyter-book build``; returns the HTML folder
+    (``OUTPUT/_build/html``, by default ``ROOT/_build/html``)."""
+    root = Path(root).resolve()
+    check_fresh(root)
+    cmd = [str(_jupyter_book()), "build", str(root), "--builder", "html"]
+    if output:
+        cmd += ["--path-output", str(Path(output).resolve())]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd, cwd=root)
+    if result.returncode != 0:
+        raise BookError(f"jupyter-book build failed (exit {result.returncode}); see the log above")
+    # jupyter-book writes into <path-output>/_build/html
+    return (Path(output).resolve() if output else root) / "_build" / "html"

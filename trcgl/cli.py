@@ -1,0 +1,99 @@
+"""Command line: ``python -m trcgl --help``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import book
+from .cache import ArtifactCache
+from .config import PROFILES, ConfigError, load_config, parse_assignment
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default: cpu)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the profile's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trcgl",
+        description="trcgl: the executable companion to TRCGL-Net (arXiv 2607.00975).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("config", help="print the resolved configuration of a profile")
+    _add_profile(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a dotted key, e.g. --set data.image_size=128")
+
+    p = sub.add_parser("info", help="print versions and the device a profile would use")
+    _add_profile(p)
+
+    p = sub.add_parser("execute", help="run a chapter (.py) with papermill into its .ipynb")
+    p.add_argument("notebook", type=Path, help="a jupytext source, e.g. notebooks/00_overview.py")
+    _add_profile(p)
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"), help="a notebook parameter (value read as YAML)")
+    p.add_argument("--output", type=Path, default=None, help="executed notebook (default: beside the source)")
+
+    p = sub.add_parser("check-book", help="fail if a chapter's executed notebook is missing or stale")
+    p.add_argument("--root", type=Path, default=Path("."))
+
+    p = sub.add_parser("build-book", help="check freshness, then jupyter-book build")
+    p.add_argument("--root", type=Path, default=Path("."))
+    p.add_argument("--output", type=Path, default=None, help="the book goes to OUTPUT/_build/html (default: ROOT)")
+
+    p = sub.add_parser("cache", help="list or clear cached artifacts")
+    p.add_argument("action", choices=["list", "clear"])
+    p.add_argument("--stage", default=None, help="only this stage")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        overrides = dict(parse_assignment(s) for s in args.set)
+        cfg = load_config(args.profile, overrides, device=args.device)
+        print(cfg.to_yaml(), end="")
+    elif args.command == "info":
+        from .runtime import describe, select_device
+
+        cfg = load_config(args.profile, device=args.device)
+        print(json.dumps({"profile": cfg.profile, **describe(select_device(cfg.device))}, indent=1))
+    elif args.command == "execute":
+        if not args.notebook.is_file():
+            raise ConfigError(f"no such notebook source: {args.notebook}")
+        load_config(args.profile, device=args.device)  # validate before starting a kernel
+        params = {"profile": args.profile, "device": args.device or "auto"}
+        params.update({name: yaml.safe_load(value) for name, value in args.parameter})
+        out = book.execute(args.notebook, params, root=Path.cwd(), output=args.output)
+        print(f"executed {args.notebook} -> {out}")
+    elif args.command == "check-book":
+        n = len(book.check_fresh(args.root))
+        print(f"{n} chapter notebooks are executed and up to date")
+    elif args.command == "build-book":
+        html = book.build(args.root, args.output)
+        print(f"book built: {html / 'index.html'}")
+    elif args.command == "cache":
+        cache = ArtifactCache()
+        if args.action == "list":
+            for row in cache.listing():
+                print(f"{row['stage']:<24} {row['key']:<26} {row['bytes'] if row['bytes'] is not None else 'unfinished'}")
+        else:
+            print(f"removed {cache.clear(args.stage)} cached artifacts")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ConfigError, book.BookError) as err:
+        print(f"trcgl: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,61 @@
+"""Results store: the JSON file that every table of the book is built from.
+
+A record is one number: ``table``, ``row``, ``metric``, ``value`` and optional ``seed`` and
+``group`` (head / medium / tail / all). Adding a record with the same identity replaces the old
+one, so re-running a chapter updates its numbers instead of duplicating them. The paper's own
+reported values never enter this store; they live beside it as labelled reference data.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .cache import atomic_write_json
+
+IDENTITY = ("table", "row", "metric", "seed", "group")
+
+
+class ResultsStore:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._records: list[dict] = []
+        if self.path.exists():
+            data = json.loads(self.path.read_text())
+            if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+                raise ValueError(f"{self.path} is not a trcgl results file (no 'records' list)")
+            self._records = data["records"]
+
+    def add(self, table: str, row: str, metric: str, value: float, seed: int | None = None,
+            group: str | None = None, **meta: Any) -> None:
+        """Record one number and save the store."""
+        value = float(value)
+        rec = {"table": table, "row": row, "metric": metric, "value": value,
+               "seed": seed, "group": group, **meta}
+        key = tuple(rec[k] for k in IDENTITY)
+        self._records = [r for r in self._records if tuple(r.get(k) for k in IDENTITY) != key]
+        self._records.append(rec)
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_json(self.path, {"records": self._records})
+
+    def records(self, table: str | None = None) -> list[dict]:
+        return [dict(r) for r in self._records if table is None or r["table"] == table]
+
+    def frame(self, table: str | None = None) -> pd.DataFrame:
+        rows = self.records(table)
+        cols = ["table", "row", "metric", "value", "seed", "group"]
+        return pd.DataFrame(rows, columns=cols if not rows else None)
+
+    def table(self, table: str, index: str = "row", columns: str = "metric") -> pd.DataFrame:
+        """A pivoted table (mean over any seeds) in the order the rows were first added."""
+        df = self.frame(table)
+        if df.empty:
+            raise KeyError(f"no records for table '{table}' in {self.path}")
+        order = list(dict.fromkeys(df[index]))
+        corder = list(dict.fromkeys(df[columns]))
+        out = df.pivot_table(index=index, columns=columns, values="value", aggfunc="mean")
+        return out.reindex(index=order, columns=corder)
