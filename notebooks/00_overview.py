@@ -41,11 +41,12 @@ import pandas as pd
 import matplotlib.pyplot as plt
 
 import trcgl
+import trcgl.config
 from trcgl.chapters import chapter_map
 from trcgl.plots import pipeline_overview
 from trcgl.runtime import describe, seed_everything, select_device
 
-cfg = trcgl.load_config(profile, device=device, seed=seed)
+cfg = trcgl.config.from_notebook(globals())
 dev = select_device(cfg.device)
 seed_everything(cfg.seed, cfg.deterministic)
 pd.Series({"profile": cfg.profile, "config hash": cfg.hash(), **describe(dev)}, name="this run").to_frame()

@@ -8,6 +8,8 @@ import pytest
 
 from trcgl import book
 
+from .conftest import ROOT
+
 
 @pytest.fixture
 def mini_book(tmp_path, repo_root):
@@ -56,3 +58,19 @@ def test_a_chapter_without_a_parameters_cell_is_refused(tmp_path):
     source.write_text("# %%\nprint('hi')\n")
     with pytest.raises(book.BookError, match="no cell tagged 'parameters'"):
         book.execute(source, {"profile": "smoke"}, root=tmp_path, run_dir=tmp_path / "runs")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chapter", [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+                                     if p.stem != "00_overview"])
+def test_chapter_executes_in_the_smoke_profile(chapter, tmp_path, repo_root):
+    """Every chapter runs end to end at CI scale and shows at least one figure, no error output."""
+    import json
+
+    source = repo_root / "notebooks" / f"{chapter}.py"
+    out = book.execute(source, {"profile": "smoke", "device": "cpu"}, root=repo_root,
+                       output=tmp_path / f"{chapter}.ipynb", run_dir=tmp_path / "runs")
+    nb = json.loads(out.read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no figure"

@@ -30,3 +30,9 @@ def test_missing_notebook_and_stale_book_are_clean_errors(tmp_path):
     assert out.returncode == 2 and "no such notebook source" in out.stderr
     out = _run("check-book", "--root", str(tmp_path))
     assert out.returncode == 2 and "no _toc.yml" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unknown_notebook_parameter_is_refused_before_a_kernel_starts(repo_root):
+    out = _run("execute", str(repo_root / "notebooks" / "00_overview.py"), "--profile", "smoke",
+               "-p", "dificulty", "2")
+    assert out.returncode == 2 and "unknown notebook parameter(s) ['dificulty']" in out.stderr

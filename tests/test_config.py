@@ -80,3 +80,11 @@ def test_every_notebook_parameter_has_a_config_default(repo_root):
         assert {"profile", "device"} <= set(names), source.name
         unknown = set(names) - {"profile", "device"} - set(NOTEBOOK_PARAMETERS)
         assert not unknown, f"{source.name}: parameters without a config default: {unknown}"
+
+
+def test_from_notebook_reads_injected_parameters():
+    from trcgl.config import from_notebook
+
+    cfg = from_notebook({"profile": "smoke", "device": "cpu", "difficulty": 2, "seed": None, "other": 1})
+    assert cfg.profile == "smoke" and cfg.device == "cpu"
+    assert cfg.phantom.difficulty == 2.0 and cfg.seed == load_config("smoke").seed

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import yaml
 
 from .cache import atomic_write_json, default_run_dir
+from .config import check_notebook_parameters
 
 KERNEL = "python3"
 
@@ -73,6 +74,7 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
     import jupytext
     import papermill
 
+    check_notebook_parameters(parameters)
     source = Path(source).resolve()
     root = Path(root).resolve() if root else source.parent.parent
     output = Path(output) if output else source.with_suffix(".ipynb")
@@ -90,7 +92,8 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
         start = time.perf_counter()
         # The kernel inherits this process's environment: one run folder for all chapters, and
         # the inline plotting backend even when the caller set MPLBACKEND=Agg (e.g. pytest).
-        with _environment(TRCGL_RUN_DIR=str(run_dir),
+        # Progress bars update at most every 20 s in a notebook, so the page keeps a few lines of them.
+        with _environment(TRCGL_RUN_DIR=str(run_dir), TQDM_MININTERVAL="20",
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
             try:
                 papermill.execute_notebook(

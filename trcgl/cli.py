@@ -11,7 +11,7 @@ import yaml
 
 from . import book
 from .cache import ArtifactCache
-from .config import PROFILES, ConfigError, load_config, parse_assignment
+from .config import PROFILES, ConfigError, check_notebook_parameters, load_config, parse_assignment
 
 
 def _add_profile(p: argparse.ArgumentParser) -> None:
@@ -67,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "execute":
         if not args.notebook.is_file():
             raise ConfigError(f"no such notebook source: {args.notebook}")
-        load_config(args.profile, device=args.device)  # validate before starting a kernel
         params = {"profile": args.profile, "device": args.device or "auto"}
         params.update({name: yaml.safe_load(value) for name, value in args.parameter})
+        check_notebook_parameters(params)  # validate before starting a kernel
+        load_config(**params)
         out = book.execute(args.notebook, params, root=Path.cwd(), output=args.output)
         print(f"executed {args.notebook} -> {out}")
     elif args.command == "check-book":

@@ -30,6 +30,7 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "n_train": "data.n_train",
     "n_val": "data.n_val",
     "padchest_root": "paths.padchest_root",
+    "on_missing": "data.on_missing",
     "difficulty": "phantom.difficulty",
     "label_noise": "phantom.label_noise",
 }
@@ -189,3 +190,18 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda; got '{cfg.device}'")
     return cfg
+
+
+def from_notebook(namespace: Mapping[str, Any]) -> Config:
+    """The configuration of a chapter: ``profile``, ``device`` and every notebook parameter found in
+    ``namespace`` (a notebook passes ``globals()``, which holds papermill's injected values)."""
+    params = {name: namespace[name] for name in NOTEBOOK_PARAMETERS if name in namespace}
+    return load_config(namespace.get("profile", "cpu"), device=namespace.get("device"), **params)
+
+
+def check_notebook_parameters(names) -> None:
+    """Refuse a parameter a chapter would not understand (instead of silently ignoring it)."""
+    unknown = sorted(set(names) - {"profile", "device"} - set(NOTEBOOK_PARAMETERS))
+    if unknown:
+        raise ConfigError(f"unknown notebook parameter(s) {unknown}; known: profile, device, "
+                          f"{', '.join(sorted(NOTEBOOK_PARAMETERS))}")

@@ -69,3 +69,110 @@ def _anchor(box, toward):
     if abs(dx) * h >= abs(dy) * w:
         return (x + w, cy) if dx > 0 else (x, cy)
     return (cx, y + h) if dy > 0 else (cx, y)
+
+
+# ----------------------------------------------------------------------------- data chapter
+
+GROUP_COLOURS = {"head": "#4c72b0", "medium": "#dd8452", "tail": "#c44e52"}
+
+
+def long_tail_bars(summary, head_threshold: int, tail_threshold: int, ax: plt.Axes | None = None) -> plt.Figure:
+    """Fig. 2 (left): training images per class on a log axis, coloured by group."""
+    import seaborn as sns
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(12, 4.8))
+    else:
+        fig = ax.figure
+    df = summary.reset_index().sort_values("train", ascending=False)
+    sns.barplot(data=df, x="class", y="train", hue="group", palette=GROUP_COLOURS, dodge=False, ax=ax)
+    ax.set_yscale("log")
+    for y, name in ((head_threshold, "head > {}"), (tail_threshold, "tail < {}")):
+        ax.axhline(y, ls="--", lw=1, color="#555555")
+        ax.text(len(df) - 0.5, y * 1.08, name.format(y), ha="right", va="bottom", fontsize=8, color="#555555")
+    ax.set_xlabel("")
+    ax.set_ylabel("training images (log scale)")
+    ax.tick_params(axis="x", rotation=75, labelsize=8)
+    for label in ax.get_xticklabels():
+        label.set_ha("right")
+    ax.legend(title="group", loc="upper right", bbox_to_anchor=(1.0, 0.9))
+    ax.set_title("The long tail: training images per class (real PadChest labels, patient-level split)")
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence_chord(Q, classes, groups, max_links: int = 90, per_class: int = 2, figsize=(9, 9)) -> plt.Figure:
+    """Fig. 2 (right): a chord diagram of label co-occurrence (pycirclize).
+
+    Sector size is proportional to the square root of the class's training count (so that the
+    tail stays visible); a chord joins two classes that appear on the same image, its width at
+    each end proportional to that pair's share of the class's co-occurrences, coloured by the
+    group of the rarer class. Drawn: each class's ``per_class`` most frequent partners, then the
+    most frequent pairs overall, ``max_links`` chords in all.
+    """
+    import numpy as np
+    from pycirclize import Circos
+
+    Q = np.asarray(Q, dtype=float)
+    C = len(classes)
+    counts = np.diag(Q)
+    sizes = {c: float(np.sqrt(max(n, 1))) for c, n in zip(classes, counts)}
+    circos = Circos(sizes, space=1.2)
+    for sector, g in zip(circos.sectors, groups):
+        track = sector.add_track((93, 100))
+        track.axis(fc=GROUP_COLOURS[g], ec="white")
+        sector.text(sector.name, r=103, size=7, orientation="vertical")
+    off = Q.copy()
+    np.fill_diagonal(off, 0)
+    keep = set()
+    for i in range(C):  # every class shows its strongest partners, then the strongest pairs overall
+        for j in np.argsort(-off[i])[:per_class]:
+            if off[i, j] > 0:
+                keep.add((min(i, j), max(i, j)))
+    ranked = sorted(((off[i, j], i, j) for i in range(C) for j in range(i + 1, C) if off[i, j] > 0), reverse=True)
+    for v, i, j in ranked:
+        if len(keep) >= max_links:
+            break
+        keep.add((i, j))
+    pairs = sorted(((off[i, j], i, j) for i, j in keep), reverse=True)
+    shown = np.zeros_like(off)
+    for v, i, j in pairs:
+        shown[i, j] = shown[j, i] = v
+    cursor = {c: 0.0 for c in classes}
+    spans = {}
+    for i, c in enumerate(classes):
+        total = shown[i].sum()
+        for j in np.argsort(-shown[i]):
+            if shown[i, j] <= 0:
+                continue
+            width = shown[i, j] / total * sizes[c] * 0.95
+            spans[(i, j)] = (cursor[c], cursor[c] + width)
+            cursor[c] += width
+    for v, i, j in pairs:
+        rarer = i if counts[i] < counts[j] else j
+        (a0, a1), (b0, b1) = spans[(i, j)], spans[(j, i)]
+        circos.link((classes[i], a0, a1), (classes[j], b0, b1), color=GROUP_COLOURS[groups[rarer]], alpha=0.35, lw=0)
+    fig = circos.plotfig(figsize=figsize)
+    fig.suptitle(f"Label co-occurrence among the {C} classes ({len(pairs)} chords)", y=0.98)
+    return fig
+
+
+def phantom_gallery(images, masks_list, titles, captions=None, ncols: int = 6, size: float = 2.4) -> plt.Figure:
+    """Images with their lesion masks outlined (one mask per panel, red)."""
+    import numpy as np
+
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.35)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (img, mask, title) in enumerate(zip(images, masks_list, titles)):
+        ax = axes.flat[k]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
+        if mask is not None and mask.any():
+            ax.contour(mask.astype(float), levels=[0.5], colors="red", linewidths=0.9)
+        ax.set_title(title, fontsize=8)
+        if captions:
+            ax.text(0.5, -0.04, captions[k], transform=ax.transAxes, ha="center", va="top", fontsize=6.5, wrap=True)
+    fig.tight_layout()
+    return fig

@@ -54,3 +54,35 @@ def describe(device: torch.device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def images_per_second(step, n_images: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` throughput of ``step()``, which processes ``n_images`` images."""
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return n_images / best
+
+
+def training_throughput(model: torch.nn.Module, image_size: int, batch_size: int = 32,
+                        device: torch.device | None = None, in_chans: int = 1, num_classes: int = 30) -> float:
+    """Images per second of one forward + backward + AdamW step on random inputs."""
+    device = device or torch.device("cpu")
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(batch_size, in_chans, image_size, image_size, device=device)
+    y = torch.randint(0, 2, (batch_size, num_classes), device=device).float()
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up
+    return images_per_second(step, batch_size)

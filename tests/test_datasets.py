@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from trcgl import load_config
+from trcgl.data import datasets
+from trcgl.data.datasets import ImageSet, build_image_set, split_rows, training_dataset
+from trcgl.data.padchest import DataError, build_cohort
+
+OVERRIDES = {"data.n_train": 60, "data.n_val": 40, "data.min_train_positives": 1,
+             "data.min_val_positives": 1, "data.image_size": 16, "phantom.render_size": 32}
+
+
+@pytest.fixture(scope="module")
+def cohort(real_table):
+    return build_cohort(real_table, "paper", 42)
+
+
+def test_image_set_matches_its_rows_and_is_cached(cohort, session_cache):
+    cfg = load_config("smoke", OVERRIDES)
+    first = build_image_set(cfg, cohort, "train", session_cache)
+    assert first.images.shape == (60, 16, 16) and first.images.dtype == np.uint8
+    idx = split_rows(cfg, cohort, "train")
+    assert np.array_equal(first.Y, cohort.Y[idx])
+    assert first.rows.ImageID.tolist() == cohort.frame.ImageID.iloc[idx].tolist()
+    assert first.masks(0).shape == (30, 16, 16)
+    # a class's mask is present only where its label is
+    for n in range(len(first)):
+        drawn = first.masks(n).any(axis=(1, 2))
+        assert not (drawn & (first.Y[n] == 0)).any()
+    hits = session_cache.hits
+    again = build_image_set(cfg, cohort, "train", session_cache)
+    assert session_cache.hits == hits + 1 and np.array_equal(again.images, first.images)
+    val = build_image_set(cfg, cohort, "val", session_cache)
+    assert not set(val.rows.PatientID) & set(first.rows.PatientID)
+
+
+def test_interrupted_rendering_resumes_at_the_last_chunk(cohort, tmp_path, monkeypatch):
+    from trcgl.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path)
+    cfg = load_config("smoke", OVERRIDES)
+    monkeypatch.setattr(datasets, "CHUNK", 16)
+    calls = {"n": 0}
+    real_render = datasets.PhantomRenderer.render
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise KeyboardInterrupt
+        return real_render(self, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.PhantomRenderer, "render", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        build_image_set(cfg, cohort, "train", cache)
+    assert not any(r["bytes"] for r in cache.listing())  # nothing looks finished
+    calls["n"] = 1000
+    resumed = build_image_set(cfg, cohort, "train", cache)
+    assert calls["n"] - 1000 == 60 - 32  # two chunks of 16 were kept
+    fresh = build_image_set(cfg, cohort, "train", ArtifactCache(tmp_path / "fresh"))
+    assert np.array_equal(resumed.images, fresh.images)
+
+
+def test_datasets_normalise_and_carry_weights(cohort, session_cache):
+    cfg = load_config("smoke", OVERRIDES)
+    real = build_image_set(cfg, cohort, "train", session_cache)
+    x, y, w = training_dataset(real)[3]
+    assert x.shape == (1, 16, 16) and y.shape == (30,) and float(w) == 1.0
+    extra = ImageSet(real.images[:5], real.Y[:5], np.full(5, 0.5, np.float32), real.rows.iloc[:5], real.classes)
+    both = training_dataset(real, extra)
+    assert len(both) == 65
+    assert float(both[62][2]) == 0.5
+    xs = torch.stack([training_dataset(real)[i][0] for i in range(len(real))])
+    assert abs(float(xs.mean())) < 1e-3 and abs(float(xs.std()) - 1) < 1e-2
+    small = ImageSet(real.images[:5, :8, :8], real.Y[:5], np.ones(5, np.float32), real.rows.iloc[:5], real.classes)
+    with pytest.raises(DataError, match="8px"):
+        training_dataset(real, small)
+
+
+def test_padchest_source_without_a_folder_is_a_clear_error(cohort, tmp_path, monkeypatch):
+    from trcgl.cache import ArtifactCache
+
+    monkeypatch.delenv("PADCHEST_ROOT", raising=False)
+    cfg = load_config("smoke", {**OVERRIDES, "data.source": "padchest"})
+    with pytest.raises(DataError, match="PADCHEST_ROOT"):
+        build_image_set(cfg, cohort, "train", ArtifactCache(tmp_path))
+
+
+def test_padchest_source_reads_the_selected_rows_from_disk(cohort, tmp_path, monkeypatch):
+    """The real-image source: same rows, same labels, pixels from <root>/<ImageDir>/<ImageID>."""
+    from PIL import Image
+
+    from trcgl.cache import ArtifactCache
+
+    cfg = load_config("smoke", {**OVERRIDES, "data.source": "padchest", "data.on_missing": "skip"})
+    idx = split_rows(cfg, cohort, "train")
+    root = tmp_path / "padchest"
+    rows = cohort.frame.iloc[idx]
+    for k, (image_dir, image_id) in enumerate(zip(rows.ImageDir, rows.ImageID)):
+        if k == 5:
+            continue  # one file missing: counted and skipped in 'skip' mode
+        folder = root / str(int(float(image_dir)))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 20), 1000 + k, np.uint16)).save(folder / image_id)
+    monkeypatch.setenv("PADCHEST_ROOT", str(root))
+    real = build_image_set(cfg, cohort, "train", ArtifactCache(tmp_path / "runs"))
+    assert len(real) == len(idx) - 1 and real.source == "padchest"
+    assert np.array_equal(real.Y, np.delete(cohort.Y[idx], 5, axis=0))
+    with pytest.raises(DataError, match="no lesion masks"):
+        real.masks(0)

@@ -1,0 +1,114 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from trcgl.data import padchest
+from trcgl.data.padchest import (DataError, assign_groups, build_cohort, cooccurrence, load_class_set,
+                                 multi_hot, parse_list, parse_table, patient_split, select_rows)
+
+
+def test_parse_list_strips_dedups_and_rejects_malformed():
+    assert parse_list("['a', ' b ', 'a', '', 'c ']") == ["a", "b", "c"]
+    assert parse_list("[['x', 'loc left '], [], ['x', 'x']]") == [["x", "loc left"], ["x"]]
+    assert parse_list("[]") == []
+    for bad in ("['a', 'b'", "not a list", "{'a': 1}", "42", None, float("nan")):
+        assert parse_list(bad) is None
+
+
+def test_parse_table_counts_what_it_drops():
+    raw = pd.DataFrame({
+        "ImageID": ["a.png", "b.png", "c.png", "d.png", "e.png"],
+        "ImageDir": ["0", "0", "1", "1", "2"],
+        "PatientID": ["123456789012345678901234567890123456789", "2", None, "4", "5"],
+        "Projection": ["PA"] * 5,
+        "Labels": ["['normal']", "['cardiomegaly', ' ', 'cardiomegaly']", "['normal']", "['oops'", None],
+        "Localizations": ["[]", "['loc cardiac']", "[]", "[]", "[]"],
+        "LabelsLocalizationsBySentence": ["[['normal']]", "broken", "[]", "[]", "[]"],
+    })
+    table = parse_table(raw)
+    rep = table.report
+    assert rep["rows_read"] == 5 and rep["rows_kept"] == 2 and rep["rows_dropped"] == 3
+    assert (rep["labels_missing"], rep["labels_malformed"], rep["patient_missing"]) == (1, 1, 1)
+    assert rep["sentences_malformed"] == 1
+    assert table.frame["labels"].tolist() == [["normal"], ["cardiomegaly"]]
+    assert table.frame["sentences"].tolist()[1] == []  # malformed: read as empty, row kept
+    assert table.frame["PatientID"].iloc[0] == "123456789012345678901234567890123456789"
+
+
+def test_missing_columns_and_missing_file_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="lacks the column"):
+        parse_table(pd.DataFrame({"ImageID": ["x"]}))
+    with pytest.raises(DataError, match="not found"):
+        padchest.read_raw(tmp_path / "nope.csv.gz")
+    with pytest.raises(DataError, match="unknown class set"):
+        load_class_set("chexpert")
+
+
+def test_multi_hot_takes_descendants_and_cooccurrence_is_YtY():
+    cs = load_class_set("paper")
+    Y = multi_hot([["consolidation", "cardiomegaly"], ["hydropneumothorax"], ["unrelated"]], cs)
+    assert Y.shape == (3, 30)
+    assert Y[0, cs.index("infiltrates")] == 1 and Y[0, cs.index("cardiomegaly")] == 1 and Y[0].sum() == 2
+    # hydropneumothorax is a descendant of both pleural effusion and pneumothorax
+    assert Y[1, cs.index("pleural effusion")] == 1 and Y[1, cs.index("pneumothorax")] == 1
+    assert Y[2].sum() == 0
+    small = np.array([[1, 1, 0], [1, 0, 1], [1, 1, 1]])
+    assert cooccurrence(small).tolist() == [[3, 2, 2], [2, 2, 1], [2, 1, 2]]
+
+
+def test_group_thresholds():
+    assert assign_groups([5001, 5000, 500, 499, 0]) == ["head", "medium", "medium", "tail", "tail"]
+
+
+def test_patient_split_never_shares_a_patient():
+    pids = [str(i // 3) for i in range(300)]  # three images per patient
+    is_train = patient_split(pids, seed=42)
+    train_p = {p for p, t in zip(pids, is_train) if t}
+    val_p = {p for p, t in zip(pids, is_train) if not t}
+    assert not train_p & val_p
+    assert 0.15 < len(val_p) / 100 < 0.25
+
+
+def test_paper_set_gives_13_11_6_on_the_real_table(paper_cohort):
+    groups = paper_cohort.groups
+    assert (groups.count("head"), groups.count("medium"), groups.count("tail")) == (13, 11, 6)
+    assert list(groups) == list(paper_cohort.class_set.paper_groups)  # each class in its paper group
+    assert len(paper_cohort.frame) > 160_000
+
+
+def test_real_split_is_disjoint_by_patient_and_counts_add_up(paper_cohort):
+    frame = paper_cohort.frame
+    train_p = set(frame.PatientID[paper_cohort.is_train])
+    val_p = set(frame.PatientID[~paper_cohort.is_train])
+    assert not train_p & val_p
+    total = paper_cohort.Y.sum(0)
+    assert np.array_equal(paper_cohort.train_counts + paper_cohort.val_counts, total)
+
+
+def test_cxrlt2026_labels_all_exist_in_the_table(real_table):
+    vocabulary = {t for row in real_table.frame["labels"] for t in row}
+    cs = load_class_set("cxrlt2026")
+    assert len(cs) == 30
+    for name, strings in zip(cs.classes, cs.padchest_labels):
+        assert set(strings) & vocabulary, name
+        assert set(strings) <= vocabulary, (name, set(strings) - vocabulary)
+
+
+def test_select_rows_guarantees_minimum_and_stays_in_split(paper_cohort):
+    idx = select_rows(paper_cohort, 500, train=False, min_positives=8, seed=1)
+    assert len(idx) == len(set(idx)) == 500
+    assert not paper_cohort.is_train[idx].any()
+    assert paper_cohort.frame.Projection.iloc[idx].isin(padchest.FRONTAL).all()
+    assert (paper_cohort.Y[idx].sum(0) >= 8).all()
+    again = select_rows(paper_cohort, 500, train=False, min_positives=8, seed=1)
+    assert np.array_equal(idx, again)
+    with pytest.raises(DataError, match="raise data.n_val"):
+        select_rows(paper_cohort, 50, train=False, min_positives=8, seed=1)
+
+
+def test_localization_stats_follow_the_sentences(paper_cohort):
+    stats = paper_cohort.localization_stats()
+    ptx = stats["pneumothorax"]
+    assert ptx["n_sentences"] > 100
+    assert next(iter(ptx["locations"])) in ("loc apical", "loc right", "loc left")
+    assert stats["pneumoperitoneo"]["locations"]  # even the rarest class is localised

