@@ -3,6 +3,7 @@
 
 PROFILE ?= cpu
 DEVICE  ?= auto
+PARAMS  ?=
 PYTEST_ARGS ?=
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -18,12 +19,13 @@ export PYTHONHASHSEED := 0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.py))
 EXECUTED  := $(NOTEBOOKS:.py=.ipynb)
 PACKAGE   := $(shell find trcgl -name '*.py' -o -name '*.yaml' -o -name '*.json' 2>/dev/null)
-PARAMS    := _build/.params
+STAMP     := _build/.params
 
 .PHONY: help install test reproduce notebooks book clean clean-cache distclean FORCE
 
 help:
-	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda]  execute all chapters, build the book"
+	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...']"
+	@echo "                                                                  execute all chapters, build the book"
 	@echo "make test                                                         run the test suite"
 	@echo "make install | notebooks | book | clean | clean-cache | distclean"
 
@@ -40,13 +42,13 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The executed notebooks depend on the profile and device: this stamp changes only when they do.
-$(PARAMS): FORCE
+# The executed notebooks depend on the profile, device and parameters: this stamp changes only when they do.
+$(STAMP): FORCE
 	@mkdir -p $(dir $@)
-	@echo "$(PROFILE) $(DEVICE)" | cmp -s - $@ || echo "$(PROFILE) $(DEVICE)" > $@
+	@echo "$(PROFILE) $(DEVICE) $(PARAMS)" | cmp -s - $@ || echo "$(PROFILE) $(DEVICE) $(PARAMS)" > $@
 
-notebooks/%.ipynb: notebooks/%.py $(PARAMS) $(PACKAGE) $(VENV)/.installed
-	$(PY) -m trcgl execute $< --profile $(PROFILE) --device $(DEVICE)
+notebooks/%.ipynb: notebooks/%.py $(STAMP) $(PACKAGE) $(VENV)/.installed
+	$(PY) -m trcgl execute $< --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
 
 notebooks: $(EXECUTED)
 

@@ -18,7 +18,8 @@ def test_profiles_differ_in_scale():
     smoke, cpu, paper = (load_config(p) for p in PROFILES)
     assert smoke.data.n_train < cpu.data.n_train
     assert paper.data.n_train is None  # all rows
-    assert smoke.data.image_size < cpu.data.image_size < paper.data.image_size
+    assert smoke.data.image_size <= cpu.data.image_size < paper.data.image_size
+    assert smoke.train.finetune_epochs < cpu.train.finetune_epochs < paper.train.finetune_epochs
     assert paper.data.source == "padchest"
 
 
@@ -27,7 +28,7 @@ def test_overrides_apply_and_are_typed():
     assert cfg["data.image_size"] == 48
     assert cfg.phantom.difficulty == 2.0 and isinstance(cfg.phantom.difficulty, float)
     # the original profile is untouched
-    assert load_config("smoke").data.image_size == 32
+    assert load_config("smoke").data.image_size == 64
 
 
 def test_unknown_key_wrong_type_and_unknown_profile_are_errors():

@@ -176,3 +176,74 @@ def phantom_gallery(images, masks_list, titles, captions=None, ncols: int = 6, s
             ax.text(0.5, -0.04, captions[k], transform=ax.transAxes, ha="center", va="top", fontsize=6.5, wrap=True)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- model chapters
+
+def attention_gallery(images, maps, masks, titles, ncols: int = 6, size: float = 2.3) -> plt.Figure:
+    """Images with a class attention map overlaid (upsampled) and the true lesion outlined."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.3)), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k in range(n):
+        ax = axes.flat[k]
+        H, W = images[k].shape
+        up = F.interpolate(torch.as_tensor(maps[k], dtype=torch.float32)[None, None], size=(H, W),
+                           mode="bilinear", align_corners=False)[0, 0].numpy()
+        ax.imshow(images[k], cmap="gray", vmin=0, vmax=1)
+        ax.imshow(up / max(up.max(), 1e-12), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+        if masks[k] is not None and masks[k].any():
+            ax.contour(masks[k].astype(float), levels=[0.5], colors="white", linewidths=1.0)
+        ax.set_title(titles[k], fontsize=7.5)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(histories: dict, metric: str = "val_mAP") -> plt.Figure:
+    """Validation metric per epoch for several runs; the stage boundary is marked."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, h in histories.items():
+        ax.plot(h["epoch"], h[metric], marker="o", label=name)
+        warm = (h["stage"] == "warmup").sum()
+        if warm:
+            ax.axvline(warm + 0.5, color="#999999", ls=":", lw=1)
+    ax.set_xlabel("epoch (dotted: end of the frozen-backbone warm-up)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def label_graph(A, classes, groups, ax: plt.Axes | None = None, seed: int = 0) -> plt.Figure:
+    """The label graph (networkx, converted from torch-geometric) with node colour by group."""
+    import networkx as nx
+    import numpy as np
+    import torch
+    from torch_geometric.data import Data
+    from torch_geometric.utils import dense_to_sparse, to_networkx
+
+    A = np.asarray(A, dtype=float)
+    off = A - np.diag(np.diag(A))
+    edge_index, weight = dense_to_sparse(torch.as_tensor(off))
+    G = to_networkx(Data(edge_index=edge_index, edge_attr=weight, num_nodes=len(classes)),
+                    edge_attrs=["edge_attr"], to_undirected=True)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(9, 8))
+    else:
+        fig = ax.figure
+    pos = nx.spring_layout(G, weight="edge_attr", seed=seed, k=1.2)
+    widths = [3 * G[u][v]["edge_attr"] / max(off.max(), 1e-12) + 0.2 for u, v in G.edges]
+    nx.draw_networkx_edges(G, pos, ax=ax, width=widths, alpha=0.45, edge_color="#777777")
+    nx.draw_networkx_nodes(G, pos, ax=ax, node_color=[GROUP_COLOURS[g] for g in groups],
+                           node_size=[520 if g == "tail" else 260 for g in groups],
+                           edgecolors=["black" if g == "tail" else "white" for g in groups])
+    nx.draw_networkx_labels(G, pos, {i: c for i, c in enumerate(classes)}, ax=ax, font_size=7)
+    ax.axis("off")
+    return fig

@@ -181,7 +181,11 @@ class XrayDataset(Dataset):
         self.set = image_set
         self.mean, self.std = float(mean), float(std)
         self.hflip = hflip
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation draws depend on (seed, epoch, index) only, so a resumed run repeats them."""
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.set)
@@ -189,7 +193,7 @@ class XrayDataset(Dataset):
     def __getitem__(self, i: int):
         x = torch.from_numpy(self.set.images[i].astype(np.float32) / 255.0)
         x = ((x - self.mean) / self.std)[None]
-        if self.hflip and self.rng.random() < 0.5:
+        if self.hflip and np.random.default_rng([self.seed, self.epoch, i]).random() < 0.5:
             x = torch.flip(x, dims=[-1])
         y = torch.from_numpy(self.set.Y[i].astype(np.float32))
         return x, y, torch.tensor(float(self.set.weights[i]))
@@ -219,3 +223,12 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> D
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0, generator=g)
+
+
+def load_splits(cfg, cache: ArtifactCache | None = None):
+    """The cohort and its two image sets for a configuration: ``(cohort, train_set, val_set)``."""
+    from .padchest import cohort_from_config
+
+    cache = cache or ArtifactCache()
+    cohort = cohort_from_config(cfg, cache=cache)
+    return cohort, build_image_set(cfg, cohort, "train", cache), build_image_set(cfg, cohort, "val", cache)

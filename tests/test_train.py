@@ -1,0 +1,91 @@
+"""The trainer: it learns a toy task, caches, and resumes after an interruption to the same result."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from trcgl import load_config
+from trcgl import train as train_mod
+from trcgl.cache import ArtifactCache
+from trcgl.data.datasets import ImageSet
+from trcgl.train import predict, train_classifier, weighted_bce
+
+CLASSES = ("left square", "right square", "bar")
+GROUPS = ["head", "medium", "tail"]
+
+
+def toy_set(n: int, seed: int) -> ImageSet:
+    """64-px images: class 0 a bright square on the left, class 1 on the right, class 2 a bar."""
+    rng = np.random.default_rng(seed)
+    Y = (rng.random((n, 3)) < [0.5, 0.4, 0.3]).astype(np.uint8)
+    imgs = (rng.random((n, 64, 64)) * 60).astype(np.uint8)
+    for i in range(n):
+        if Y[i, 0]:
+            imgs[i, 20:36, 6:22] = 220
+        if Y[i, 1]:
+            imgs[i, 28:44, 42:58] = 220
+        if Y[i, 2]:
+            imgs[i, 54:58, 8:56] = 220
+    rows = pd.DataFrame({"ImageID": [f"toy{seed}-{i}" for i in range(n)]})
+    return ImageSet(imgs, Y, np.ones(n, np.float32), rows, CLASSES)
+
+
+def toy_cfg(**over):
+    base = {"model.feature_stage": 2, "model.gcn_embed_dim": 16, "model.gcn_hidden_dim": 16,
+            "train.warmup_epochs": 1, "train.finetune_epochs": 3, "train.batch_size": 16,
+            "train.warmup_lr": 3e-3, "train.backbone_lr": 2e-3, "train.head_lr": 3e-3}
+    base.update(over)
+    return load_config("smoke", base, device="cpu")
+
+
+def test_weighted_bce_by_hand():
+    logits = torch.tensor([[0.0, 2.0], [1.0, -1.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    w = torch.tensor([1.0, 0.5])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").mean(1)
+    assert torch.isclose(weighted_bce(logits, y, w), (bce[0] + 0.5 * bce[1]) / 2)
+
+
+@pytest.mark.slow
+def test_trcgl_net_learns_a_toy_task_and_is_cached(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    train, val = toy_set(240, 0), toy_set(120, 1)
+    result = train_classifier(toy_cfg(), train, val, GROUPS, cache=cache)
+    assert result.history.val_mAP.max() > 0.9, result.history
+    assert list(result.history.stage) == ["warmup", "finetune", "finetune", "finetune"]
+    P = predict(result.model, val, result.mean, result.std, torch.device("cpu"))
+    assert np.allclose(P, result.val_probs, atol=1e-5)
+    misses = cache.misses
+    again = train_classifier(toy_cfg(), train, val, GROUPS, cache=cache)
+    assert cache.misses == misses and again.best_epoch == result.best_epoch
+
+
+@pytest.mark.slow
+def test_resume_after_kill_gives_identical_final_weights(tmp_path, monkeypatch):
+    cfg = toy_cfg(**{"train.finetune_epochs": 2})
+    train, val = toy_set(96, 2), toy_set(48, 3)
+    straight = train_classifier(cfg, train, val, GROUPS, cache=ArtifactCache(tmp_path / "a"))
+
+    def killed(epoch):
+        if epoch == 1:  # after the first fine-tuning epoch's checkpoint
+            raise KeyboardInterrupt
+
+    cache = ArtifactCache(tmp_path / "b")
+    monkeypatch.setattr(train_mod, "_after_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(cfg, train, val, GROUPS, cache=cache)
+    monkeypatch.setattr(train_mod, "_after_epoch", lambda epoch: None)
+    resumed = train_classifier(cfg, train, val, GROUPS, cache=cache)
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(straight.val_probs, resumed.val_probs)
+    pd.testing.assert_frame_equal(straight.history, resumed.history)
+
+
+def test_component_variants_switch_one_part_at_a_time():
+    from trcgl.variants import CCA, FULL, GAP_ONLY, component_variants
+
+    v = component_variants(load_config("smoke"))
+    flags = {k: (c.model.channel_gate, c.model.spatial_attention, c.model.label_gcn) for k, c in v.items()}
+    assert flags == {GAP_ONLY: (False, False, False), CCA: (True, True, False), FULL: (True, True, True)}
+    assert all(c.train == load_config("smoke").train for c in v.values())

@@ -1,0 +1,108 @@
+"""Metrics for long-tailed multi-label classification (paper Sec. 4.3, Eq. 26-30).
+
+Per class: average precision (Eq. 30, scikit-learn's ``average_precision_score``), ROC AUC and F1
+at a threshold. Means over all classes and over the head / medium / tail groups. A class with no
+positive (or no negative) in the evaluated split has no defined AP / AUC: by default it is
+reported and left out of the means (``empty="exclude"``); ``empty="released"`` reproduces the
+released code's convention (AP 0, AUC 0.5, kept in the mean) so the two can be compared.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+
+GROUPS = ("head", "medium", "tail")
+
+
+@dataclass
+class Evaluation:
+    per_class: pd.DataFrame                 # index class: group, positives, AP, AUC, F1
+    means: dict                             # mAP, mAUC, macro-F1 overall and per group
+    excluded: list = field(default_factory=list)   # classes without positives or negatives
+
+    def summary(self) -> pd.Series:
+        return pd.Series(self.means)
+
+
+def per_class_scores(Y: np.ndarray, P: np.ndarray, threshold: float | np.ndarray = 0.5) -> pd.DataFrame:
+    """AP, AUC and F1 of each column; NaN where a class has no positive or no negative."""
+    Y, P = np.asarray(Y), np.asarray(P)
+    thr = np.broadcast_to(np.asarray(threshold, dtype=float), (Y.shape[1],))
+    rows = []
+    for c in range(Y.shape[1]):
+        y, p = Y[:, c], P[:, c]
+        defined = 0 < y.sum() < len(y)
+        rows.append({
+            "positives": int(y.sum()),
+            "AP": average_precision_score(y, p) if defined else np.nan,
+            "AUC": roc_auc_score(y, p) if defined else np.nan,
+            "F1": f1_score(y, p >= thr[c], zero_division=0) if y.sum() > 0 else np.nan,
+        })
+    return pd.DataFrame(rows)
+
+
+def evaluate(Y: np.ndarray, P: np.ndarray, classes: Sequence[str], groups: Sequence[str],
+             threshold: float | np.ndarray = 0.5, empty: str = "exclude") -> Evaluation:
+    """Per-class scores and their means, overall and per group."""
+    if empty not in ("exclude", "released"):
+        raise ValueError(f"empty must be 'exclude' or 'released', got {empty!r}")
+    table = per_class_scores(Y, P, threshold)
+    table.insert(0, "group", list(groups))
+    table.index = pd.Index(list(classes), name="class")
+    excluded = list(table.index[table["AP"].isna()])
+    if empty == "released":
+        table = table.fillna({"AP": 0.0, "AUC": 0.5, "F1": 0.0})
+    means = {}
+    for name, rows in [("all", table)] + [(g, table[table.group == g]) for g in GROUPS]:
+        suffix = "" if name == "all" else f" {name}"
+        means[f"mAP{suffix}"] = float(rows["AP"].mean()) if rows["AP"].notna().any() else np.nan
+        means[f"mAUC{suffix}"] = float(rows["AUC"].mean()) if rows["AUC"].notna().any() else np.nan
+        means[f"macro-F1{suffix}"] = float(rows["F1"].mean()) if rows["F1"].notna().any() else np.nan
+    return Evaluation(table, means, excluded)
+
+
+def best_f1_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
+    """Per class, the threshold that maximises F1 on (Y, P): chosen on validation, labelled as such."""
+    out = np.full(Y.shape[1], 0.5)
+    for c in range(Y.shape[1]):
+        if Y[:, c].sum() == 0:
+            continue
+        prec, rec, thr = precision_recall_curve(Y[:, c], P[:, c])
+        f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
+        out[c] = thr[int(np.argmax(f1[:-1]))]
+    return out
+
+
+def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000, seed: int = 0,
+                    threshold: float | np.ndarray = 0.5, level: float = 0.95) -> pd.DataFrame:
+    """Percentile confidence intervals of the means by resampling images with replacement.
+
+    A resample in which a class has no positive leaves that class out of that resample's mean.
+    """
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n):
+        idx = rng.integers(0, len(Y), len(Y))
+        draws.append(evaluate(Y[idx], P[idx], classes, groups, threshold).means)
+    df = pd.DataFrame(draws)
+    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    point = evaluate(Y, P, classes, groups, threshold).means
+    return pd.DataFrame({"value": pd.Series(point), "low": df.quantile(lo), "high": df.quantile(hi)})
+
+
+def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict:
+    """Mean over seeds with a t-interval (``n`` seeds; no interval for one seed)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return {"mean": np.nan, "low": np.nan, "high": np.nan, "n": 0}
+    mean = float(v.mean())
+    if len(v) < 2:
+        return {"mean": mean, "low": np.nan, "high": np.nan, "n": 1}
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(v))}

@@ -1,0 +1,55 @@
+"""TRCGL-Net: backbone -> channel-class attention -> label GCN -> fusion (Eq. 7-25)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbone import Backbone
+from .cca import ChannelClassAttention
+from .label_gcn import LabelGCN, label_adjacency
+
+
+class TRCGLNet(nn.Module):
+    """s = s_img + α s_label (Eq. 25), with s_img = s_gap + λ s_spatial (Eq. 14).
+
+    ``forward`` returns a dict: ``logits`` (the fused scores s) and the parts that the chapters
+    show: ``s_gap``, ``s_spatial``, ``s_label``, ``attention`` (a_c maps, B × C × h × w), ``gate``.
+    """
+
+    def __init__(self, backbone: Backbone, head: ChannelClassAttention, gcn: LabelGCN | None = None,
+                 alpha: float = 0.05):
+        super().__init__()
+        self.backbone, self.head, self.gcn, self.alpha = backbone, head, gcn, alpha
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        X = self.backbone(x)                                   # Eq. 7
+        out = self.head(X)
+        logits = out["s_img"]
+        if self.gcn is not None:
+            g_r = out["X_r"].mean(dim=(2, 3))                  # Eq. 23
+            out["s_label"] = self.gcn(g_r)
+            logits = logits + self.alpha * out["s_label"]      # Eq. 25
+        out["logits"] = logits
+        return out
+
+    def head_parameters(self):
+        """Everything but the backbone: the heads and the graph (the paper's higher learning rate)."""
+        backbone = {id(p) for p in self.backbone.parameters()}
+        return [p for p in self.parameters() if id(p) not in backbone]
+
+
+def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None) -> TRCGLNet:
+    """The model a configuration's ``model`` section describes; the graph needs the training labels."""
+    m = cfg.model
+    backbone = Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=m.checkpoint)
+    head = ChannelClassAttention(backbone.out_channels, num_classes, m.reduction, m.gate_scale, m.lam,
+                                 channel_gate=m.channel_gate, spatial=m.spatial_attention,
+                                 share_classifier=m.share_classifier)
+    gcn = None
+    if m.label_gcn:
+        if train_labels is None:
+            raise ValueError("the label GCN needs the training labels to build its graph (Eq. 15)")
+        A = label_adjacency(train_labels, m.tau, m.tau_diagonal)
+        gcn = LabelGCN(A, backbone.out_channels, m.gcn_embed_dim, m.gcn_hidden_dim, m.gcn_dropout, m.gcn_score)
+    return TRCGLNet(backbone, head, gcn, m.alpha)

@@ -1,0 +1,189 @@
+"""The two-stage trainer (paper Sec. 4.2), cached by configuration and resumable.
+
+Stage 1 (warm-up): the backbone is frozen and only the heads and the label graph learn
+(paper: 10 epochs, lr 1e-3). Stage 2 (fine-tuning): everything learns, the backbone at a lower
+learning rate than the heads and the graph (paper: 50 epochs, 1.5e-5 and 1.5e-4). AdamW with a
+cosine schedule within each stage, BCE-with-logits weighted per sample (synthetic images carry
+their own weight), bf16 autocast on CUDA. After every epoch the model is scored on the
+validation set and a checkpoint is written; the best epoch by validation mAP is kept.
+
+An interrupted run resumes from its last checkpoint and ends with the same weights as an
+uninterrupted one on CPU: the data order of each epoch is drawn from a generator seeded by
+(seed, epoch), and the global random state is saved with the checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .cache import ArtifactCache
+from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
+from .metrics import evaluate
+from .models import build_model
+from .runtime import seed_everything, select_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module            # the best epoch's weights, in eval mode
+    history: pd.DataFrame       # one row per epoch: stage, loss, validation mAP / mAUC
+    val_probs: np.ndarray       # the best model's validation probabilities (N, C)
+    best_epoch: int
+    mean: float                 # input normalisation (training pixels)
+    std: float
+    folder: Path
+
+
+def _after_epoch(epoch: int) -> None:
+    """A hook called after each epoch's checkpoint (tests use it to simulate an interruption)."""
+
+
+def image_set_key(image_set: ImageSet) -> str:
+    """A short digest of an image set's pixels, labels and weights (part of the cache key)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for arr in (image_set.images, image_set.Y, image_set.weights):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def train_classifier(cfg, train_set: ImageSet, val_set: ImageSet, groups, extra: ImageSet | None = None,
+                     seed: int | None = None, cache: ArtifactCache | None = None, name: str = "classifier") -> TrainResult:
+    """Train (or load) the model the configuration describes; returns the best epoch's model."""
+    cache = cache or ArtifactCache()
+    seed = cfg.seed if seed is None else seed
+    params = {
+        "stage": "classifier-v1", "model": cfg.model.to_dict(), "train": cfg.train.to_dict(),
+        "seed": seed, "train_set": image_set_key(train_set), "val_set": image_set_key(val_set),
+        "extra": image_set_key(extra) if extra is not None else None,
+    }
+    device = select_device(cfg.device)
+    folder = cache.get_or_compute(name, params, lambda work: _fit(cfg, train_set, val_set, groups, extra,
+                                                                   seed, device, work))
+    meta = json.loads((folder / "result.json").read_text())
+    model = build_model(cfg, len(train_set.classes), train_set.Y)
+    model.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    return TrainResult(model, pd.read_csv(folder / "history.csv"), np.load(folder / "val_probs.npy"),
+                       meta["best_epoch"], meta["mean"], meta["std"], folder)
+
+
+def _schedule(cfg) -> list[str]:
+    return ["warmup"] * cfg.train.warmup_epochs + ["finetune"] * cfg.train.finetune_epochs
+
+
+def _optimizer(cfg, model, stage: str, steps: int):
+    t = cfg.train
+    if stage == "warmup":
+        for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        groups = [{"params": model.head_parameters(), "lr": t.warmup_lr}]
+    else:
+        for p in model.backbone.parameters():
+            p.requires_grad_(True)
+        groups = [{"params": list(model.backbone.parameters()), "lr": t.backbone_lr},
+                  {"params": model.head_parameters(), "lr": t.head_lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
+    return opt, sched
+
+
+def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of w_n · mean_c BCE(s_nc, y_nc): a sample of weight 0.5 counts half."""
+    per_sample = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1)
+    return (per_sample * weights).mean()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image_set: ImageSet, mean: float, std: float, device: torch.device,
+            batch_size: int = 128, with_attention: bool = False):
+    """Sigmoid probabilities (N, C), and the attention maps (N, C, h, w) when asked."""
+    model.eval()
+    probs, maps = [], []
+    for x, _, _ in make_loader(XrayDataset(image_set, mean, std), batch_size, shuffle=False):
+        out = model(x.to(device))
+        probs.append(torch.sigmoid(out["logits"].float()).cpu())
+        if with_attention and "attention" in out:
+            maps.append(out["attention"].float().cpu())
+    P = torch.cat(probs).numpy()
+    return (P, torch.cat(maps).numpy() if maps else None) if with_attention else P
+
+
+def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> None:
+    seed_everything(seed, cfg.deterministic)
+    classes = train_set.classes
+    model = build_model(cfg, len(classes), train_set.Y).to(device)
+    mean, std = normalisation(train_set)
+    ds = training_dataset(train_set, extra, hflip=cfg.train.hflip, seed=seed)
+    steps = math.ceil(len(ds) / cfg.train.batch_size)
+    plan = _schedule(cfg)
+    ckpt_path = work / "last.pt"
+    start, history, best = 0, [], (-1.0, -1)
+    stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], steps * plan.count(plan[0]))
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        start, history, best = ckpt["epoch"] + 1, ckpt["history"], tuple(ckpt["best"])
+        if start < len(plan):
+            stage = plan[start]
+            opt, sched = _optimizer(cfg, model, stage, steps * plan.count(stage))
+            if ckpt["stage"] == stage:
+                opt.load_state_dict(ckpt["optimizer"])
+                sched.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        log.info("resuming %s at epoch %d of %d", work.name, start + 1, len(plan))
+    use_amp = cfg.train.amp and device.type == "cuda"
+    bar = tqdm(range(start, len(plan)), desc="training", unit="epoch", initial=start, total=len(plan))
+    for epoch in bar:
+        if plan[epoch] != stage:
+            stage = plan[epoch]
+            opt, sched = _optimizer(cfg, model, stage, steps * plan.count(stage))
+        model.train()
+        for part in getattr(ds, "datasets", [ds]):
+            part.set_epoch(epoch)
+        losses = []
+        for x, y, w in make_loader(ds, cfg.train.batch_size, shuffle=True, seed=seed * 100_003 + epoch):
+            x, y, w = x.to(device), y.to(device), w.to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)["logits"]
+            loss = weighted_bce(logits.float(), y, w)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        P = predict(model, val_set, mean, std, device)
+        ev = evaluate(val_set.Y, P, classes, groups, cfg.eval.f1_threshold)
+        history.append({"epoch": epoch + 1, "stage": stage, "loss": float(np.mean(losses)),
+                        "val_mAP": ev.means["mAP"], "val_mAUC": ev.means["mAUC"]})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{ev.means['mAP']:.3f}")
+        if ev.means["mAP"] > best[0]:
+            best = (ev.means["mAP"], epoch + 1)
+            _atomic_torch_save(model.state_dict(), work / "best.pt")
+            np.save(work / "val_probs.npy", P)
+        _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                            "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
+                            "history": history, "best": list(best), "rng": torch.get_rng_state()}, ckpt_path)
+        _after_epoch(epoch)
+    pd.DataFrame(history).to_csv(work / "history.csv", index=False)
+    (work / "result.json").write_text(json.dumps({"best_epoch": best[1], "best_val_mAP": best[0],
+                                                  "mean": mean, "std": std, "device": str(device)}))
+    ckpt_path.unlink()  # the finished artifact keeps only the best weights
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
