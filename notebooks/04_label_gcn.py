@@ -169,8 +169,8 @@ print(f"The paper's Table 3 (real PadChest, pretrained backbone, with prompt dif
 
 # %%
 print(f"{cfg.eval.bootstrap} bootstrap resamples of {len(val_set)} validation images")
-ci = {name: bootstrap_means(val_set.Y, r.val_probs, classes, groups, n=cfg.eval.bootstrap, seed=cfg.seed,
-                            threshold=cfg.eval.f1_threshold) for name, r in runs.items()}
+ci = {name: bootstrap_means(val_set.Y, r.val_probs, classes, groups, n=cfg.eval.bootstrap, seed=cfg.seed)
+      for name, r in runs.items()}
 pd.DataFrame({name: {m: f"{c.loc[m, 'value']:.3f} [{c.loc[m, 'low']:.3f}, {c.loc[m, 'high']:.3f}]"
                      for m in ("mAP", "mAP head", "mAP medium", "mAP tail", "mAUC")} for name, c in ci.items()}).T
 

@@ -42,11 +42,24 @@ def test_best_f1_threshold_is_the_argmax():
     assert thr[2] == 0.5
 
 
+def test_fast_ap_and_auc_equal_sklearn_with_ties():
+    from trcgl.metrics import _ap_fast, _auc_fast
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = rng.integers(0, 2, 60)
+        y[:2] = [0, 1]
+        p = np.round(rng.random(60), 1)  # many ties
+        assert _ap_fast(y, p) == pytest.approx(average_precision_score(y, p))
+        assert _auc_fast(y, p) == pytest.approx(roc_auc_score(y, p))
+
+
 def test_bootstrap_interval_contains_the_point_and_narrows_with_data():
     rng = np.random.default_rng(0)
     Yb = rng.integers(0, 2, (400, 3))
     Pb = np.clip(Yb * 0.3 + rng.random((400, 3)) * 0.7, 0, 1)
     ci = bootstrap_means(Yb, Pb, ["a", "b", "c"], ["head", "medium", "tail"], n=200)
+    assert set(ci.index) == {"mAP", "mAUC"} | {f"{m} {g}" for m in ("mAP", "mAUC") for g in ("head", "medium", "tail")}
     assert (ci.low <= ci.value).all() and (ci.value <= ci.high).all()
     small = bootstrap_means(Yb[:60], Pb[:60], ["a", "b", "c"], ["head", "medium", "tail"], n=200)
     assert (small.high - small.low)["mAP"] > (ci.high - ci.low)["mAP"]

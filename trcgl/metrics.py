@@ -77,21 +77,60 @@ def best_f1_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     return out
 
 
-def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000, seed: int = 0,
-                    threshold: float | np.ndarray = 0.5, level: float = 0.95) -> pd.DataFrame:
-    """Percentile confidence intervals of the means by resampling images with replacement.
+def _ap_fast(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision exactly as scikit-learn defines it (ties grouped), without its input checks."""
+    order = np.argsort(-p, kind="mergesort")
+    ps, ys = p[order], y[order]
+    last_of_tie = np.r_[np.diff(ps) != 0, True]
+    tps = np.cumsum(ys)[last_of_tie]
+    fps = np.cumsum(1 - ys)[last_of_tie]
+    precision = tps / (tps + fps)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
-    A resample in which a class has no positive leaves that class out of that resample's mean.
+
+def _auc_fast(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic with average ranks for ties (= scikit-learn's)."""
+    from scipy.stats import rankdata
+
+    pos = y == 1
+    n_pos, n_neg = pos.sum(), len(y) - pos.sum()
+    ranks = rankdata(p)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _means_fast(Y: np.ndarray, P: np.ndarray, groups: Sequence[str]) -> dict:
+    """mAP and mAUC, overall and per group, with the fast AP / AUC (classes without both labels left out)."""
+    ap, auc = np.full(Y.shape[1], np.nan), np.full(Y.shape[1], np.nan)
+    for c in range(Y.shape[1]):
+        n = Y[:, c].sum()
+        if 0 < n < len(Y):
+            ap[c], auc[c] = _ap_fast(Y[:, c], P[:, c]), _auc_fast(Y[:, c], P[:, c])
+    g = np.asarray(groups)
+    out = {}
+    for name, sel in [("all", np.ones(len(g), bool))] + [(x, g == x) for x in GROUPS]:
+        suffix = "" if name == "all" else f" {name}"
+        with np.errstate(all="ignore"):
+            out[f"mAP{suffix}"] = float(np.nanmean(ap[sel])) if np.isfinite(ap[sel]).any() else np.nan
+            out[f"mAUC{suffix}"] = float(np.nanmean(auc[sel])) if np.isfinite(auc[sel]).any() else np.nan
+    return out
+
+
+def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> pd.DataFrame:
+    """Percentile confidence intervals of mAP and mAUC (overall and per group) by resampling images.
+
+    A resample in which a class has no positive leaves that class out of that resample's mean. The
+    resamples use a fast AP / AUC that equals scikit-learn's (``tests/test_metrics.py``).
     """
+    Y, P = np.asarray(Y), np.asarray(P, dtype=float)
     rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n):
-        idx = rng.integers(0, len(Y), len(Y))
-        draws.append(evaluate(Y[idx], P[idx], classes, groups, threshold).means)
+    draws = [_means_fast(Y[idx], P[idx], groups) for idx in (rng.integers(0, len(Y), len(Y)) for _ in range(n))]
     df = pd.DataFrame(draws)
     lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
-    point = evaluate(Y, P, classes, groups, threshold).means
-    return pd.DataFrame({"value": pd.Series(point), "low": df.quantile(lo), "high": df.quantile(hi)})
+    point = evaluate(Y, P, classes, groups).means
+    return pd.DataFrame({"value": pd.Series({k: point[k] for k in df.columns}), "low": df.quantile(lo),
+                         "high": df.quantile(hi)})
 
 
 def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict:
