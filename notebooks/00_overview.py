@@ -13,7 +13,7 @@
 # %% [markdown]
 # # Overview: TRCGL-Net, rebuilt one section at a time
 #
-# TRCGL-Net (arXiv 2607.00975) attacks long-tailed multi-label chest X-ray classification
+# TRCGL-Net {cite}`shao2026trcgl` attacks long-tailed multi-label chest X-ray classification
 # with three ideas stacked on a ConvNeXtV2 backbone:
 #
 # 1. **prompt-latent diffusion** (Sec. 3.1) synthesises extra images of the rare (tail) classes
@@ -76,6 +76,20 @@ fig = pipeline_overview()
 plt.show()
 
 # %% [markdown]
+# ## The equations at a glance
+#
+# | step | equations | what it computes |
+# |---|---|---|
+# | text condition | $E_{cond} = [C; E_n]$ (Eq. 1-2) | learnable context vectors $C$ before the prompt's token states $E_n$ |
+# | diffusion | $\mathcal{L} = \lVert \epsilon - \epsilon_\theta(x_t, t, E_{cond}) \rVert^2$ (Eq. 3) | denoising objective |
+# | sampling | $\epsilon_{cfg} = \epsilon_u + \omega(\epsilon_c - \epsilon_u)$ (Eq. 4), DDIM (Eq. 5) | guided tail-class images |
+# | channel gate | $g = \sigma(W_2\delta(W_1 u))$, $X_r = X + X \odot g$ (Eq. 8-10) | refined features |
+# | class attention | $a_c = \mathrm{softmax}(M_c)$, $v_c = \sum a_c X_r$ (Eq. 12-13) | a map and a feature per class |
+# | image score | $s_{img} = s_{gap} + \lambda s_{spatial}$ (Eq. 14) | |
+# | label graph | $Q = Y^\top Y \to A = D^{-1/2}\tilde Q D^{-1/2}$ (Eq. 15-20) | co-occurrence adjacency |
+# | GCN | $E_2 = A\,\delta(A E_0 W_0) W_1$, $s_{label} = g_r E_2^\top + b$ (Eq. 21-24) | label-graph score |
+# | fusion | $s = s_{img} + \alpha s_{label}$ (Eq. 25) | final logits |
+#
 # ## Paper section → chapter → module
 #
 # The status column is read from disk when this page runs: a chapter is "in this book" when

@@ -13,14 +13,14 @@
 # %% [markdown]
 # # The data: PadChest's long tail, for real, and phantom radiographs to learn it from
 #
-# The paper trains on PadChest (Sec. 4.1): about 160,000 chest radiographs of 67,000 patients,
+# The paper trains on PadChest {cite}`bustos2020padchest` (Sec. 4.1): about 160,000 chest radiographs of 67,000 patients,
 # labelled from their reports. It keeps 30 classes, splits the patients 80/20, and calls a
 # class **head** with more than 5,000 training images, **tail** with fewer than 500, and
 # **medium** in between. Its Fig. 2 shows the resulting long tail and the labels'
 # co-occurrence.
 #
 # This chapter rebuilds that section. **What is real here:** the label table (it ships inside
-# the `torchxrayvision` package), the 30-class selection, the patient-level split, the groups,
+# the `torchxrayvision` package {cite}`cohen2022torchxrayvision`), the 30-class selection, the patient-level split, the groups,
 # the co-occurrence counts, the radiologists' localizations and the prompts built from them.
 # **What is simulated:** the pixels. PadChest's images are about 1 TB and cannot be fetched
 # here, so the default image source is a phantom renderer (`trcgl.data.phantom`) that draws a
@@ -279,5 +279,15 @@ bench.round(1)
 # 2. Change `split_seed`. Do the group sizes stay 13 / 11 / 6? What does that tell you about
 #    thresholds that sit close to a class's count (look at *hilar enlargement* and
 #    *pulmonary mass*)?
+#    ```{admonition} Hint
+#    :class: dropdown
+#    A class whose count is within a few percent of 5,000 or 500 can change group with the split;
+#    the class table gives the margins. Group results are only as stable as those margins.
+#    ```
 # 3. Set `difficulty` to 2 and look at the gallery. Which classes become hard to see by eye
 #    at the training resolution?
+#    ```{admonition} Hint
+#    :class: dropdown
+#    Thin structures (the azygos fissure, rib fractures, subcutaneous streaks) lose most at 64 px:
+#    area averaging spreads a one-pixel line over its neighbours. Compare the two galleries.
+#    ```

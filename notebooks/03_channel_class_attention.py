@@ -15,18 +15,20 @@
 #
 # A chest radiograph is dominated by bright anatomy (heart, spine, ribs) that every class
 # sees. A small tail-class lesion is a weak signal in a globally pooled feature, so the paper
-# refines the ConvNeXtV2 features in two ways before classifying:
+# refines the ConvNeXtV2 {cite}`woo2023convnextv2` features in two ways before classifying:
 #
 # **Channel reweighting** (Eq. 8-10). Global average pooling gives a channel descriptor
 # $u = \frac{1}{HW}\sum_{i,j} X_{i,j}$; a bottleneck MLP turns it into channel weights
 # $g = \sigma(W_2\,\delta(W_1 u))$; the residual $X_r = X + X \odot g$ amplifies the channels that
-# matter for this image without ever switching a channel off.
+# matter for this image without ever switching a channel off (a residual form of
+# squeeze-and-excitation {cite}`hu2018senet`).
 #
 # **Class-aware spatial attention** (Eq. 12-14). A $1\times1$ convolution gives every class $c$ a
 # response map $M_c$; a softmax over the $H \times W$ positions turns it into an attention map
 # $a_c^{p,q} = \exp(M_c^{p,q}) / \sum_{u,v}\exp(M_c^{u,v})$; the class feature is the
 # attention-weighted average $v_c = \sum_{p,q} a_c^{p,q} X_r^{p,q}$, scored by a classifier. The
-# image score fuses this with the plain GAP branch: $s_{img} = s_{gap} + \lambda\, s_{spatial}$.
+# image score fuses this with the plain GAP branch, much as CSRA {cite}`zhu2021csra` adds class-specific
+# attention to average pooling: $s_{img} = s_{gap} + \lambda\, s_{spatial}$.
 #
 # We build the module step by step on real tensors, train it against a GAP-only baseline in the
 # active profile, and, because the phantom renderer knows where every lesion is, measure whether
@@ -112,7 +114,7 @@ print(f"attention maps sum to 1: {torch.allclose(a.flatten(2).sum(-1), torch.one
 
 # %%
 variants = component_variants(cfg, names=(GAP_ONLY, CCA))
-runs, evals, table = train_and_compare(variants, train_set, val_set, groups, cache, cfg.eval.f1_threshold)
+runs, evals, table = train_and_compare(variants, train_set, val_set, groups, cache)
 fig = training_curves({name: r.history for name, r in runs.items()})
 plt.show()
 
@@ -185,5 +187,17 @@ plt.show()
 #    ```
 # 2. Set `-p lam 0`. The spatial branch no longer contributes to the score, yet its maps still
 #    exist. Are they still trained? Look at Eq. 14 and at which parameters receive gradients.
+#    ```{admonition} Hint
+#    :class: dropdown
+#    The 1x1 attention convolution only reaches the loss through $\lambda s_{spatial}$. With
+#    $\lambda = 0$ its gradient is zero and the maps stay as initialised: the localization table
+#    then measures an untrained map.
+#    ```
 # 3. Which group's lesions do the maps find best relative to chance, and why might small tail
 #    lesions be hard to localise on a 4 x 4 grid?
+#    ```{admonition} Hint
+#    :class: dropdown
+#    Read the "mass / chance" column. A nodule covers a few percent of one cell; even a perfect map
+#    puts its weight on a cell that is mostly healthy lung. Finer maps need a higher resolution or
+#    an earlier backbone stage.
+#    ```

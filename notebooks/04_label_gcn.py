@@ -16,7 +16,8 @@
 # Findings travel together: pneumothorax with subcutaneous emphysema, lung metastases with
 # nodules. A rare class has few images of its own, but its frequent companions are learnt well.
 # The paper turns co-occurrence into a graph over the classes and lets a two-layer graph
-# convolutional network (GCN) pass information along it.
+# convolutional network (GCN) {cite}`kipf2017gcn` pass information along it, as ML-GCN
+# {cite}`chen2019mlgcn` did for everyday multi-label images.
 #
 # **The graph** (Eq. 15-20). From the training labels $Y \in \{0,1\}^{N\times C}$:
 # $Q = Y^\top Y$ counts co-occurrences; each row is normalised, $\tilde Q_{ij} = Q_{ij}/\sum_j Q_{ij}$;
@@ -139,7 +140,7 @@ print(f"edges: full table {e_all.sum() // 2}, rendered subset {e_sub.sum() // 2}
 
 # %%
 variants = component_variants(cfg)
-runs, evals, table = train_and_compare(variants, train_set, val_set, groups, cache, cfg.eval.f1_threshold)
+runs, evals, table = train_and_compare(variants, train_set, val_set, groups, cache)
 fig = training_curves({name: r.history for name, r in runs.items()})
 plt.show()
 
@@ -215,8 +216,24 @@ per[per.group == "tail"].round(4)
 #    ```
 # 2. Set `-p tau_diagonal true`. Which classes lose their self-loop weight beyond the + I of
 #    Eq. 19, and how does that change $A$'s rows for the most connected classes?
+#    ```{admonition} Hint
+#    :class: dropdown
+#    After Eq. 16 the diagonal is a class's share of its own co-occurrence mass; it is smallest for
+#    classes that appear with many others. Print `np.diag` of the symmetrised matrix before
+#    thresholding and compare it with τ.
+#    ```
 # 3. The released code uses α = 0.05. Run α = 0 and α = 0.5: with α = 0, what does the GCN still
 #    learn?
+#    ```{admonition} Hint
+#    :class: dropdown
+#    With α = 0 the label branch never reaches the loss, so $E_0$, $W_0$, $W_1$ get no gradient:
+#    the model is channel-class attention plus dead weights.
+#    ```
 # 4. Eq. 24 scores with a dot product, so $s_{label}$ grows with the feature norm of $g_r$. Run
 #    `-p gcn_score cosine` (the released code's cosine score). Does the full model now match or beat
 #    channel-class attention alone?
+#    ```{admonition} Hint
+#    :class: dropdown
+#    Compare the training curves: with a dot product the label branch's scores scale with the
+#    feature norm, which grows during training from random weights; the cosine score is bounded.
+#    ```

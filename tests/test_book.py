@@ -13,7 +13,7 @@ from .conftest import ROOT
 
 @pytest.fixture
 def mini_book(tmp_path, repo_root):
-    """The real book sources, with a toc reduced to the intro, the overview and the reproduce page."""
+    """The real book sources, with a toc reduced to the overview and the prose pages."""
     for name in ("_config.yml", "pyproject.toml"):
         shutil.copy(repo_root / name, tmp_path / name)
     shutil.copytree(repo_root / "book", tmp_path / "book")
@@ -21,6 +21,7 @@ def mini_book(tmp_path, repo_root):
     shutil.copy(repo_root / "notebooks" / "00_overview.py", tmp_path / "notebooks")
     (tmp_path / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/00_overview\n  - file: book/reproduce\n"
+        "  - file: book/glossary\n  - file: book/bibliography\n"
     )
     return tmp_path
 

@@ -21,9 +21,13 @@ def component_variants(cfg, names=(GAP_ONLY, CCA, FULL)) -> dict:
     return {name: ladder[name] for name in names}
 
 
-def train_and_compare(variants: dict, train_set, val_set, groups, cache=None, threshold: float = 0.5):
-    """Train (or load) each variant; returns (runs, evaluations, a table of their means)."""
+def train_and_compare(variants: dict, train_set, val_set, groups, cache=None):
+    """Train (or load) each variant; returns (runs, evaluations, a table of their means).
+
+    Each variant is scored with its own ``eval`` settings (F1 threshold, empty-class convention).
+    """
     runs = {name: train_classifier(c, train_set, val_set, groups, cache=cache) for name, c in variants.items()}
-    evals = {name: evaluate(val_set.Y, r.val_probs, train_set.classes, groups, threshold) for name, r in runs.items()}
+    evals = {name: evaluate(val_set.Y, runs[name].val_probs, train_set.classes, groups, c.eval.f1_threshold,
+                            empty=c.eval.empty_classes) for name, c in variants.items()}
     table = pd.DataFrame({name: ev.means for name, ev in evals.items()}).T
     return runs, evals, table
