@@ -36,3 +36,16 @@ def test_unknown_notebook_parameter_is_refused_before_a_kernel_starts(repo_root)
     out = _run("execute", str(repo_root / "notebooks" / "00_overview.py"), "--profile", "smoke",
                "-p", "dificulty", "2")
     assert out.returncode == 2 and "unknown notebook parameter(s) ['dificulty']" in out.stderr
+
+
+def test_a_failing_chapter_is_one_clean_error(repo_root, tmp_path):
+    source = tmp_path / "notebooks" / "09_broken.py"
+    source.parent.mkdir()
+    source.write_text('# %% tags=["parameters"]\nprofile = "smoke"\ndevice = "cpu"\n\n# %%\nraise ValueError("no data here")\n')
+    out = _run("execute", str(source), "--profile", "smoke", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "09_broken.py failed in the cell beginning `raise ValueError(" in out.stderr
+    assert "ValueError: no data here" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert (tmp_path / "notebooks" / "09_broken.failed.ipynb").exists()
+    assert not (tmp_path / "notebooks" / "09_broken.ipynb").exists()

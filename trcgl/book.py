@@ -100,10 +100,14 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
                     str(raw), str(staged), parameters=dict(parameters), kernel_name=KERNEL,
                     cwd=str(root), progress_bar=False, log_output=False,
                 )
-            except Exception:
+            except Exception as err:
                 output.unlink(missing_ok=True)
                 if staged.exists():
                     os.replace(staged, failed)
+                if isinstance(err, papermill.PapermillExecutionError):
+                    first = next((line for line in err.source.splitlines() if line.strip()), "")[:70]
+                    raise BookError(f"{source.name} failed in the cell beginning `{first}`: {err.ename}: {err.evalue}\n"
+                                    f"(the traceback is in the partly executed notebook {failed})") from None
                 raise
         seconds = time.perf_counter() - start
         os.replace(staged, output)
