@@ -42,7 +42,6 @@ padchest_root = None  # the PadChest image folder
 on_missing = None     # real images: error | skip
 
 # %%
-import time
 
 import numpy as np
 import pandas as pd
@@ -54,7 +53,7 @@ import trcgl.config
 from trcgl.cache import ArtifactCache
 from trcgl.data import padchest, prompts
 from trcgl.data.datasets import build_image_set, phantom_renderer, split_rows
-from trcgl.data.phantom import PhantomRenderer, downsample
+from trcgl.data.phantom import downsample
 from trcgl.plots import cooccurrence_chord, long_tail_bars, phantom_gallery
 from trcgl.runtime import images_per_second, seed_everything, select_device, training_throughput
 

@@ -42,7 +42,6 @@ lam = None            # λ of Eq. 14 (released code: 0.1)
 gate_scale = None     # 1.0: X + X⊙g (paper text); 0.05: the released code
 
 # %%
-import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 import torch

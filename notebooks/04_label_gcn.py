@@ -46,7 +46,6 @@ import numpy as np
 import pandas as pd
 import matplotlib.pyplot as plt
 import seaborn as sns
-import torch
 
 import trcgl.config
 from trcgl import paper

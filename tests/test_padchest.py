@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from trcgl.data import padchest
-from trcgl.data.padchest import (DataError, assign_groups, build_cohort, cooccurrence, load_class_set,
+from trcgl.data.padchest import (DataError, assign_groups, cooccurrence, load_class_set,
                                  multi_hot, parse_list, parse_table, patient_split, select_rows)
 
 

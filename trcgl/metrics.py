@@ -56,13 +56,21 @@ def evaluate(Y: np.ndarray, P: np.ndarray, classes: Sequence[str], groups: Seque
     excluded = list(table.index[table["AP"].isna()])
     if empty == "released":
         table = table.fillna({"AP": 0.0, "AUC": 0.5, "F1": 0.0})
-    means = {}
-    for name, rows in [("all", table)] + [(g, table[table.group == g]) for g in GROUPS]:
-        suffix = "" if name == "all" else f" {name}"
-        means[f"mAP{suffix}"] = float(rows["AP"].mean()) if rows["AP"].notna().any() else np.nan
-        means[f"mAUC{suffix}"] = float(rows["AUC"].mean()) if rows["AUC"].notna().any() else np.nan
-        means[f"macro-F1{suffix}"] = float(rows["F1"].mean()) if rows["F1"].notna().any() else np.nan
+    means = _group_means({"mAP": table["AP"].to_numpy(float), "mAUC": table["AUC"].to_numpy(float),
+                          "macro-F1": table["F1"].to_numpy(float)}, groups)
     return Evaluation(table, means, excluded)
+
+
+def _group_means(scores: dict, groups: Sequence[str]) -> dict:
+    """Per metric, the mean over all classes and over each group, ignoring undefined (NaN) classes."""
+    g = np.asarray(groups)
+    out = {}
+    for name, sel in [("all", np.ones(len(g), dtype=bool))] + [(x, g == x) for x in GROUPS]:
+        suffix = "" if name == "all" else f" {name}"
+        for metric, values in scores.items():
+            v = values[sel]
+            out[f"{metric}{suffix}"] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+    return out
 
 
 def best_f1_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
@@ -106,14 +114,7 @@ def _means_fast(Y: np.ndarray, P: np.ndarray, groups: Sequence[str]) -> dict:
         n = Y[:, c].sum()
         if 0 < n < len(Y):
             ap[c], auc[c] = _ap_fast(Y[:, c], P[:, c]), _auc_fast(Y[:, c], P[:, c])
-    g = np.asarray(groups)
-    out = {}
-    for name, sel in [("all", np.ones(len(g), bool))] + [(x, g == x) for x in GROUPS]:
-        suffix = "" if name == "all" else f" {name}"
-        with np.errstate(all="ignore"):
-            out[f"mAP{suffix}"] = float(np.nanmean(ap[sel])) if np.isfinite(ap[sel]).any() else np.nan
-            out[f"mAUC{suffix}"] = float(np.nanmean(auc[sel])) if np.isfinite(auc[sel]).any() else np.nan
-    return out
+    return _group_means({"mAP": ap, "mAUC": auc}, groups)
 
 
 def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000, seed: int = 0,

@@ -130,7 +130,7 @@ def cooccurrence_chord(Q, classes, groups, max_links: int = 90, per_class: int =
             if off[i, j] > 0:
                 keep.add((min(i, j), max(i, j)))
     ranked = sorted(((off[i, j], i, j) for i in range(C) for j in range(i + 1, C) if off[i, j] > 0), reverse=True)
-    for v, i, j in ranked:
+    for _, i, j in ranked:
         if len(keep) >= max_links:
             break
         keep.add((i, j))
@@ -148,7 +148,7 @@ def cooccurrence_chord(Q, classes, groups, max_links: int = 90, per_class: int =
             width = shown[i, j] / total * sizes[c] * 0.95
             spans[(i, j)] = (cursor[c], cursor[c] + width)
             cursor[c] += width
-    for v, i, j in pairs:
+    for _, i, j in pairs:
         rarer = i if counts[i] < counts[j] else j
         (a0, a1), (b0, b1) = spans[(i, j)], spans[(j, i)]
         circos.link((classes[i], a0, a1), (classes[j], b0, b1), color=GROUP_COLOURS[groups[rarer]], alpha=0.35, lw=0)

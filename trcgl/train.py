@@ -13,6 +13,7 @@ uninterrupted one on CPU: the data order of each epoch is drawn from a generator
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .cache import ArtifactCache
+from .cache import ArtifactCache, atomic_write_bytes
 from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
 from .metrics import evaluate
 from .models import build_model
@@ -184,6 +185,6 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())

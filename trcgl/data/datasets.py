@@ -8,6 +8,7 @@ interrupted build resumes at the last finished chunk.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, atomic_write_bytes
 from .padchest import Cohort, DataError, padchest_root, select_rows
 from .phantom import PhantomRenderer, downsample
 
@@ -134,9 +135,9 @@ def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> No
                     imgs.append(np.round(img * 255).astype(np.uint8))
                     masks.append(np.packbits(m.reshape(len(names), -1), axis=-1))
                     bar.update(1)
-                tmp = work / f"chunk{k:04d}.tmp.npz"
-                np.savez(tmp, images=np.stack(imgs), masks=np.stack(masks))
-                tmp.replace(path)
+                buffer = io.BytesIO()
+                np.savez(buffer, images=np.stack(imgs), masks=np.stack(masks))
+                atomic_write_bytes(path, buffer.getvalue())
         chunks = [np.load(work / f"chunk{k:04d}.npz") for k in range(n_chunks)]
         np.save(work / "images.npy", np.concatenate([c["images"] for c in chunks]))
         np.save(work / "masks.npy", np.concatenate([c["masks"] for c in chunks]))
