@@ -21,12 +21,13 @@ EXECUTED  := $(NOTEBOOKS:.py=.ipynb)
 PACKAGE   := $(shell find trcgl -name '*.py' -o -name '*.yaml' -o -name '*.json' 2>/dev/null)
 STAMP     := _build/.params
 
-.PHONY: help install test reproduce notebooks book clean clean-cache distclean FORCE
+.PHONY: help install browser test reproduce notebooks book check-site clean clean-cache distclean FORCE
 
 help:
 	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...']"
 	@echo "                                                                  execute all chapters, build the book"
 	@echo "make test                                                         run the test suite"
+	@echo "make check-site                                                   open every built page in headless Chromium"
 	@echo "make install | notebooks | book | clean | clean-cache | distclean"
 
 .tools/bin/uv:
@@ -39,7 +40,14 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 
 install: $(VENV)/.installed
 
-test: install
+# The browser check needs Chromium: installed from Debian's package where we can (root + apt), else skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
+	  echo "Chromium not installed: the browser check will be skipped"
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The executed notebooks depend on the profile, device and parameters: this stamp changes only when they do.
@@ -55,9 +63,13 @@ notebooks: $(EXECUTED)
 book: install
 	$(PY) -m trcgl build-book
 
+check-site: browser
+	$(PY) -m trcgl check-site --if-chromium
+
 reproduce: install
 	$(MAKE) --no-print-directory notebooks
 	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory check-site
 
 clean:
 	rm -rf _build notebooks/*.ipynb

@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,34 @@ def paper_cohort(real_table):
     from trcgl.data.padchest import build_cohort
 
     return build_cohort(real_table, "paper", split_seed=42)
+
+
+CHAPTERS = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))]
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """The whole book at CI scale in a temporary copy: every chapter executed in the smoke
+    profile (one shared run folder, so chapters share cached artifacts, as in `make reproduce`),
+    then built. Yields (root, {chapter: executed path or the exception}, html dir or exception)."""
+    from trcgl import book
+
+    root = tmp_path_factory.mktemp("smoke-book")
+    for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
+        shutil.copy(ROOT / name, root / name)
+    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
+    (root / "notebooks").mkdir()
+    run_dir = root / "runs"
+    results = {}
+    for chapter in CHAPTERS:
+        source = root / "notebooks" / f"{chapter}.py"
+        shutil.copy(ROOT / "notebooks" / f"{chapter}.py", source)
+        try:
+            results[chapter] = book.execute(source, {"profile": "smoke", "device": "cpu"}, root=root, run_dir=run_dir)
+        except Exception as err:  # reported by that chapter's test
+            results[chapter] = err
+    try:
+        html = book.build(root, run_dir=run_dir)
+    except Exception as err:
+        html = err
+    return root, results, html

@@ -8,7 +8,7 @@ import pytest
 
 from trcgl import book
 
-from .conftest import ROOT
+from .conftest import CHAPTERS
 
 
 @pytest.fixture
@@ -61,17 +61,30 @@ def test_a_chapter_without_a_parameters_cell_is_refused(tmp_path):
         book.execute(source, {"profile": "smoke"}, root=tmp_path, run_dir=tmp_path / "runs")
 
 
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("chapter", [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-                                     if p.stem != "00_overview"])
-def test_chapter_executes_in_the_smoke_profile(chapter, tmp_path, repo_root):
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_executes_in_the_smoke_profile(chapter, smoke_book):
     """Every chapter runs end to end at CI scale and shows at least one figure, no error output."""
     import json
 
-    source = repo_root / "notebooks" / f"{chapter}.py"
-    out = book.execute(source, {"profile": "smoke", "device": "cpu"}, root=repo_root,
-                       output=tmp_path / f"{chapter}.ipynb", run_dir=tmp_path / "runs")
+    _, results, _ = smoke_book
+    out = results[chapter]
+    if isinstance(out, Exception):
+        raise out
     nb = json.loads(out.read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "no figure"
+
+
+@pytest.mark.slow
+def test_the_smoke_book_builds_with_measured_times(smoke_book):
+    _, results, html = smoke_book
+    if isinstance(html, Exception):
+        raise html
+    page = (html / "book" / "reproduce.html").read_text()
+    assert "Profile" in page and "smoke" in page and "all chapters" in page
+    for chapter in CHAPTERS:
+        assert f"{chapter}" in page, f"{chapter} has no measured time on the reproduce page"

@@ -40,3 +40,18 @@ def test_vae_round_trip_shapes():
         z = vae.encode(x).latent_dist.sample()
         assert z.shape == (2, 4, 8, 8)
         assert vae.decode(z).sample.shape == x.shape
+
+
+def test_pooled_condition_enters_the_time_embedding_and_cfg_still_holds():
+    from trcgl.diffusion.models import predict_noise
+
+    torch.manual_seed(0)
+    unet = build_unet(8, 4, (16, 32), 12, attention_levels=1, attention_head_dim=4, pooled_condition=True).eval()
+    assert unet.config.class_embed_type == "projection"
+    x, t = torch.randn(2, 4, 8, 8), torch.tensor(10)
+    cond, uncond = torch.randn(2, 5, 12), torch.randn(2, 5, 12)
+    with torch.no_grad():
+        eps_c, eps_u = predict_noise(unet, x, t, cond), predict_noise(unet, x, t, uncond)
+        plain = unet(x, t, encoder_hidden_states=cond, class_labels=torch.zeros(2, 12)).sample
+        assert not torch.allclose(eps_c, plain, atol=1e-4)          # the token mean is used
+        assert torch.allclose(guided_noise(unet, x, t, cond, uncond, 2.5), eps_u + 2.5 * (eps_c - eps_u), atol=1e-5)

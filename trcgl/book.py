@@ -134,11 +134,66 @@ def _record_timing(run_dir: Path, chapter: str, parameters: dict, seconds: float
     path = Path(run_dir) / "timings.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     profile = str(parameters.get("profile", "?"))
-    data.setdefault(profile, {})[chapter] = {
+    before = data.setdefault(profile, {}).get(chapter, {})
+    same = before.get("parameters") == parameters
+    data[profile][chapter] = {
         "seconds": round(seconds, 2), "parameters": parameters,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        # the slowest run with these parameters: the one that computed what later runs load from the cache
+        "slowest_seconds": round(max(seconds, before.get("slowest_seconds", 0.0) if same else 0.0), 2),
+        "machine": machine_description(),
     }
     atomic_write_json(path, data)
+
+
+def machine_description() -> str:
+    """"2 CPU cores, x86_64" (and the GPU when torch sees one)."""
+    import platform
+
+    text = f"{os.cpu_count()} CPU cores, {platform.machine()}"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return text
+
+
+def timings_markdown(run_dir: Path | None = None) -> str:
+    """The measured chapter times of ``runs/timings.json`` as Markdown tables, one per profile."""
+    path = Path(run_dir or default_run_dir()) / "timings.json"
+    if not path.exists():
+        return "*No chapter has been executed on the machine that built this book yet.*\n"
+    data = json.loads(path.read_text())
+    out = []
+    for profile in sorted(data):
+        rows = data[profile]
+        out.append(f"**Profile `{profile}`**\n")
+        out.append("| chapter | last run (s) | slowest run, the one that filled the cache (s) | finished | machine | parameters |")
+        out.append("|---|---:|---:|---|---|---|")
+        for chapter in sorted(rows):
+            r = rows[chapter]
+            extra = {k: v for k, v in r["parameters"].items() if k not in ("profile", "device")}
+            params = ", ".join(f"{k}={v}" for k, v in extra.items()) or "defaults"
+            out.append(f"| {chapter} | {r['seconds']:.0f} | {r.get('slowest_seconds', r['seconds']):.0f} | {r['finished']} | "
+                       f"{r.get('machine', '?')} | {params} (device {r['parameters'].get('device', 'auto')}) |")
+        total = sum(r["seconds"] for r in rows.values())
+        slow = sum(r.get("slowest_seconds", r["seconds"]) for r in rows.values())
+        out.append(f"| **all chapters** | **{total:.0f}** | **{slow:.0f}** | | | |\n")
+    return "\n".join(out) + "\n"
+
+
+TIMINGS_PAGE = Path("book") / "_generated" / "timings.md"
+
+
+def write_timings_page(root: Path, run_dir: Path | None = None) -> Path:
+    """Write the measured times into the file the reproduce page includes."""
+    path = Path(root) / TIMINGS_PAGE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(timings_markdown(run_dir))
+    return path
 
 
 def check_fresh(root: Path) -> list[Path]:
@@ -173,11 +228,13 @@ def _jupyter_book() -> Path:
     return Path(found)
 
 
-def build(root: Path, output: Path | None = None, strict: bool = True) -> Path:
-    """Check freshness, then ``jupyter-book build``; returns the HTML folder
-    (``OUTPUT/_build/html``, by default ``ROOT/_build/html``)."""
+def build(root: Path, output: Path | None = None, strict: bool = True, run_dir: Path | None = None) -> Path:
+    """Check freshness, write the measured chapter times for the reproduce page, then
+    ``jupyter-book build``; returns the HTML folder (``OUTPUT/_build/html``, by default
+    ``ROOT/_build/html``)."""
     root = Path(root).resolve()
     check_fresh(root)
+    write_timings_page(root, run_dir)
     cmd = [str(_jupyter_book()), "build", str(root), "--builder", "html"]
     if output:
         cmd += ["--path-output", str(Path(output).resolve())]

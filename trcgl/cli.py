@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", type=Path, default=Path("."))
     p.add_argument("--output", type=Path, default=None, help="the book goes to OUTPUT/_build/html (default: ROOT)")
 
+    p = sub.add_parser("check-site", help="open every page of the built book in headless Chromium")
+    p.add_argument("html", type=Path, nargs="?", default=Path("_build/html"))
+    p.add_argument("--screenshots", type=Path, default=Path("_build/screenshots"))
+    p.add_argument("--if-chromium", action="store_true", help="skip (exit 0) when Chromium is not installed")
+
     p = sub.add_parser("cache", help="list or clear cached artifacts")
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("--stage", default=None, help="only this stage")
@@ -79,6 +84,21 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "build-book":
         html = book.build(args.root, args.output)
         print(f"book built: {html / 'index.html'}")
+    elif args.command == "check-site":
+        from .site_check import SiteCheckError, check_site, find_chromium
+
+        if args.if_chromium and find_chromium() is None:
+            print("browser check skipped: Chromium is not installed (apt-get install chromium)")
+            return 0
+        try:
+            reports = check_site(args.html, args.screenshots)
+        except SiteCheckError as err:
+            raise book.BookError(str(err)) from None
+        bad = [r for r in reports if not r.ok]
+        for r in bad:
+            print(f"{r.page}: {r.problems()}", file=sys.stderr)
+        print(f"browser check: {len(reports) - len(bad)} of {len(reports)} pages pass; screenshots in {args.screenshots}")
+        return 1 if bad else 0
     elif args.command == "cache":
         cache = ArtifactCache()
         if args.action == "list":

@@ -42,6 +42,18 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "checkpoint": "model.checkpoint",
     "difficulty": "phantom.difficulty",
     "label_noise": "phantom.label_noise",
+    "text_encoder": "diffusion.text_encoder",
+    "text_encoder_path": "paths.text_encoder",
+    "context_vectors": "diffusion.context_vectors",
+    "class_specific_context": "diffusion.class_specific_context",
+    "diffusion_epochs": "diffusion.epochs",
+    "guidance_scale": "diffusion.guidance_scale",
+    "target_groups": "diffusion.target_groups",
+    "synthetic_weight": "diffusion.synthetic_weight",
+    "diffusion_pipeline": "paths.diffusion_pipeline",
+    "synthetic_weights": "tables.synthetic_weights",
+    "alphas": "tables.alphas",
+    "clip_image_encoder": "paths.clip_image_encoder",
 }
 
 

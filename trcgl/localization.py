@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 
 def mask_to_grid(mask: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -63,3 +65,46 @@ def localization_summary(scores: pd.DataFrame) -> pd.DataFrame:
     by_group["pairs"] = scores.groupby("group").size().reindex(by_group.index).fillna(len(scores)).astype(int)
     by_group.loc["all", "pairs"] = len(scores)
     return by_group
+
+
+class _Logits(nn.Module):
+    """Wraps a model that returns a dict so that grad-cam sees a logits tensor."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)["logits"]
+
+
+def grad_cam_maps(model, images, class_ids, mean: float, std: float, device) -> np.ndarray:
+    """Grad-CAM (grad-cam library) of class ``class_ids[n]`` on image n, at image resolution,
+    normalised to sum to one (so it scores like an attention map). The target layer is the last
+    stage of the backbone."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    backbone = model.backbone
+    layer = backbone.stages[-1] if hasattr(backbone, "stages") else list(backbone.children())[-1]
+    x = (torch.from_numpy(np.asarray(images, dtype=np.float32) / 255.0) - mean) / std
+    was_training = model.training
+    model.eval()
+    with GradCAM(model=_Logits(model), target_layers=[layer]) as cam:
+        maps = cam(input_tensor=x[:, None].to(device), targets=[ClassifierOutputTarget(int(c)) for c in class_ids])
+    model.train(was_training)
+    maps = np.maximum(maps, 0)
+    sums = maps.sum(axis=(1, 2), keepdims=True)
+    uniform = np.full_like(maps, 1.0 / maps[0].size)
+    return np.where(sums > 0, maps / np.where(sums > 0, sums, 1), uniform)
+
+
+def pair_scores(maps: np.ndarray, masks: np.ndarray) -> pd.DataFrame:
+    """Mass inside the mask and pointing hit for paired (map, mask) at any common grid: the
+    maps (P, h, w) against masks (P, H, W) reduced to that grid."""
+    rows = []
+    for a, m in zip(maps, masks):
+        cover = mask_to_grid(m, *a.shape)
+        rows.append({"mass": attention_mass(a, cover), "chance mass": float(cover.mean()),
+                     "hit": pointing_hit(a, cover), "chance hit": float((cover > 0).mean())})
+    return pd.DataFrame(rows)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 #: (key, x, y, width, height, title, detail, colour); coordinates in a 16 x 9 canvas.
@@ -246,4 +247,109 @@ def label_graph(A, classes, groups, ax: plt.Axes | None = None, seed: int = 0) -
                            edgecolors=["black" if g == "tail" else "white" for g in groups])
     nx.draw_networkx_labels(G, pos, {i: c for i, c in enumerate(classes)}, ax=ax, font_size=7)
     ax.axis("off")
+    return fig
+
+
+# ----------------------------------------------------------------------------- diffusion chapter
+
+def sample_grid(rows, row_titles, col_titles=None, size: float = 1.5, row_title_width: float = 2.4) -> plt.Figure:
+    """A grid of images in [0, 1] (one list per row), each row labelled on its left."""
+    import textwrap
+
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(row_title_width + ncols * size, len(rows) * size + 0.3),
+                             squeeze=False)
+    for i, images in enumerate(rows):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if j < len(images):
+                ax.imshow(images[j], cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
+            if i == 0 and col_titles is not None and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=8)
+        axes[i, 0].set_ylabel("\n".join(textwrap.wrap(row_titles[i], 28)), rotation=0, ha="right", va="center",
+                              fontsize=7.5, labelpad=6)
+    fig.tight_layout()
+    return fig
+
+
+def guidance_sweep(table, metrics=("oracle p(target)", "Fréchet distance", "diversity")) -> plt.Figure:
+    """The ω sweep: one panel per metric against the guidance scale (Eq. 4)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2))
+    for ax, m in zip(np.atleast_1d(axes), metrics):
+        ax.plot(table.index, table[m], "o-")
+        if m + " (real)" in table:
+            ax.axhline(table[m + " (real)"].iloc[0], color="grey", ls="--", label="real images")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("guidance scale ω")
+        ax.set_title(m, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- results chapters
+
+def cam_gallery(images, masks, maps_by_method: dict, titles, size: float = 2.0) -> plt.Figure:
+    """Fig. 4: per row an image with its true lesion outlined, then each method's map over it."""
+    n, methods = len(images), list(maps_by_method)
+    fig, axes = plt.subplots(n, 1 + len(methods), figsize=((1 + len(methods)) * size, n * size + 0.4), squeeze=False)
+    for i in range(n):
+        H, W = images[i].shape
+        for j, name in enumerate(["image + true lesion"] + methods):
+            ax = axes[i, j]
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
+            if j > 0:
+                m = maps_by_method[name][i]
+                up = np.kron(m, np.ones((H // m.shape[0], W // m.shape[1])))
+                ax.imshow(up / max(up.max(), 1e-12), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            if masks[i].any():
+                ax.contour(masks[i].astype(float), levels=[0.5], colors="white" if j else "red", linewidths=0.9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+        axes[i, 0].set_ylabel(titles[i], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def prediction_bars(images, probs, Y, classes, top: int = 8, size: float = 2.6) -> plt.Figure:
+    """Fig. 5: each image beside its highest predicted class confidences; true labels in red."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 2, figsize=(2 * size + 2.2, n * size * 0.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.8]})
+    for i in range(n):
+        axes[i, 0].imshow(images[i], cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].axis("off")
+        order = np.argsort(-probs[i])[:top]
+        true = set(np.flatnonzero(Y[i]))
+        for c in true - set(order):          # always show the true labels
+            order = np.append(order, c)
+        ax = axes[i, 1]
+        colors = ["tab:red" if c in true else "tab:grey" for c in order]
+        ax.barh(range(len(order)), probs[i][order], color=colors)
+        ax.set_yticks(range(len(order)), [classes[c] for c in order], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.tick_params(axis="x", labelsize=7)
+    axes[0, 1].set_title("predicted probability (red: a true label)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def seed_bars(summary, metric: str, rows=None, ax=None) -> plt.Figure:
+    """Means over seeds with their 95% intervals for one metric (from experiments.seed_summary)."""
+    s = summary[summary.metric == metric].set_index("row")
+    if rows is not None:
+        s = s.reindex([r for r in rows if r in s.index])
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 0.35 * len(s) + 1))
+    err = np.vstack([s["mean"] - s["low"], s["high"] - s["mean"]])
+    ax.barh(range(len(s)), s["mean"], xerr=np.nan_to_num(err), color="tab:blue", alpha=0.7, capsize=3)
+    ax.set_yticks(range(len(s)), s.index, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} (mean over seeds, 95% interval)")
+    fig.tight_layout()
     return fig

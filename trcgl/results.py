@@ -39,6 +39,13 @@ class ResultsStore:
         self._records.append(rec)
         self.save()
 
+    def drop(self, table: str) -> int:
+        """Forget every record of ``table`` (a chapter starts its tables afresh); returns how many."""
+        before = len(self._records)
+        self._records = [r for r in self._records if r["table"] != table]
+        self.save()
+        return before - len(self._records)
+
     def save(self) -> None:
         atomic_write_json(self.path, {"records": self._records})
 

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from .cache import ArtifactCache, atomic_write_bytes
 from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
+from .losses import TrainingLoss, weighted_bce  # noqa: F401 (weighted_bce: re-exported)
 from .metrics import evaluate
 from .models import build_model
 from .runtime import seed_everything, select_device
@@ -66,7 +67,8 @@ def train_classifier(cfg, train_set: ImageSet, val_set: ImageSet, groups, extra:
     cache = cache or ArtifactCache()
     seed = cfg.seed if seed is None else seed
     params = {
-        "stage": "classifier-v1", "model": cfg.model.to_dict(), "train": cfg.train.to_dict(),
+        "stage": "classifier-v1", "model": key_view(cfg.model.to_dict(), "model"),
+        "train": key_view(cfg.train.to_dict(), "train"),
         "seed": seed, "train_set": image_set_key(train_set), "val_set": image_set_key(val_set),
         "extra": image_set_key(extra) if extra is not None else None,
     }
@@ -79,6 +81,20 @@ def train_classifier(cfg, train_set: ImageSet, val_set: ImageSet, groups, extra:
     model.to(device).eval()
     return TrainResult(model, pd.read_csv(folder / "history.csv"), np.load(folder / "val_probs.npy"),
                        meta["best_epoch"], meta["mean"], meta["std"], folder)
+
+
+#: Options added after artifacts were cached: at these values they leave the cache key unchanged,
+#: so a new option never invalidates models trained before it existed.
+NEUTRAL = {
+    "model": {"arch": "trcgl", "head": "linear", "head_scale": 10.0, "csra_lam": 0.1, "csra_temperature": 1.0},
+    "train": {"loss": "bce", "ldam_max_margin": 0.5, "drw_epoch": None, "drw_beta": 0.9999},
+}
+
+
+def key_view(section: dict, name: str) -> dict:
+    """A config section without the options that sit at their neutral value."""
+    neutral = NEUTRAL.get(name, {})
+    return {k: v for k, v in section.items() if not (k in neutral and neutral[k] == v)}
 
 
 def _schedule(cfg) -> list[str]:
@@ -99,12 +115,6 @@ def _optimizer(cfg, model, stage: str, steps: int):
     opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
     return opt, sched
-
-
-def weighted_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of w_n · mean_c BCE(s_nc, y_nc): a sample of weight 0.5 counts half."""
-    per_sample = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1)
-    return (per_sample * weights).mean()
 
 
 @torch.no_grad()
@@ -128,6 +138,7 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
     model = build_model(cfg, len(classes), train_set.Y).to(device)
     mean, std = normalisation(train_set)
     ds = training_dataset(train_set, extra, hflip=cfg.train.hflip, seed=seed)
+    loss_fn = TrainingLoss(cfg, train_set.Y.sum(0))
     steps = math.ceil(len(ds) / cfg.train.batch_size)
     plan = _schedule(cfg)
     ckpt_path = work / "last.pt"
@@ -159,7 +170,7 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
             x, y, w = x.to(device), y.to(device), w.to(device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)["logits"]
-            loss = weighted_bce(logits.float(), y, w)
+            loss = loss_fn(logits.float(), y, w, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

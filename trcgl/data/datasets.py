@@ -103,10 +103,12 @@ def split_rows(cfg, cohort: Cohort, split: str) -> np.ndarray:
                        seed=d.split_seed, projections=d.projections)
 
 
-def build_image_set(cfg, cohort: Cohort, split: str, cache: ArtifactCache | None = None) -> ImageSet:
-    """Render or read the images of one split, cached by configuration."""
+def build_image_set(cfg, cohort: Cohort, split: str, cache: ArtifactCache | None = None,
+                    index: np.ndarray | None = None) -> ImageSet:
+    """Render or read the images of one split (or of the cohort rows ``index``, named ``split``),
+    cached by configuration."""
     cache = cache or ArtifactCache()
-    index = split_rows(cfg, cohort, split)
+    index = split_rows(cfg, cohort, split) if index is None else np.asarray(index, dtype=np.int64)
     params = image_set_params(cfg, cohort, split, index)
     folder = cache.get_or_compute("image-set", params, lambda work: _build(cfg, cohort, index, split, work))
     return load_image_set(folder, cohort.class_set.classes)
@@ -118,6 +120,7 @@ def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> No
     if cfg.data.source == "phantom":
         renderer = phantom_renderer(cfg, cohort)
         names = np.asarray(cohort.class_set.classes)
+        render_ids = repeat_ids(frame["ImageID"].tolist())
         n_chunks = (len(index) + CHUNK - 1) // CHUNK
         with tqdm(total=len(index), desc=f"rendering {split} phantoms", unit="img") as bar:
             for k in range(n_chunks):
@@ -130,7 +133,7 @@ def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> No
                 for j in range(lo, hi):
                     row = frame.iloc[j]
                     present = names[cohort.Y[index[j]] == 1]
-                    img, m = renderer.render(row["ImageID"], present, row["sentences"], row["labels"])
+                    img, m = renderer.render(render_ids[j], present, row["sentences"], row["labels"])
                     img, m = downsample(img, m, size)
                     imgs.append(np.round(img * 255).astype(np.uint8))
                     masks.append(np.packbits(m.reshape(len(names), -1), axis=-1))
@@ -162,6 +165,18 @@ def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> No
     rows = cohort.frame.iloc[keep_index][META_COLUMNS + ["labels", "sentences"]].reset_index(drop=True)
     rows.to_pickle(work / "rows.pkl")
     (work / "report.json").write_text(json.dumps(report))
+
+
+def repeat_ids(ids) -> list[str]:
+    """Render ids: a row's k-th repeat (k ≥ 1) renders as ``ID~k``, i.e. the same labels and
+    findings on a new patient's anatomy (used to draw more phantoms of rare classes)."""
+    seen: dict[str, int] = {}
+    out = []
+    for i in ids:
+        k = seen.get(i, 0)
+        seen[i] = k + 1
+        out.append(i if k == 0 else f"{i}~{k}")
+    return out
 
 
 def load_image_set(folder: Path, classes) -> ImageSet:

@@ -12,8 +12,13 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 def build_unet(sample_size: int, in_channels: int = 4, block_out_channels=(64, 128, 256),
                cross_attention_dim: int = 384, attention_levels: int = 2, layers_per_block: int = 1,
-               attention_head_dim: int = 8) -> UNet2DConditionModel:
-    """A conditional UNet whose lowest ``attention_levels`` resolutions have cross-attention."""
+               attention_head_dim: int = 8, pooled_condition: bool = False) -> UNet2DConditionModel:
+    """A conditional UNet whose lowest ``attention_levels`` resolutions have cross-attention.
+
+    ``pooled_condition``: the condition's mean over its tokens is also projected into the time
+    embedding (as SDXL adds its pooled text embedding), a global path that a small model trained
+    from scratch learns much faster than cross-attention alone.
+    """
     n = len(block_out_channels)
     if not 1 <= attention_levels <= n:
         raise ValueError(f"attention_levels must be in 1..{n}, got {attention_levels}")
@@ -23,8 +28,18 @@ def build_unet(sample_size: int, in_channels: int = 4, block_out_channels=(64, 1
         sample_size=sample_size, in_channels=in_channels, out_channels=in_channels,
         down_block_types=down, up_block_types=up, block_out_channels=tuple(block_out_channels),
         layers_per_block=layers_per_block, cross_attention_dim=cross_attention_dim,
-        attention_head_dim=attention_head_dim, norm_num_groups=min(32, min(block_out_channels)),
+        attention_head_dim=attention_head_dim, norm_num_groups=unet_norm_groups(block_out_channels),
+        # FiLM-style time conditioning (scale and shift after the norm): with few channels per
+        # group, the default (a shift before the GroupNorm) would be normalised away
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type="projection" if pooled_condition else None,
+        projection_class_embeddings_input_dim=cross_attention_dim if pooled_condition else None,
     )
+
+
+def unet_norm_groups(block_out_channels) -> int:
+    """GroupNorm groups for a UNet: at most 32 and at least 4 channels per group."""
+    return max(1, min(32, min(block_out_channels) // 4))
 
 
 def build_vae(in_channels: int = 1, latent_channels: int = 4, block_out_channels=(32, 64, 128)) -> AutoencoderKL:
@@ -38,9 +53,16 @@ def build_vae(in_channels: int = 1, latent_channels: int = 4, block_out_channels
     )
 
 
+def predict_noise(unet: UNet2DConditionModel, x_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
+    """ε_θ(z_t, t, E_cond): cross-attention on the condition's tokens, plus its token mean in the
+    time embedding when the UNet was built with ``pooled_condition``."""
+    pooled = cond.mean(dim=1) if unet.config.class_embed_type == "projection" else None
+    return unet(x_t, t, encoder_hidden_states=cond, class_labels=pooled).sample
+
+
 def guided_noise(unet: UNet2DConditionModel, x_t: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor,
                  omega: float) -> torch.Tensor:
     """ε_cfg = ε_u + ω (ε_c − ε_u) (Eq. 4), both branches in one batched forward pass."""
-    both = unet(torch.cat([x_t, x_t]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    both = predict_noise(unet, torch.cat([x_t, x_t]), t, torch.cat([uncond, cond]))
     eps_u, eps_c = both.chunk(2)
     return eps_u + omega * (eps_c - eps_u)

@@ -67,6 +67,7 @@ class PromptConditioner(nn.Module):
         n_sets = num_classes if class_specific else 1
         self.context = nn.Parameter(torch.randn(n_sets, m, d) * 0.02)
         self.class_specific, self.m, self.max_length, self.dim = class_specific, m, max_length, d
+        self._empty: torch.Tensor | None = None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -83,13 +84,20 @@ class PromptConditioner(nn.Module):
 
     def unconditional(self, batch_size: int) -> torch.Tensor:
         """The condition for CFG's unconditional branch: [0 ; E("")]."""
-        empty = self.encode([""]).expand(batch_size, -1, -1)
+        if self._empty is None or self._empty.device != self.context.device:
+            self._empty = self.encode([""])          # the encoder is frozen: encode once
+        empty = self._empty.expand(batch_size, -1, -1)
         zeros = torch.zeros(batch_size, self.m, self.dim, device=empty.device, dtype=empty.dtype)
         return torch.cat([zeros, empty], dim=1)
 
     def forward(self, prompts: Sequence[str], class_ids: torch.Tensor | None = None,
                 drop: torch.Tensor | None = None) -> torch.Tensor:
-        E = self.encode(prompts)                                          # Eq. 1
+        return self.compose(self.encode(prompts), class_ids, drop)      # Eq. 1, then Eq. 2
+
+    def compose(self, E: torch.Tensor, class_ids: torch.Tensor | None = None,
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """E_cond = [C ; E_n] from token states already encoded (the encoder is frozen, so a
+        training loop encodes every prompt once and composes per batch)."""
         B = E.shape[0]
         if self.class_specific:
             if class_ids is None:

@@ -39,13 +39,35 @@ class TRCGLNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
 
-def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None) -> TRCGLNet:
-    """The model a configuration's ``model`` section describes; the graph needs the training labels."""
+def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None) -> nn.Module:
+    """The model a configuration's ``model`` section describes (``model.arch``: TRCGL-Net or a
+    Table 1 baseline); the label graph needs the training labels."""
     m = cfg.model
+    if m.arch != "trcgl":
+        from .baselines import ClipClassifier, CSRAClassifier, TimmClassifier
+
+        if m.arch == "timm":
+            return TimmClassifier(m.backbone, num_classes, cfg.data.image_size, head=m.head, scale=m.head_scale,
+                                  checkpoint=m.checkpoint)
+        if m.arch == "csra":
+            return CSRAClassifier(Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=m.checkpoint),
+                                  num_classes, m.csra_lam, m.csra_temperature)
+        if m.arch == "clip":
+            return ClipClassifier(cfg.paths.clip_image_encoder, num_classes)
+        raise ValueError(f"unknown model.arch '{m.arch}': choose trcgl, timm, csra or clip")
     backbone = Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=m.checkpoint)
     head = ChannelClassAttention(backbone.out_channels, num_classes, m.reduction, m.gate_scale, m.lam,
                                  channel_gate=m.channel_gate, spatial=m.spatial_attention,
                                  share_classifier=m.share_classifier)
+    if m.head == "cosine":  # the normalised classifier LDAM trains with (GAP branch only)
+        from .baselines import CosineLinear
+
+        if m.spatial_attention:
+            raise ValueError("model.head 'cosine' needs model.spatial_attention false: the spatial branch "
+                             "reuses a linear classifier's weights and bias")
+        head.classifier = CosineLinear(backbone.out_channels, num_classes, m.head_scale)
+    elif m.head != "linear":
+        raise ValueError(f"unknown model.head '{m.head}': choose linear or cosine")
     gcn = None
     if m.label_gcn:
         if train_labels is None:

@@ -1,0 +1,108 @@
+"""Table 1's baselines and losses: hand computations, shapes, the CLIP path with a tiny local
+stand-in, and each baseline learning the toy task of the trainer tests."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trcgl import load_config
+from trcgl.cache import ArtifactCache
+from trcgl.losses import TrainingLoss, drw_weights, ldam_margins, weighted_bce
+from trcgl.models import build_model
+from trcgl.models.baselines import ClipClassifier, ClipWeightsMissing, CosineLinear, CSRAHead, TimmClassifier
+from trcgl.train import key_view, train_classifier
+
+from .test_train import GROUPS, toy_cfg, toy_set
+
+
+def test_ldam_margins_and_drw_weights_by_hand():
+    assert np.allclose(ldam_margins([1, 16, 256], 0.5), [0.5, 0.25, 0.125])
+    assert np.allclose(ldam_margins([0, 1]), [0.5, 0.5])          # no positives counts as one
+    w = drw_weights([1, 2], beta=0.5)                                # raw: 1 and 0.5/0.75
+    assert np.allclose(w, np.array([1.0, 2 / 3]) / np.mean([1.0, 2 / 3]))
+
+
+def test_ldam_loss_lowers_positive_logits_by_the_scaled_margin():
+    cfg = load_config("smoke", {"train.loss": "ldam", "model.head_scale": 2.0, "train.drw_epoch": 1,
+                                "train.drw_beta": 0.5})
+    counts = np.array([1, 16])
+    loss = TrainingLoss(cfg, counts)
+    z = torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    y = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    w = torch.ones(2)
+    shifted = z - 2.0 * torch.tensor([0.5, 0.25]) * y
+    assert torch.isclose(loss(z, y, w, epoch=0), weighted_bce(shifted, y, w))
+    cw = torch.tensor(drw_weights(counts, 0.5), dtype=torch.float32)
+    assert torch.isclose(loss(z, y, w, epoch=1), weighted_bce(shifted, y, w, cw))   # DRW from epoch 1
+    with pytest.raises(ValueError, match="unknown train.loss"):
+        TrainingLoss(load_config("smoke", {"train.loss": "focal"}), counts)
+
+
+def test_cosine_head_and_csra_by_hand():
+    head = CosineLinear(3, 2, scale=5.0)
+    f = torch.randn(4, 3)
+    cos = torch.nn.functional.cosine_similarity(f[:, None], head.weight[None], dim=-1)
+    assert torch.allclose(head(f), 5.0 * cos, atol=1e-6)
+
+    csra = CSRAHead(2, 1, lam=0.5, temperature=math.inf)
+    csra.classifier.weight.data = torch.tensor([[[[3.0]], [[4.0]]]])  # ‖w‖ = 5
+    X = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])                  # locations: (1, 0) and (0, 2)
+    s = torch.tensor([3.0 / 5, 8.0 / 5])                               # per-location normalised scores
+    assert torch.allclose(csra(X), (s.mean() + 0.5 * s.max()).reshape(1, 1))
+    csra.temperature = 0.0                                              # uniform attention: mean
+    assert torch.allclose(csra(X), (1.5 * s.mean()).reshape(1, 1))
+    csra.temperature = 2.0
+    a = torch.softmax(2.0 * s, 0)
+    assert torch.allclose(csra(X), (s.mean() + 0.5 * (a * s).sum()).reshape(1, 1))
+
+
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "vit_tiny_patch16_224", "convnextv2_atto"])
+def test_timm_baselines_take_grayscale_and_give_class_logits(name):
+    model = TimmClassifier(name, 5, image_size=32).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 32, 32))["logits"].shape == (2, 5)
+    assert {id(p) for p in model.head_parameters()} == {id(p) for p in model.head.parameters()}
+
+
+def test_build_model_dispatches_and_clip_without_weights_is_a_clear_error(tmp_path):
+    cfg = load_config("smoke", {"model.arch": "timm", "model.backbone": "resnet18", "model.head": "cosine"})
+    assert isinstance(build_model(cfg, 4).head, CosineLinear)
+    csra = build_model(load_config("smoke", {"model.arch": "csra"}), 4)
+    assert isinstance(csra.head, CSRAHead)
+    with pytest.raises(ClipWeightsMissing, match="needs pretrained CLIP weights"):
+        build_model(load_config("smoke", {"model.arch": "clip"}), 4)
+    with pytest.raises(ValueError, match="unknown model.arch"):
+        build_model(load_config("smoke", {"model.arch": "mlp"}), 4)
+
+
+def test_clip_row_runs_from_a_local_folder(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    tiny = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                            image_size=32, patch_size=8, projection_dim=16)
+    CLIPVisionModel(tiny).save_pretrained(tmp_path / "clip")
+    model = ClipClassifier(tmp_path / "clip", 3)
+    out = model(torch.randn(2, 1, 64, 64))["logits"]
+    assert out.shape == (2, 3)
+    out.sum().backward()
+    assert model.head.weight.grad is not None
+
+
+def test_new_options_at_their_neutral_value_leave_the_cache_key_alone():
+    cfg = load_config("smoke")
+    assert "arch" not in key_view(cfg.model.to_dict(), "model") and "loss" not in key_view(cfg.train.to_dict(), "train")
+    other = cfg.replace({"model.arch": "csra"})
+    assert key_view(other.model.to_dict(), "model")["arch"] == "csra"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("over", [
+    {"model.arch": "timm", "model.backbone": "resnet18"},
+    {"model.arch": "csra"},
+    {"model.arch": "timm", "model.backbone": "convnextv2_atto", "model.head": "cosine", "train.loss": "ldam",
+     "train.drw_epoch": 2},
+], ids=["resnet18", "csra", "ldam-drw"])
+def test_each_baseline_learns_the_toy_task(over, tmp_path):
+    result = train_classifier(toy_cfg(**over), toy_set(240, 0), toy_set(120, 1), GROUPS, cache=ArtifactCache(tmp_path))
+    assert result.history.val_mAP.max() > 0.85, result.history

@@ -1,0 +1,101 @@
+"""The synthetic tail set: label sets, filter, oracle rows, consistency and distances, by hand."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from trcgl import load_config
+from trcgl.data.datasets import ImageSet
+from trcgl.data.padchest import load_class_set
+from trcgl.diffusion.synthetic import (as_image_set, bootstrap_difference, consistency_table, draw_label_sets,
+                                       filter_thresholds, frechet_distance, keep_mask, mean_pairwise_distance,
+                                       oracle_rows, plan_labels, target_classes)
+
+
+@pytest.fixture(scope="module")
+def class_set():
+    return load_class_set("paper")
+
+
+def small_train_set(class_set):
+    names = class_set.classes
+    C = len(names)
+    Y = np.zeros((6, C), np.uint8)
+    a, b, c, n = names.index("pneumothorax"), names.index("pleural effusion"), names.index("cardiomegaly"), names.index("normal")
+    Y[0, [a, b, c]] = 1
+    Y[1, a] = 1
+    Y[2, n] = 1
+    Y[3, b] = 1
+    Y[4, [b, c]] = 1
+    Y[5, [a, n]] = 1                 # an odd row: normal with a finding
+    rows = pd.DataFrame({"ImageID": [f"r{i}" for i in range(6)], "sentences": [[] for _ in range(6)]})
+    return ImageSet(np.zeros((6, 8, 8), np.uint8), Y, np.ones(6, np.float32), rows, names), (a, b, c, n)
+
+
+def test_label_sets_come_from_rows_with_the_target_and_match_their_prompts(class_set):
+    train, (a, b, c, n) = small_train_set(class_set)
+    plan = draw_label_sets(train, class_set, [a], n_per_class=20, seed=0, max_findings=2)
+    assert set(plan.source_row) <= {0, 1, 5} and len(plan) == 20
+    assert all(f[0] == "pneumothorax" and len(f) <= 2 and "normal" not in f for f in plan.findings)
+    Y = plan_labels(plan, class_set)
+    assert (Y[:, a] == 1).all() and (Y.sum(1) == plan.findings.map(len)).all()
+    for prompt, findings in zip(plan.prompt, plan.findings):
+        assert all(f in prompt for f in findings), prompt
+    # row 0 has three findings: with max_findings = 2 the label keeps the target and the first other
+    from_row0 = plan[plan.source_row == 0]
+    assert all(f == ["pneumothorax", class_set.classes[min(b, c)]] for f in from_row0.findings)
+    s = as_image_set(np.zeros((20, 8, 8), np.uint8), plan, class_set, 0.5)
+    assert np.array_equal(s.Y, Y) and np.allclose(s.weights, 0.5) and s.source == "synthetic"
+    empty = int(np.flatnonzero(train.Y.sum(0) == 0)[0])
+    with pytest.raises(ValueError, match="no training row"):
+        draw_label_sets(train, class_set, [empty], 3)
+
+
+def test_filter_thresholds_are_quantiles_of_real_negatives():
+    P = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.1], [0.9, 0.2], [0.5, 0.3]])
+    Y = np.array([[0, 1], [0, 1], [0, 0], [1, 0], [0, 0]])
+    t = filter_thresholds(P, Y, 0.5)
+    assert np.allclose(t, [np.median([0.1, 0.2, 0.3, 0.5]), np.median([0.1, 0.2, 0.3])])
+    assert list(keep_mask(np.array([0.3, 0.2, 0.21]), np.array([0, 0, 1]), t)) == [True, False, True]
+    with pytest.raises(ValueError):
+        filter_thresholds(P, Y, 1.0)
+
+
+def test_frechet_distance_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, (4000, 1))
+    b = rng.normal(2, 3, (4000, 1))
+    ma, mb, sa, sb = a.mean(), b.mean(), a.std(ddof=1), b.std(ddof=1)
+    assert np.isclose(frechet_distance(a, b), (ma - mb) ** 2 + (sa - sb) ** 2, rtol=1e-6)
+    x = rng.normal(size=(50, 3))
+    assert abs(frechet_distance(x, x)) < 1e-6
+    assert np.isclose(mean_pairwise_distance(np.array([[0, 0], [3, 4], [0, 8]])), (5 + 8 + 5) / 3)
+
+
+def test_consistency_table_compares_synthetic_with_unconditional_and_real():
+    classes = ["x", "y", "z"]
+    P_s = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.1, 0.3, 0.0], [0.1, 0.2, 0.0]])
+    targets_s = [0, 0, 1, 1]
+    P_u = np.array([[0.1, 0.25, 0.0], [0.2, 0.25, 0.0], [0.1, 0.25, 0.0]])
+    P_r = np.array([[0.7, 0.1, 0.0], [0.1, 0.9, 0.0]])
+    Y_r = np.array([[1, 0, 0], [0, 1, 0]])
+    t = consistency_table(classes, [0, 1], P_s, targets_s, P_u, P_r, Y_r, n_boot=200)
+    assert np.isclose(t.loc["x", "synthetic"], 0.85) and np.isclose(t.loc["x", "unconditional"], 0.4 / 3)
+    assert np.isclose(t.loc["x", "synthetic > 0.5"], 1.0) and np.isclose(t.loc["y", "real with class"], 0.9)
+    assert t.loc["x", "above baseline"] and not t.loc["y", "above baseline"]
+    d, lo, hi = bootstrap_difference(np.array([1.0, 1.0]), np.array([0.0, 0.0]))
+    assert (d, lo, hi) == (1.0, 1.0, 1.0)
+
+
+def test_target_groups_and_oracle_rows(paper_cohort):
+    cfg = load_config("smoke", {"diffusion.oracle_per_class": 5})
+    tails = target_classes(cfg, paper_cohort.groups)
+    assert len(tails) == 6 and all(paper_cohort.groups[i] == "tail" for i in tails)
+    both = target_classes(cfg.replace({"diffusion.target_groups": ["tail", "medium"]}), paper_cohort.groups)
+    assert len(both) == 17
+    with pytest.raises(ValueError, match="unknown group"):
+        target_classes(cfg.replace({"diffusion.target_groups": ["rare"]}), paper_cohort.groups)
+    exclude = paper_cohort.frame["ImageID"].iloc[:5000]
+    idx = oracle_rows(cfg, paper_cohort, exclude, seed=0)
+    assert paper_cohort.is_train[idx].all() and not set(paper_cohort.frame["ImageID"].iloc[idx]) & set(exclude)
+    per_class = paper_cohort.Y[idx].sum(0)
+    assert (per_class >= 5).all() and len(idx) == 5 * paper_cohort.Y.shape[1]

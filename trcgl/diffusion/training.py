@@ -1,0 +1,302 @@
+"""Training the latent diffusion model on the training split (paper Sec. 3.1, Eq. 3), cached.
+
+Two stages, each cached by the settings it depends on and resumable after an interruption
+(checkpoint per epoch in the cache's ``.partial`` folder, data order and noise drawn from
+generators seeded by (seed, epoch)):
+
+1. an ``AutoencoderKL`` learns to compress the training images (L1 reconstruction + a small KL
+   term); its latents are rescaled to unit variance (diffusers' ``scaling_factor``);
+2. a ``UNet2DConditionModel`` learns to predict the noise of noised latents, conditioned by
+   cross-attention on E_cond = [C ; E_n] (Eq. 2), with the objective
+   L = E ||ε − ε_θ(z_t, t, E_cond)||² (Eq. 3). The text encoder is frozen, so every prompt is
+   encoded once; the context vectors C learn with the UNet. Conditions are dropped (replaced by
+   the unconditional one) with probability ``cond_dropout`` so the same network also learns ε_u
+   for classifier-free guidance. An exponential moving average of the UNet weights is kept
+   (diffusers' ``EMAModel``) and is what the saved pipeline holds.
+
+The result is a :class:`~trcgl.diffusion.pipeline.PromptDiffusionPipeline` saved with
+``save_pretrained`` inside the cache and loaded back from there; ``paths.diffusion_pipeline``
+loads a saved pipeline instead of training.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+from diffusers.training_utils import EMAModel
+from tqdm import tqdm
+
+from ..cache import ArtifactCache, atomic_write_bytes
+from ..data.prompts import prompt_for_row
+from ..runtime import seed_everything, select_device
+from ..train import image_set_key
+from .models import build_unet, build_vae, predict_noise
+from .pipeline import ContextVectors, PromptDiffusionPipeline, load_pipeline
+from .text import PromptConditioner, load_text_encoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DiffusionRun:
+    pipeline: PromptDiffusionPipeline
+    history: pd.DataFrame | None   # per epoch: train loss, held-out loss (None for a loaded pipeline)
+    folder: Path | None
+
+
+#: The ``diffusion`` settings the trained model depends on (sampling, filtering and oracle
+#: settings are not among them, so changing those never retrains the model).
+TRAINING_KEYS = ("text_encoder", "context_vectors", "class_specific_context", "max_length", "cond_dropout", "n_train",
+                 "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "unet_channels",
+                 "attention_levels", "pooled_condition", "epochs", "lr", "batch_size", "ema_decay",
+                 "train_timesteps", "beta_schedule")
+
+
+def _after_epoch(stage: str, epoch: int) -> None:
+    """A hook called after each checkpoint (tests use it to simulate an interruption)."""
+
+
+# ----------------------------------------------------------------------------- data
+
+def diffusion_rows(cfg, train_set, seed: int) -> np.ndarray:
+    """Training-set indices the diffusion model learns from: all, or ``diffusion.n_train`` rows
+    taken rarest-class first (a row counts as rare as its rarest label), so tail and medium
+    rows are all in and the head fills the rest."""
+    n = cfg.diffusion.n_train
+    if n is None or n >= len(train_set):
+        return np.arange(len(train_set))
+    counts = train_set.Y.sum(0).astype(float)
+    rarest = np.where(train_set.Y == 1, counts[None], np.inf).min(1)
+    tie = np.random.default_rng(seed).random(len(train_set))
+    return np.sort(np.lexsort((tie, rarest))[:n])
+
+
+def rarest_class(Y: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per row, the index of its rarest present class (the key of class-specific context)."""
+    return np.where(Y == 1, counts[None].astype(float), np.inf).argmin(1)
+
+
+def training_prompts(image_set, class_set, seed: int = 0) -> list[str]:
+    """One prompt per image from its labels and its sentences' localizations."""
+    names = np.asarray(class_set.classes)
+    rows = image_set.rows
+    return [prompt_for_row(names[image_set.Y[i] == 1], class_set, rows["sentences"].iloc[i],
+                           rows["ImageID"].iloc[i], seed) for i in range(len(image_set))]
+
+
+def to_unit_range(images_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) -> float (N, 1, H, W) in [-1, 1], the VAE's input range."""
+    return torch.from_numpy(images_uint8.astype(np.float32) / 127.5 - 1.0)[:, None]
+
+
+# ----------------------------------------------------------------------------- stage 1: VAE
+
+def train_vae(cfg, images: np.ndarray, seed: int, cache: ArtifactCache, device) -> AutoencoderKL:
+    """The autoencoder for ``images`` (uint8, N×H×W), trained or loaded from the cache."""
+    d = cfg.diffusion
+    params = {"stage": "vae-v1", "seed": seed, "images": _digest(images),
+              **{k: d[k] for k in ("vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "batch_size")}}
+    folder = cache.get_or_compute("vae", params, lambda work: _fit_vae(cfg, images, seed, device, work))
+    return AutoencoderKL.from_pretrained(folder / "vae").to(device).eval()
+
+
+def _fit_vae(cfg, images, seed, device, work: Path) -> None:
+    d = cfg.diffusion
+    seed_everything(seed, cfg.deterministic)
+    vae = build_vae(1, d.latent_channels, tuple(d.vae_channels)).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=d.vae_lr)
+    X = to_unit_range(images)
+    start, history = _resume(work, {"model": vae, "optimizer": opt})
+    for epoch in tqdm(range(start, d.vae_epochs), desc="training the VAE", unit="epoch",
+                      initial=start, total=d.vae_epochs):
+        vae.train()
+        g = torch.Generator().manual_seed(seed * 7919 + epoch)
+        losses = []
+        for b in torch.randperm(len(X), generator=g).split(d.batch_size):
+            x = X[b].to(device)
+            post = vae.encode(x).latent_dist
+            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
+            recon = vae.decode(z).sample
+            loss = (recon - x).abs().mean() + d.kl_weight * post.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
+        _checkpoint(work, {"model": vae, "optimizer": opt}, epoch, history)
+        _after_epoch("vae", epoch)
+    vae.eval()
+    mu, _ = encode_latents(vae, images, device, scaled=False)
+    vae.register_to_config(scaling_factor=float(1.0 / mu.std()))   # unit-variance latents (as in SD)
+    vae.save_pretrained(work / "vae")
+    pd.DataFrame(history).to_csv(work / "history.csv", index=False)
+    (work / "last.pt").unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: np.ndarray, device, scaled: bool = True, batch_size: int = 128):
+    """Posterior means and standard deviations (N, c, h, w) of uint8 images, times the scaling factor."""
+    mus, sds = [], []
+    for x in to_unit_range(images).split(batch_size):
+        post = vae.encode(x.to(device)).latent_dist
+        mus.append(post.mean.float().cpu())
+        sds.append(post.std.float().cpu())
+    mu, sd = torch.cat(mus), torch.cat(sds)
+    f = vae.config.scaling_factor if scaled else 1.0
+    return mu * f, sd * f
+
+
+# ----------------------------------------------------------------------------- stage 2: UNet + context
+
+def train_prompt_diffusion(cfg, class_set, train_set, val_set, seed: int | None = None,
+                           cache: ArtifactCache | None = None, name: str = "prompt-diffusion") -> DiffusionRun:
+    """The prompt-latent diffusion model of a configuration: loaded from ``paths.diffusion_pipeline``,
+    from the cache, or trained on ``train_set`` (Eq. 3)."""
+    device = select_device(cfg.device)
+    if cfg.paths.diffusion_pipeline:
+        return DiffusionRun(load_pipeline(cfg.paths.diffusion_pipeline, device), None, None)
+    cache = cache or ArtifactCache()
+    seed = cfg.seed if seed is None else seed
+    params = {"stage": "prompt-diffusion-v2", "diffusion": {k: cfg.diffusion[k] for k in TRAINING_KEYS}, "seed": seed,
+              "text_encoder_path": cfg.paths.text_encoder, "class_set": class_set.name,
+              "train_set": image_set_key(train_set), "val_set": image_set_key(val_set)}
+    folder = cache.get_or_compute(name, params, lambda work: _fit_diffusion(cfg, class_set, train_set, val_set,
+                                                                             seed, cache, device, work))
+    return DiffusionRun(load_pipeline(folder / "pipeline", device), pd.read_csv(folder / "history.csv"), folder)
+
+
+def build_conditioner(cfg, num_classes: int) -> PromptConditioner:
+    d = cfg.diffusion
+    tokenizer, encoder = load_text_encoder(d.text_encoder, cfg.paths.text_encoder)
+    return PromptConditioner(tokenizer, encoder, m=d.context_vectors, max_length=d.max_length,
+                             class_specific=d.class_specific_context, num_classes=num_classes)
+
+
+@torch.no_grad()
+def encode_prompts(conditioner: PromptConditioner, prompts, batch_size: int = 256) -> torch.Tensor:
+    """E_n (Eq. 1) of every prompt, computed once (N, L, d) on the CPU."""
+    return torch.cat([conditioner.encode(prompts[i:i + batch_size]).cpu()
+                      for i in range(0, len(prompts), batch_size)])
+
+
+def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work: Path) -> None:
+    d = cfg.diffusion
+    idx = diffusion_rows(cfg, train_set, seed)
+    vae = train_vae(cfg, train_set.images[idx], seed, cache, device)
+    seed_everything(seed, cfg.deterministic)
+    counts = train_set.Y.sum(0)
+    conditioner = build_conditioner(cfg, len(class_set.classes)).to(device)
+    prompts = training_prompts(train_set, class_set, seed)
+    E = encode_prompts(conditioner, [prompts[i] for i in idx])
+    cids = torch.from_numpy(rarest_class(train_set.Y[idx], counts))
+    mu, sd = encode_latents(vae, train_set.images[idx], device)
+    # a fixed held-out probe: 256 validation images, fixed noise and timesteps (comparable across runs)
+    n_probe = min(256, len(val_set))
+    v_mu, _ = encode_latents(vae, val_set.images[:n_probe], device)
+    v_E = encode_prompts(conditioner, training_prompts(val_set, class_set, seed)[:n_probe])
+    v_c = torch.from_numpy(rarest_class(val_set.Y[:n_probe], counts))
+    gp = torch.Generator().manual_seed(12345)
+    v_eps = torch.randn(v_mu.shape, generator=gp)
+    v_t = torch.randint(0, d.train_timesteps, (n_probe,), generator=gp)
+
+    unet = build_unet(mu.shape[-1], d.latent_channels, tuple(d.unet_channels), conditioner.dim,
+                      d.attention_levels, pooled_condition=d.pooled_condition).to(device)
+    noise = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
+                          clip_sample=False)   # latents are not confined to [-1, 1]
+    trainable = [p for p in unet.parameters()] + ([conditioner.context] if conditioner.m else [])
+    opt = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=1e-2)
+    ema = EMAModel(unet.parameters(), decay=d.ema_decay)
+    parts = {"model": unet, "context": conditioner, "optimizer": opt, "ema": ema}
+    start, history = _resume(work, parts)
+    for epoch in tqdm(range(start, d.epochs), desc="training the diffusion UNet", unit="epoch",
+                      initial=start, total=d.epochs):
+        unet.train()
+        g = torch.Generator().manual_seed(seed * 104_729 + epoch)
+        losses = []
+        for b in torch.randperm(len(idx), generator=g).split(d.batch_size):
+            z0 = mu[b] + sd[b] * torch.randn(mu[b].shape, generator=g)
+            eps = torch.randn(z0.shape, generator=g)
+            t = torch.randint(0, d.train_timesteps, (len(b),), generator=g)
+            drop = torch.rand(len(b), generator=g) < d.cond_dropout
+            z_t = noise.add_noise(z0, eps, t)
+            cond = conditioner.compose(E[b].to(device), cids[b].to(device), drop.to(device))
+            pred = predict_noise(unet, z_t.to(device), t.to(device), cond)
+            loss = torch.nn.functional.mse_loss(pred.float(), eps.to(device))          # Eq. 3
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            ema.step(unet.parameters())
+            losses.append(loss.item())
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
+                        "heldout_loss": _probe_loss(unet, ema, conditioner, noise, v_mu, v_E, v_c, v_eps, v_t, device)})
+        _checkpoint(work, parts, epoch, history)
+        _after_epoch("unet", epoch)
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    pipe = PromptDiffusionPipeline(vae=vae, unet=unet, scheduler=DDIMScheduler.from_config(noise.config),
+                                   text_encoder=conditioner.encoder, tokenizer=conditioner.tokenizer,
+                                   context=ContextVectors.from_conditioner(conditioner))
+    pipe.save_pretrained(work / "pipeline")
+    pd.DataFrame(history).to_csv(work / "history.csv", index=False)
+    (work / "meta_rows.json").write_text(json.dumps({"rows": len(idx), "device": str(device)}))
+    (work / "last.pt").unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def _probe_loss(unet, ema, conditioner, noise, mu, E, cids, eps, t, device) -> float:
+    """Eq. 3 on the fixed held-out probe, with the EMA weights (what sampling will use)."""
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    unet.eval()
+    total = 0.0
+    for b in torch.arange(len(mu)).split(128):
+        z_t = noise.add_noise(mu[b], eps[b], t[b])
+        cond = conditioner.compose(E[b].to(device), cids[b].to(device))
+        pred = predict_noise(unet, z_t.to(device), t[b].to(device), cond)
+        total += torch.nn.functional.mse_loss(pred.float(), eps[b].to(device), reduction="sum").item()
+    ema.restore(unet.parameters())
+    unet.train()
+    return total / eps.numel()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def _checkpoint(work: Path, parts: dict, epoch: int, history: list) -> None:
+    state = {k: _state(v) for k, v in parts.items()}
+    state.update(epoch=epoch, history=history, rng=torch.get_rng_state())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(work / "last.pt", buffer.getvalue())
+
+
+def _state(part):
+    """What a checkpoint keeps of a part: the conditioner's context only (its encoder is frozen)."""
+    return part.context.detach().clone() if isinstance(part, PromptConditioner) else part.state_dict()
+
+
+def _resume(work: Path, parts: dict) -> tuple[int, list]:
+    path = work / "last.pt"
+    if not path.exists():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for k, v in parts.items():
+        if isinstance(v, PromptConditioner):
+            v.context.data.copy_(state[k])
+        else:
+            v.load_state_dict(state[k])
+    torch.set_rng_state(state["rng"])
+    log.info("resuming %s at epoch %d", work.name, state["epoch"] + 2)
+    return state["epoch"] + 1, state["history"]
+
+
+def _digest(arr: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]

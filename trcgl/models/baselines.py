@@ -1,0 +1,156 @@
+"""The comparison models of Table 1: plain timm networks, a cosine head for LDAM, CSRA, and CLIP.
+
+* :class:`TimmClassifier`: any timm network (ResNet, EfficientNet, ConvNeXt, ViT) with its own
+  global pooling and a linear head, or a cosine head (``head="cosine"``: s · cos(f, w_c), the
+  normalised classifier LDAM {cite}`cao2019ldam` trains with).
+* :class:`CSRAHead`: class-specific residual attention {cite}`zhu2021csra`: per-location class
+  scores from unit-norm class vectors, s_c = mean_j s_cj + λ · Σ_j softmax_j(T s_cj) s_cj
+  (T = ∞ is max pooling), on the same ConvNeXtV2 feature map as TRCGL-Net.
+* :class:`ClipClassifier`: a CLIP image encoder from a local ``from_pretrained`` folder with a
+  linear head. No CLIP weights can be obtained here, so without a folder this row of Table 1
+  has no number; a missing folder is a clear error.
+
+Every model returns ``{"logits": ...}`` and has ``backbone`` and ``head_parameters()``, so the
+two-stage trainer treats them like TRCGL-Net.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .backbone import Backbone, BackboneError
+
+
+class CosineLinear(nn.Module):
+    """logits = s · cos(f, w_c) for every class c."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 10.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, in_features) / math.sqrt(in_features))
+        self.scale = scale
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.scale * nn.functional.normalize(f, dim=1) @ nn.functional.normalize(self.weight, dim=1).T
+
+
+def _head(in_features: int, num_classes: int, kind: str, scale: float) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(in_features, num_classes)
+    if kind == "cosine":
+        return CosineLinear(in_features, num_classes, scale)
+    raise ValueError(f"unknown head '{kind}': choose linear or cosine")
+
+
+class TimmClassifier(nn.Module):
+    """A timm network (its own pooling) and a linear or cosine head."""
+
+    def __init__(self, name: str, num_classes: int, image_size: int, in_chans: int = 1, head: str = "linear",
+                 scale: float = 10.0, checkpoint: str | Path | None = None):
+        super().__init__()
+        kwargs = {"img_size": image_size} if name.startswith(("vit", "deit")) else {}
+        try:
+            self.backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
+        except RuntimeError as err:  # timm: unknown model name
+            raise BackboneError(f"timm has no model '{name}': {err}") from None
+        if checkpoint:
+            load_any_checkpoint(self.backbone, checkpoint, in_chans)
+        self.head = _head(self.backbone.num_features, num_classes, head, scale)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(self.backbone(x))}
+
+    def head_parameters(self):
+        return list(self.head.parameters())
+
+
+def load_any_checkpoint(model: nn.Module, path: str | Path, in_chans: int = 1) -> None:
+    """Load a local timm state dict into any timm model, folding an RGB first convolution to
+    ``in_chans`` channels; only classifier keys may be missing or extra."""
+    from timm.models import adapt_input_conv
+
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"checkpoint not found: {path}. Save the timm weights of this model with "
+                            "torch.save(model.state_dict(), PATH) on a machine with internet and pass PATH")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    for k, v in list(state.items()):
+        if k in own and v.ndim == 4 and v.shape[1] != own[k].shape[1] and own[k].shape[1] == in_chans:
+            state[k] = adapt_input_conv(in_chans, v)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise BackboneError(f"{path} does not fit {type(model).__name__}: {str(err).splitlines()[1].strip()}") from None
+    heads = ("head", "fc", "classifier")
+    bad = [k for k in list(result.missing_keys) + list(result.unexpected_keys) if not k.startswith(heads)]
+    if bad:
+        raise BackboneError(f"{path} does not fit {type(model).__name__}: mismatching keys {bad[:5]}")
+
+
+class CSRAHead(nn.Module):
+    """Class-specific residual attention: base (average) + λ · attention-pooled class scores."""
+
+    def __init__(self, channels: int, num_classes: int, lam: float = 0.1, temperature: float = 1.0):
+        super().__init__()
+        self.classifier = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
+        self.lam, self.temperature = lam, temperature
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        w = self.classifier.weight                                     # (C, D, 1, 1)
+        s = (self.classifier(X) / w.flatten(1).norm(dim=1)[None, :, None, None]).flatten(2)   # (B, C, HW)
+        base = s.mean(-1)
+        if math.isinf(self.temperature):
+            att = s.max(-1).values
+        else:
+            att = (torch.softmax(self.temperature * s, dim=-1) * s).sum(-1)
+        return base + self.lam * att
+
+
+class CSRAClassifier(nn.Module):
+    """The TRCGL-Net backbone (same ConvNeXtV2 stage) with a CSRA head instead of channel-class attention."""
+
+    def __init__(self, backbone: Backbone, num_classes: int, lam: float = 0.1, temperature: float = 1.0):
+        super().__init__()
+        self.backbone = backbone
+        self.head = CSRAHead(backbone.out_channels, num_classes, lam, temperature)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(self.backbone(x))}
+
+    def head_parameters(self):
+        return list(self.head.parameters())
+
+
+class ClipWeightsMissing(BackboneError):
+    """The CLIP row of Table 1 needs pretrained CLIP image-encoder weights that are not here."""
+
+
+class ClipClassifier(nn.Module):
+    """A CLIP image encoder (transformers ``CLIPVisionModel`` from a local folder) + a linear head.
+
+    Grayscale input is repeated to three channels and resized to the encoder's input size."""
+
+    def __init__(self, path: str | Path | None, num_classes: int):
+        super().__init__()
+        from transformers import CLIPVisionModel
+
+        if path is None or not (Path(path) / "config.json").is_file():
+            raise ClipWeightsMissing(
+                f"needs pretrained CLIP weights: no CLIP vision model at {path}. On a machine with internet run "
+                "CLIPVisionModel.from_pretrained('openai/clip-vit-base-patch16').save_pretrained(PATH), "
+                "copy PATH here and set paths.clip_image_encoder to it")
+        self.backbone = CLIPVisionModel.from_pretrained(path, local_files_only=True)
+        self.size = self.backbone.config.image_size
+        self.head = nn.Linear(self.backbone.config.hidden_size, num_classes)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = nn.functional.interpolate(x.repeat(1, 3, 1, 1), size=(self.size, self.size), mode="bilinear",
+                                      align_corners=False)
+        return {"logits": self.head(self.backbone(pixel_values=x).pooler_output)}
+
+    def head_parameters(self):
+        return list(self.head.parameters())
