@@ -45,31 +45,20 @@ import trcgl.config
 from IPython.display import display
 from trcgl import paper
 from trcgl.cache import ArtifactCache
-from trcgl.data.datasets import load_splits
-from trcgl.diffusion.synthetic import synthetic_training_set
-from trcgl.diffusion.training import train_prompt_diffusion
 from trcgl.experiments import (paired_differences, results_store, run_rows, seed_means, seed_summary,
-                               seed_table, table1_rows, tables_config, with_paper)
+                               seed_table, table1_rows, table_data, with_paper)
 from trcgl.localization import grad_cam_maps, pair_scores
 from trcgl.plots import cam_gallery, prediction_bars, seed_bars
 from trcgl.runtime import seed_everything, select_device
-from trcgl.train import predict, train_classifier
-from trcgl.variants import GAP_ONLY, component_variants
+from trcgl.train import predict
 
 cfg = trcgl.config.from_notebook(globals())
 seed_everything(cfg.seed, cfg.deterministic)
 dev = select_device(cfg.device)
 cache = ArtifactCache()
-cohort, train_full, val_set = load_splits(cfg, cache)
+data = table_data(cfg, cache)   # the synthetic tail set as the prompt-diffusion chapter made it (cached)
+tcfg, cohort, train_set, val_set, synthetic = data.cfg, data.cohort, data.train_set, data.val_set, data.synthetic
 classes, groups = list(cohort.class_set.classes), cohort.groups
-
-# the synthetic tail set, exactly as the prompt-diffusion chapter made it (loaded from the cache)
-run = train_prompt_diffusion(cfg, cohort.class_set, train_full, val_set, cache=cache)
-filter_run = train_classifier(component_variants(cfg)[GAP_ONLY], train_full, val_set, groups, cache=cache)
-synthetic = synthetic_training_set(cfg, cohort, train_full, run, filter_run, cache).kept
-
-tcfg = tables_config(cfg)
-_, train_set, _ = load_splits(tcfg, cache)
 print(f"profile {cfg.profile}: table runs on {len(train_set)} training images (+ {len(synthetic)} synthetic, weight "
       f"{cfg.diffusion.synthetic_weight}) and {len(val_set)} validation images at {train_set.size}px; "
       f"{tcfg.train.warmup_epochs} + {tcfg.train.finetune_epochs} epochs; seeds {list(cfg.seeds)}; device {dev}")

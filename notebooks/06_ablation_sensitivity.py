@@ -40,27 +40,18 @@ import pandas as pd
 import trcgl.config
 from trcgl import paper
 from trcgl.cache import ArtifactCache
-from trcgl.data.datasets import load_splits
-from trcgl.diffusion.synthetic import synthetic_training_set
-from trcgl.diffusion.training import train_prompt_diffusion
 from trcgl.experiments import (ablation_rows, alpha_rows, paired_differences, results_store, run_rows, seed_means,
-                               seed_summary, seed_table, tables_config, weight_rows, with_paper)
+                               seed_summary, seed_table, table_data, weight_rows, with_paper)
 from trcgl.plots import seed_bars
 from trcgl.runtime import seed_everything, select_device
-from trcgl.train import train_classifier
-from trcgl.variants import GAP_ONLY, component_variants
 
 cfg = trcgl.config.from_notebook(globals())
 seed_everything(cfg.seed, cfg.deterministic)
 dev = select_device(cfg.device)
 cache = ArtifactCache()
-cohort, train_full, val_set = load_splits(cfg, cache)
-classes, groups = list(cohort.class_set.classes), cohort.groups
-run = train_prompt_diffusion(cfg, cohort.class_set, train_full, val_set, cache=cache)
-filter_run = train_classifier(component_variants(cfg)[GAP_ONLY], train_full, val_set, groups, cache=cache)
-synthetic = synthetic_training_set(cfg, cohort, train_full, run, filter_run, cache).kept
-tcfg = tables_config(cfg)
-_, train_set, _ = load_splits(tcfg, cache)
+data = table_data(cfg, cache)   # shared with the results chapter, loaded from the cache
+tcfg, train_set, val_set, synthetic = data.cfg, data.train_set, data.val_set, data.synthetic
+groups = data.cohort.groups
 store = results_store(cfg)
 print(f"profile {cfg.profile}: {len(train_set)} training images + {len(synthetic)} synthetic; seeds {list(cfg.seeds)}; "
       f"device {dev}. Runs shared with the results chapter load from the cache.")

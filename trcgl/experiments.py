@@ -204,3 +204,33 @@ def alpha_rows(cfg, synthetic) -> list[Row]:
     """Table 5: the full model with fusion strength α."""
     return [Row(f"α = {a:g}", cfg.replace({"model.alpha": float(a)}), extra=synthetic, meta={"paper key": float(a)})
             for a in cfg.tables.alphas]
+
+
+@dataclass
+class TableData:
+    """What the results chapters train on: the table configuration and training set, the shared
+    validation set, and the filtered synthetic tail set of the prompt-diffusion chapter."""
+
+    cfg: object                 # the table configuration (tables_config)
+    cohort: object
+    train_set: object           # the table runs' training images
+    val_set: object
+    synthetic: object           # kept synthetic images, weight diffusion.synthetic_weight
+
+
+def table_data(cfg, cache=None) -> TableData:
+    """Load (from the cache, when the earlier chapters ran) everything the table runs need: the
+    synthetic set exactly as the prompt-diffusion chapter made it, and the table training set."""
+    from .data.datasets import load_splits
+    from .diffusion.synthetic import synthetic_training_set
+    from .diffusion.training import train_prompt_diffusion
+    from .train import train_classifier
+    from .variants import GAP_ONLY, component_variants
+
+    cohort, train_full, val_set = load_splits(cfg, cache)
+    run = train_prompt_diffusion(cfg, cohort.class_set, train_full, val_set, cache=cache)
+    filter_run = train_classifier(component_variants(cfg)[GAP_ONLY], train_full, val_set, cohort.groups, cache=cache)
+    synthetic = synthetic_training_set(cfg, cohort, train_full, run, filter_run, cache).kept
+    tcfg = tables_config(cfg)
+    _, train_set, _ = load_splits(tcfg, cache)
+    return TableData(tcfg, cohort, train_set, val_set, synthetic)
