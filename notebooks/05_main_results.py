@@ -45,7 +45,7 @@ import trcgl.config
 from IPython.display import display
 from trcgl import paper
 from trcgl.cache import ArtifactCache
-from trcgl.experiments import (paired_differences, results_store, run_rows, seed_means, seed_summary,
+from trcgl.experiments import (benchmark_note, paired_differences, results_store, run_rows, seed_means, seed_summary,
                                seed_table, table1_rows, table_data, with_paper)
 from trcgl.localization import grad_cam_maps, pair_scores
 from trcgl.plots import cam_gallery, prediction_bars, seed_bars
@@ -83,6 +83,7 @@ models_here = pd.Series({r.name: r.meta.get("model here", "") for r in rows}, na
 # %%
 t1 = seed_table(store, "table1", ["mAP", "mAUC", "macro-F1"], rows=[r.name for r in rows], notes=notes)
 t1.insert(0, "model here", models_here)
+print(benchmark_note(tcfg))
 with_paper(t1, paper.table(1))
 
 # %%
@@ -123,6 +124,7 @@ if notes:
 # %%
 t2 = seed_table(store, "table1", ["mAP head", "mAP medium", "mAP tail", "mAUC head", "mAUC medium", "mAUC tail"],
                 rows=[r.name for r in rows], notes=notes)
+print(benchmark_note(tcfg))
 with_paper(t2, paper.table(2))
 
 # %%

@@ -40,7 +40,7 @@ import pandas as pd
 import trcgl.config
 from trcgl import paper
 from trcgl.cache import ArtifactCache
-from trcgl.experiments import (ablation_rows, alpha_rows, paired_differences, results_store, run_rows, seed_means,
+from trcgl.experiments import (benchmark_note, ablation_rows, alpha_rows, paired_differences, results_store, run_rows, seed_means,
                                seed_summary, seed_table, table_data, weight_rows, with_paper)
 from trcgl.plots import seed_bars
 from trcgl.runtime import seed_everything, select_device
@@ -63,6 +63,7 @@ print(f"profile {cfg.profile}: {len(train_set)} training images + {len(synthetic
 ladder = ablation_rows(tcfg, synthetic)
 run_rows(store, "table3", ladder, train_set, val_set, groups, cfg.seeds, cache)
 names = [r.name for r in ladder]
+print(benchmark_note(tcfg))
 with_paper(seed_table(store, "table3", ["mAP", "mAUC", "macro-F1", "mAP tail"], rows=names), paper.table(3))
 
 # %% [markdown]
@@ -102,6 +103,7 @@ for step, r in steps.iterrows():
 wrows = weight_rows(tcfg, synthetic)
 run_rows(store, "table4", wrows, train_set, val_set, groups, cfg.seeds, cache)
 t4 = seed_table(store, "table4", ["mAP", "mAUC", "macro-F1", "mAP tail"], rows=[r.name for r in wrows])
+print(benchmark_note(tcfg))
 with_paper(t4, paper.table(4), names={r.name: r.meta["paper key"] for r in wrows})
 
 # %% [markdown]
@@ -111,6 +113,7 @@ with_paper(t4, paper.table(4), names={r.name: r.meta["paper key"] for r in wrows
 arows = alpha_rows(tcfg, synthetic)
 run_rows(store, "table5", arows, train_set, val_set, groups, cfg.seeds, cache)
 t5 = seed_table(store, "table5", ["mAP", "mAUC", "macro-F1", "mAP tail"], rows=[r.name for r in arows])
+print(benchmark_note(tcfg))
 with_paper(t5, paper.table(5), names={r.name: r.meta["paper key"] for r in arows})
 
 # %%

@@ -59,3 +59,11 @@ def test_a_missing_table_or_row_is_a_clear_error(planted):
         seed_summary(store, "table9")
     with pytest.raises(KeyError, match="no row 'ViT'"):
         paired_differences(store, "table1", "ViT")
+
+
+def test_the_benchmark_note_says_what_our_numbers_are_measured_on():
+    from trcgl import load_config
+    from trcgl.experiments import benchmark_note
+
+    assert "phantom" in benchmark_note(load_config("smoke")) and "[0]" in benchmark_note(load_config("smoke"))
+    assert "real PadChest images" in benchmark_note(load_config("smoke", {"data.source": "padchest"}))

@@ -234,3 +234,12 @@ def table_data(cfg, cache=None) -> TableData:
     tcfg = tables_config(cfg)
     _, train_set, _ = load_splits(tcfg, cache)
     return TableData(tcfg, cohort, train_set, val_set, synthetic)
+
+
+def benchmark_note(cfg) -> str:
+    """The one line under each table that says what our numbers are measured on."""
+    where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
+             else "real PadChest images")
+    start = "a local checkpoint" if cfg.model.checkpoint else "random initialisation"
+    return (f"Ours: {where}, {cfg.data.image_size}px, backbones from {start}, mean [95% interval] over seeds "
+            f"{list(cfg.seeds)}. The paper's columns: real PadChest, pretrained backbones, one run.")
