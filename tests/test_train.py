@@ -8,7 +8,8 @@ from trcgl import load_config
 from trcgl import train as train_mod
 from trcgl.cache import ArtifactCache
 from trcgl.data.datasets import ImageSet
-from trcgl.train import predict, train_classifier, weighted_bce
+from trcgl.losses import weighted_bce
+from trcgl.train import predict, train_classifier
 
 CLASSES = ("left square", "right square", "bar")
 GROUPS = ["head", "medium", "tail"]

@@ -3,7 +3,8 @@
 Chapters are jupytext percent files ``notebooks/NN_name.py``. :func:`execute` turns one into a
 notebook, runs it with papermill (parameters injected after its ``parameters`` cell) and writes
 ``notebooks/NN_name.ipynb`` only when the run succeeded. :func:`build` refuses to build the
-book while an executed notebook is missing or older than its source (:func:`check_fresh`), then
+book while an executed notebook is missing or was executed from another version of its source
+(:func:`check_fresh`), then
 runs ``jupyter-book build`` with ``execute_notebooks: off``, so the book shows papermill's outputs.
 """
 from __future__ import annotations
@@ -83,6 +84,7 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
     if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
         raise BookError(f"{source} has no cell tagged 'parameters' (add `# %% tags=[\"parameters\"]`)")
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.metadata["trcgl"] = {"source_sha256": source_digest(source)}   # what check_fresh compares
     output.parent.mkdir(parents=True, exist_ok=True)
     failed = output.with_suffix(".failed.ipynb")
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,18 +198,32 @@ def write_timings_page(root: Path, run_dir: Path | None = None) -> Path:
     return path
 
 
+def source_digest(source: Path) -> str:
+    """SHA-256 of a chapter's source text (recorded in the executed notebook's metadata)."""
+    import hashlib
+
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+
+
 def check_fresh(root: Path) -> list[Path]:
-    """Raise :class:`BookError` unless every chapter's executed notebook exists, is newer than
-    its ``.py`` source and finished without an error. Returns the executed notebooks."""
+    """Raise :class:`BookError` unless every chapter's executed notebook exists, was executed
+    from the ``.py`` source as it is now (the source hash recorded at execution; notebooks
+    without one are judged by modification time) and finished without an error. Returns the
+    executed notebooks."""
     problems, executed = [], []
     for source in chapter_sources(root):
         nb_path = source.with_suffix(".ipynb")
         if not nb_path.exists():
             problems.append(f"{nb_path.name}: not executed")
-        elif nb_path.stat().st_mtime < source.stat().st_mtime:
+            continue
+        metadata = json.loads(nb_path.read_text()).get("metadata", {})
+        recorded = metadata.get("trcgl", {}).get("source_sha256")
+        if recorded is not None and recorded != source_digest(source):
+            problems.append(f"{nb_path.name}: executed from another version of {source.name} (stale outputs)")
+        elif recorded is None and nb_path.stat().st_mtime < source.stat().st_mtime:
             problems.append(f"{nb_path.name}: older than {source.name} (stale outputs)")
         else:
-            meta = json.loads(nb_path.read_text()).get("metadata", {}).get("papermill", {})
+            meta = metadata.get("papermill", {})
             if meta.get("exception"):
                 problems.append(f"{nb_path.name}: its papermill run raised an exception")
             executed.append(nb_path)

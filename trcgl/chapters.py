@@ -19,7 +19,7 @@ CHAPTERS = [
      "topic": "baselines and head/medium/tail results"},
     {"paper": "Sec. 4.6-4.7, Tables 3-5", "chapter": "06_ablation_sensitivity", "modules": ["trcgl.experiments", "trcgl.results"],
      "topic": "ablation and sensitivity"},
-    {"paper": "second paper", "chapter": "07_inpainting_augmentation", "modules": ["trcgl.inpaint"],
+    {"paper": "second paper, Eq. 1-3, Tables 3-4", "chapter": "07_inpainting_augmentation", "modules": ["trcgl.inpaint"],
      "topic": "normal-image inpainting augmentation"},
 ]
 

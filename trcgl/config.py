@@ -54,6 +54,12 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "synthetic_weights": "tables.synthetic_weights",
     "alphas": "tables.alphas",
     "clip_image_encoder": "paths.clip_image_encoder",
+    "n_normal": "inpaint.n_normal",
+    "cam_threshold": "inpaint.cam_threshold",
+    "keep_groups": "inpaint.keep_groups",
+    "guard": "inpaint.guard",
+    "guard_threshold": "inpaint.guard_threshold",
+    "pil_beta": "train.pil_beta",
 }
 
 

@@ -148,7 +148,8 @@ def tables_config(cfg):
     return cfg.replace(over)
 
 
-def _gap(cfg):
+def gap_only(cfg):
+    """The ConvNeXt baseline of the tables: TRCGL-Net's backbone and feature stage, GAP + linear."""
     return cfg.replace({"model.channel_gate": False, "model.spatial_attention": False, "model.label_gcn": False})
 
 
@@ -166,7 +167,7 @@ def table1_rows(cfg, synthetic) -> list[Row]:
     drw = cfg.train.warmup_epochs + int(round(2 * cfg.train.finetune_epochs / 3))
     timm = lambda name: cfg.replace({"model.arch": "timm", "model.backbone": name})  # noqa: E731
     rows = [
-        Row("ConvNeXt", _gap(cfg), meta={"model here": f"{cfg.model.backbone}, GAP + linear"}),
+        Row("ConvNeXt", gap_only(cfg), meta={"model here": f"{cfg.model.backbone}, GAP + linear"}),
         Row("ResNet", timm(t.resnet), meta={"model here": t.resnet}),
         Row("EfficientNet", timm(t.efficientnet), meta={"model here": t.efficientnet}),
         Row("ViT", timm(t.vit), meta={"model here": t.vit}),
@@ -176,7 +177,7 @@ def table1_rows(cfg, synthetic) -> list[Row]:
     else:
         rows.append(Row("CLIP", unavailable="needs pretrained CLIP weights", meta={"model here": "—"}))
     rows += [
-        Row("ConvNeXt + LDAM", _gap(cfg).replace({"model.head": "cosine", "train.loss": "ldam", "train.drw_epoch": drw}),
+        Row("ConvNeXt + LDAM", gap_only(cfg).replace({"model.head": "cosine", "train.loss": "ldam", "train.drw_epoch": drw}),
             meta={"model here": f"cosine head, LDAM, DRW from epoch {drw + 1}"}),
         Row("ConvNeXt + CSRA", cfg.replace({"model.arch": "csra"}), meta={"model here": f"{cfg.model.backbone} + CSRA head"}),
         Row("Ours", cfg, extra=synthetic, meta={"model here": "TRCGL-Net + filtered synthetic tail images"}),
@@ -236,10 +237,11 @@ def table_data(cfg, cache=None) -> TableData:
     return TableData(tcfg, cohort, train_set, val_set, synthetic)
 
 
-def benchmark_note(cfg) -> str:
-    """The one line under each table that says what our numbers are measured on."""
+def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pretrained backbones, one run.") -> str:
+    """The one line under each table that says what our numbers are measured on (and the
+    reference columns beside them)."""
     where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
              else "real PadChest images")
     start = "a local checkpoint" if cfg.model.checkpoint else "random initialisation"
     return (f"Ours: {where}, {cfg.data.image_size}px, backbones from {start}, mean [95% interval] over seeds "
-            f"{list(cfg.seeds)}. The paper's columns: real PadChest, pretrained backbones, one run.")
+            f"{list(cfg.seeds)}. {reference}")

@@ -353,3 +353,50 @@ def seed_bars(summary, metric: str, rows=None, ax=None) -> plt.Figure:
     ax.set_xlabel(f"{metric} (mean over seeds, 95% interval)")
     fig.tight_layout()
     return fig
+
+
+def pil_curve(betas, epochs: int, ax: plt.Axes | None = None) -> plt.Figure:
+    """PIL (inpainting paper, Eq. 3): the share 1 - exp(-βn) of the inpainted set per epoch n."""
+    from .inpaint.pil import pil_fraction
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.2, 3.0))
+    else:
+        fig = ax.figure
+    n = np.arange(0, epochs + 1)
+    for b in betas:
+        ax.plot(n, [pil_fraction(int(k), b) for k in n], marker="o", ms=3, label=f"β = {b:g}")
+    ax.set_xlabel("epoch n")
+    ax.set_ylabel("share of D_i trained on")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def inpaint_gallery(originals, head_masks, masks, inpainted, kept_masks, titles, size: float = 1.9) -> plt.Figure:
+    """Per row: the original with its true head lesions (red), the Grad-CAM inpainting mask, the
+    inpainted image, and the inpainted image with the kept findings' true lesions (green)."""
+    import textwrap
+
+    cols = ["original,\ntrue head lesions", "Grad-CAM\ninpainting mask", "inpainted", "inpainted,\ntrue kept lesions"]
+    n = len(originals)
+    fig, axes = plt.subplots(n, 4, figsize=(2.2 + 4 * size, n * size + 0.5), squeeze=False)
+    for i in range(n):
+        for j in range(4):
+            ax = axes[i, j]
+            ax.imshow(inpainted[i] if j >= 2 else originals[i], cmap="gray", vmin=0, vmax=1)
+            if j == 0 and head_masks[i].any():
+                ax.contour(head_masks[i].astype(float), levels=[0.5], colors="red", linewidths=0.8)
+            if j == 1:
+                ax.imshow(np.ma.masked_where(~masks[i], masks[i]), cmap="autumn", alpha=0.45, vmin=0, vmax=1)
+            if j == 3 and kept_masks[i].any():
+                ax.contour(kept_masks[i].astype(float), levels=[0.5], colors="lime", linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(cols[j], fontsize=7.5)
+        axes[i, 0].set_ylabel("\n".join(textwrap.wrap(titles[i], 26)), fontsize=7, rotation=0, ha="right",
+                              va="center", labelpad=4)
+    fig.tight_layout()
+    return fig

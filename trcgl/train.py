@@ -13,7 +13,6 @@ uninterrupted one on CPU: the data order of each epoch is drawn from a generator
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -26,9 +25,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .cache import ArtifactCache, atomic_write_bytes
+from .cache import ArtifactCache, atomic_torch_save
 from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
-from .losses import TrainingLoss, weighted_bce  # noqa: F401 (weighted_bce: re-exported)
+from .losses import TrainingLoss
 from .metrics import evaluate
 from .models import build_model
 from .runtime import seed_everything, select_device
@@ -58,6 +57,8 @@ def image_set_key(image_set: ImageSet) -> str:
     h = hashlib.sha256()
     for arr in (image_set.images, image_set.Y, image_set.weights):
         h.update(np.ascontiguousarray(arr).tobytes())
+    if "progressive" in image_set.rows:   # which rows PIL schedules (inpainting chapter)
+        h.update(image_set.rows["progressive"].fillna(True).to_numpy(bool).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -87,7 +88,8 @@ def train_classifier(cfg, train_set: ImageSet, val_set: ImageSet, groups, extra:
 #: so a new option never invalidates models trained before it existed.
 NEUTRAL = {
     "model": {"arch": "trcgl", "head": "linear", "head_scale": 10.0, "csra_lam": 0.1, "csra_temperature": 1.0},
-    "train": {"loss": "bce", "ldam_max_margin": 0.5, "drw_epoch": None, "drw_beta": 0.9999},
+    "train": {"loss": "bce", "ldam_max_margin": 0.5, "drw_epoch": None, "drw_beta": 0.9999,
+              "extra_schedule": "all", "pil_beta": 0.5},
 }
 
 
@@ -99,6 +101,31 @@ def key_view(section: dict, name: str) -> dict:
 
 def _schedule(cfg) -> list[str]:
     return ["warmup"] * cfg.train.warmup_epochs + ["finetune"] * cfg.train.finetune_epochs
+
+
+EXTRA_SCHEDULES = ("all", "pil")
+
+
+def epoch_datasets(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epochs: int) -> list:
+    """The training data of every epoch (the same object each epoch unless PIL schedules the extra set)."""
+    norm = normalisation(train_set)
+    if extra is None or cfg.train.extra_schedule == "all":
+        return [epoch_dataset(cfg, train_set, extra, seed, 0, norm)] * epochs
+    return [epoch_dataset(cfg, train_set, extra, seed, e, norm) for e in range(epochs)]
+
+
+def epoch_dataset(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epoch: int, norm=None):
+    """The training data of one (0-based) epoch: the real set plus the extra set, all of it
+    (``train.extra_schedule: all``) or the part progressive incremental learning admits by then
+    (``pil``, Eq. 3 of the inpainting paper; see :mod:`trcgl.inpaint.pil`)."""
+    schedule = cfg.train.extra_schedule
+    if schedule not in EXTRA_SCHEDULES:
+        raise ValueError(f"train.extra_schedule must be one of {EXTRA_SCHEDULES}, got {schedule!r}")
+    if extra is not None and schedule == "pil":
+        from .inpaint.pil import pil_subset
+
+        extra = pil_subset(extra, epoch, cfg.train.pil_beta, seed)
+    return training_dataset(train_set, extra, hflip=cfg.train.hflip, seed=seed, norm=norm)
 
 
 def _optimizer(cfg, model, stage: str, steps: int):
@@ -137,20 +164,24 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
     classes = train_set.classes
     model = build_model(cfg, len(classes), train_set.Y).to(device)
     mean, std = normalisation(train_set)
-    ds = training_dataset(train_set, extra, hflip=cfg.train.hflip, seed=seed)
     loss_fn = TrainingLoss(cfg, train_set.Y.sum(0))
-    steps = math.ceil(len(ds) / cfg.train.batch_size)
     plan = _schedule(cfg)
+    sets = epoch_datasets(cfg, train_set, extra, seed, len(plan))
+    batches = [math.ceil(len(ds) / cfg.train.batch_size) for ds in sets]
+
+    def stage_steps(stage: str) -> int:
+        return sum(b for b, s in zip(batches, plan) if s == stage)
+
     ckpt_path = work / "last.pt"
     start, history, best = 0, [], (-1.0, -1)
-    stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], steps * plan.count(plan[0]))
+    stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]))
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
         start, history, best = ckpt["epoch"] + 1, ckpt["history"], tuple(ckpt["best"])
         if start < len(plan):
             stage = plan[start]
-            opt, sched = _optimizer(cfg, model, stage, steps * plan.count(stage))
+            opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
             if ckpt["stage"] == stage:
                 opt.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
@@ -161,8 +192,9 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
     for epoch in bar:
         if plan[epoch] != stage:
             stage = plan[epoch]
-            opt, sched = _optimizer(cfg, model, stage, steps * plan.count(stage))
+            opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
         model.train()
+        ds = sets[epoch]
         for part in getattr(ds, "datasets", [ds]):
             part.set_epoch(epoch)
         losses = []
@@ -183,9 +215,9 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{ev.means['mAP']:.3f}")
         if ev.means["mAP"] > best[0]:
             best = (ev.means["mAP"], epoch + 1)
-            _atomic_torch_save(model.state_dict(), work / "best.pt")
+            atomic_torch_save(model.state_dict(), work / "best.pt")
             np.save(work / "val_probs.npy", P)
-        _atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
                             "history": history, "best": list(best), "rng": torch.get_rng_state()}, ckpt_path)
         _after_epoch(epoch)
@@ -193,9 +225,3 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
     (work / "result.json").write_text(json.dumps({"best_epoch": best[1], "best_val_mAP": best[0],
                                                   "mean": mean, "std": std, "device": str(device)}))
     ckpt_path.unlink()  # the finished artifact keeps only the best weights
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())

@@ -58,6 +58,32 @@ class ImageSet:
         return self.Y.sum(0)
 
 
+def take(image_set: ImageSet, index) -> ImageSet:
+    """The rows ``index`` of an image set (pixels, labels, weights, rows and masks)."""
+    import dataclasses
+
+    index = np.asarray(index, dtype=np.int64)
+    masks = image_set.masks_packed[index] if image_set.masks_packed is not None else None
+    return dataclasses.replace(image_set, images=image_set.images[index], Y=image_set.Y[index],
+                               weights=image_set.weights[index], rows=image_set.rows.iloc[index].reset_index(drop=True),
+                               masks_packed=masks)
+
+
+def concat_sets(*sets: ImageSet) -> ImageSet:
+    """One image set from several with the same classes and size (masks kept only if all have them)."""
+    import dataclasses
+
+    first = sets[0]
+    for s in sets[1:]:
+        if s.classes != first.classes or s.size != first.size:
+            raise DataError("concat_sets: the image sets differ in classes or image size")
+    masks = (np.concatenate([s.masks_packed for s in sets]) if all(s.masks_packed is not None for s in sets) else None)
+    return dataclasses.replace(first, images=np.concatenate([s.images for s in sets]), Y=np.concatenate([s.Y for s in sets]),
+                               weights=np.concatenate([s.weights for s in sets]),
+                               rows=pd.concat([s.rows for s in sets], ignore_index=True), masks_packed=masks,
+                               source="+".join(dict.fromkeys(s.source for s in sets)))
+
+
 def phantom_renderer(cfg, cohort: Cohort) -> PhantomRenderer:
     """The renderer a configuration describes, with rarity and localization statistics from the cohort."""
     p = cfg.phantom
@@ -221,9 +247,11 @@ def normalisation(train: ImageSet) -> tuple[float, float]:
     return float(px.mean()), float(px.std() + 1e-6)
 
 
-def training_dataset(real: ImageSet, extra: ImageSet | None = None, hflip: bool = False, seed: int = 0) -> Dataset:
-    """The real training set, optionally with an extra source (e.g. weighted synthetic images)."""
-    mean, std = normalisation(real)
+def training_dataset(real: ImageSet, extra: ImageSet | None = None, hflip: bool = False, seed: int = 0,
+                     norm: tuple[float, float] | None = None) -> Dataset:
+    """The real training set, optionally with an extra source (e.g. weighted synthetic images),
+    normalised by the real pixels' mean and std (``norm``, computed when not given)."""
+    mean, std = norm or normalisation(real)
     ds: Dataset = XrayDataset(real, mean, std, hflip, seed)
     if extra is not None:
         if extra.classes != real.classes:

@@ -20,7 +20,6 @@ loads a saved pipeline instead of training.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from ..cache import ArtifactCache, atomic_write_bytes
+from ..cache import ArtifactCache, atomic_torch_save
 from ..data.prompts import prompt_for_row
 from ..runtime import seed_everything, select_device
 from ..train import image_set_key
@@ -221,11 +220,8 @@ def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work
         g = torch.Generator().manual_seed(seed * 104_729 + epoch)
         losses = []
         for b in torch.randperm(len(idx), generator=g).split(d.batch_size):
-            z0 = mu[b] + sd[b] * torch.randn(mu[b].shape, generator=g)
-            eps = torch.randn(z0.shape, generator=g)
-            t = torch.randint(0, d.train_timesteps, (len(b),), generator=g)
+            z_t, eps, t = noised_batch(noise, mu, sd, b, g)
             drop = torch.rand(len(b), generator=g) < d.cond_dropout
-            z_t = noise.add_noise(z0, eps, t)
             cond = conditioner.compose(E[b].to(device), cids[b].to(device), drop.to(device))
             pred = predict_noise(unet, z_t.to(device), t.to(device), cond)
             loss = torch.nn.functional.mse_loss(pred.float(), eps.to(device))          # Eq. 3
@@ -247,6 +243,15 @@ def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work
     pd.DataFrame(history).to_csv(work / "history.csv", index=False)
     (work / "meta_rows.json").write_text(json.dumps({"rows": len(idx), "device": str(device)}))
     (work / "last.pt").unlink(missing_ok=True)
+
+
+def noised_batch(noise, mu, sd, b, g: torch.Generator):
+    """The input of one denoising step (Eq. 3) for the latents ``b``: z_0 drawn from the VAE
+    posterior N(mu, sd²), noise ε and timesteps t from ``g``; returns (z_t, ε, t)."""
+    z0 = mu[b] + sd[b] * torch.randn(mu[b].shape, generator=g)
+    eps = torch.randn(z0.shape, generator=g)
+    t = torch.randint(0, noise.config.num_train_timesteps, (len(b),), generator=g)
+    return noise.add_noise(z0, eps, t), eps, t
 
 
 @torch.no_grad()
@@ -271,9 +276,7 @@ def _probe_loss(unet, ema, conditioner, noise, mu, E, cids, eps, t, device) -> f
 def _checkpoint(work: Path, parts: dict, epoch: int, history: list) -> None:
     state = {k: _state(v) for k, v in parts.items()}
     state.update(epoch=epoch, history=history, rng=torch.get_rng_state())
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(work / "last.pt", buffer.getvalue())
+    atomic_torch_save(state, work / "last.pt")
 
 
 def _state(part):
