@@ -190,3 +190,17 @@ def test_concat_sets_refuses_mismatched_sets():
 
     with pytest.raises(DataError, match="differ"):
         concat_sets(a, tiny_set(2, 1, size=8))
+
+
+def test_the_control_adds_the_same_images_unchanged_with_all_labels():
+    from types import SimpleNamespace
+
+    from trcgl.inpaint.experiment import originals_control
+
+    train = tiny_set(10, 3)
+    inpainted = tiny_set(3, 4)
+    inpainted.weights[:] = 0.7
+    control = originals_control(train, SimpleNamespace(originals=np.array([1, 4, 7]), images=inpainted))
+    assert (control.images == train.images[[1, 4, 7]]).all() and (control.Y == train.Y[[1, 4, 7]]).all()
+    assert control.rows["progressive"].all() and (control.weights == 0.7).all()
+    assert control.rows["ImageID"].tolist() == ["x3-1~copy", "x3-4~copy", "x3-7~copy"]

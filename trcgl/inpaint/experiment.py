@@ -19,6 +19,7 @@ from ..experiments import Row, gap_only, table_data
 from ..metrics import evaluate
 
 NO_AUG, PROMPT, INPAINT, BOTH = "no augmentation", "prompt diffusion", "inpainting", "both"
+COPIES = "control: the same images, not inpainted, + PIL"
 
 
 @dataclass
@@ -71,15 +72,30 @@ def head_to_head_rows(tcfg, synthetic: ImageSet, inpainted: ImageSet) -> list[Ro
             Row(BOTH, pil, extra=both, meta={"extra": len(both)})]
 
 
-def ablation_rows(tcfg, inpainted: ImageSet, unguarded: ImageSet) -> list[Row]:
-    """The inpainting paper's Table 4 question (does PIL help?) crossed with the guard."""
+def originals_control(train_set: ImageSet, result) -> ImageSet:
+    """The control for "is it the inpainting, or just more images?": the very images that were
+    inpainted, unchanged and with all their labels, added as extra images with the same weight."""
+    from ..data.datasets import take
+
+    copies = take(train_set, result.originals)
+    rows = copies.rows.assign(ImageID=copies.rows["ImageID"].astype(str) + "~copy", progressive=True)
+    return dataclasses.replace(copies, rows=rows, weights=result.images.weights.copy(), masks_packed=None,
+                               source="copies")
+
+
+def ablation_rows(tcfg, inpainted: ImageSet, unguarded: ImageSet, copies: ImageSet | None = None) -> list[Row]:
+    """The inpainting paper's Table 4 question (does PIL help?) crossed with the guard, and the
+    control: the same images added again without inpainting (with PIL)."""
     base = gap_only(tcfg)
     pil = base.replace({"train.extra_schedule": "pil"})
-    return [Row(NO_AUG, base),
+    rows = [Row(NO_AUG, base),
             Row("inpainting, no guard, all at once", base, extra=unguarded),
             Row("+ guard, all at once", base, extra=inpainted),
             Row("no guard, + PIL", pil, extra=unguarded),
             Row("+ guard + PIL (the method)", pil, extra=inpainted)]
+    if copies is not None:
+        rows.append(Row(COPIES, pil, extra=copies))
+    return rows
 
 
 def per_class_scores(runs: dict, rows, val_set: ImageSet, groups, threshold: float, metric: str = "F1") -> pd.DataFrame:
