@@ -45,6 +45,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def array_digest(*arrays) -> str:
+    """A short SHA-256 digest of arrays' bytes, in order (part of cache keys)."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for arr in arrays:
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through :func:`atomic_write_bytes` (a checkpoint is never half written)."""
     import io

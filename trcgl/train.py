@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .cache import ArtifactCache, atomic_torch_save
+from .cache import ArtifactCache, array_digest, atomic_torch_save
 from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
 from .losses import TrainingLoss
 from .metrics import evaluate
@@ -52,14 +52,10 @@ def _after_epoch(epoch: int) -> None:
 
 def image_set_key(image_set: ImageSet) -> str:
     """A short digest of an image set's pixels, labels and weights (part of the cache key)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for arr in (image_set.images, image_set.Y, image_set.weights):
-        h.update(np.ascontiguousarray(arr).tobytes())
+    arrays = [image_set.images, image_set.Y, image_set.weights]
     if "progressive" in image_set.rows:   # which rows PIL schedules (inpainting chapter)
-        h.update(image_set.rows["progressive"].fillna(True).to_numpy(bool).tobytes())
-    return h.hexdigest()[:16]
+        arrays.append(image_set.rows["progressive"].fillna(True).to_numpy(bool))
+    return array_digest(*arrays)
 
 
 def train_classifier(cfg, train_set: ImageSet, val_set: ImageSet, groups, extra: ImageSet | None = None,

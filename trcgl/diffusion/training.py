@@ -32,7 +32,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from ..cache import ArtifactCache, atomic_torch_save
+from ..cache import ArtifactCache, array_digest, atomic_torch_save
 from ..data.prompts import prompt_for_row
 from ..runtime import seed_everything, select_device
 from ..train import image_set_key
@@ -100,7 +100,7 @@ def to_unit_range(images_uint8: np.ndarray) -> torch.Tensor:
 def train_vae(cfg, images: np.ndarray, seed: int, cache: ArtifactCache, device) -> AutoencoderKL:
     """The autoencoder for ``images`` (uint8, N×H×W), trained or loaded from the cache."""
     d = cfg.diffusion
-    params = {"stage": "vae-v1", "seed": seed, "images": _digest(images),
+    params = {"stage": "vae-v1", "seed": seed, "images": array_digest(images),
               **{k: d[k] for k in ("vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "batch_size")}}
     folder = cache.get_or_compute("vae", params, lambda work: _fit_vae(cfg, images, seed, device, work))
     return AutoencoderKL.from_pretrained(folder / "vae").to(device).eval()
@@ -112,11 +112,10 @@ def _fit_vae(cfg, images, seed, device, work: Path) -> None:
     vae = build_vae(1, d.latent_channels, tuple(d.vae_channels)).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=d.vae_lr)
     X = to_unit_range(images)
-    start, history = _resume(work, {"model": vae, "optimizer": opt})
-    for epoch in tqdm(range(start, d.vae_epochs), desc="training the VAE", unit="epoch",
-                      initial=start, total=d.vae_epochs):
+    parts = {"model": vae, "optimizer": opt}
+
+    def epoch(g):
         vae.train()
-        g = torch.Generator().manual_seed(seed * 7919 + epoch)
         losses = []
         for b in torch.randperm(len(X), generator=g).split(d.batch_size):
             x = X[b].to(device)
@@ -128,9 +127,9 @@ def _fit_vae(cfg, images, seed, device, work: Path) -> None:
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
-        _checkpoint(work, {"model": vae, "optimizer": opt}, epoch, history)
-        _after_epoch("vae", epoch)
+        return {"loss": float(np.mean(losses))}
+
+    history = train_epochs(work, parts, d.vae_epochs, seed * 7919, "training the VAE", "vae", epoch)
     vae.eval()
     mu, _ = encode_latents(vae, images, device, scaled=False)
     vae.register_to_config(scaling_factor=float(1.0 / mu.std()))   # unit-variance latents (as in SD)
@@ -213,11 +212,9 @@ def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work
     opt = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=1e-2)
     ema = EMAModel(unet.parameters(), decay=d.ema_decay)
     parts = {"model": unet, "context": conditioner, "optimizer": opt, "ema": ema}
-    start, history = _resume(work, parts)
-    for epoch in tqdm(range(start, d.epochs), desc="training the diffusion UNet", unit="epoch",
-                      initial=start, total=d.epochs):
+
+    def epoch(g):
         unet.train()
-        g = torch.Generator().manual_seed(seed * 104_729 + epoch)
         losses = []
         for b in torch.randperm(len(idx), generator=g).split(d.batch_size):
             z_t, eps, t = noised_batch(noise, mu, sd, b, g)
@@ -230,10 +227,10 @@ def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work
             opt.step()
             ema.step(unet.parameters())
             losses.append(loss.item())
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)),
-                        "heldout_loss": _probe_loss(unet, ema, conditioner, noise, v_mu, v_E, v_c, v_eps, v_t, device)})
-        _checkpoint(work, parts, epoch, history)
-        _after_epoch("unet", epoch)
+        return {"loss": float(np.mean(losses)),
+                "heldout_loss": _probe_loss(unet, ema, conditioner, noise, v_mu, v_E, v_c, v_eps, v_t, device)}
+
+    history = train_epochs(work, parts, d.epochs, seed * 104_729, "training the diffusion UNet", "unet", epoch)
     ema.copy_to(unet.parameters())
     unet.eval()
     pipe = PromptDiffusionPipeline(vae=vae, unet=unet, scheduler=DDIMScheduler.from_config(noise.config),
@@ -273,6 +270,18 @@ def _probe_loss(unet, ema, conditioner, noise, mu, E, cids, eps, t, device) -> f
 
 # ----------------------------------------------------------------------------- checkpoints
 
+def train_epochs(work: Path, parts: dict, epochs: int, seed_key: int, desc: str, stage: str, run_epoch) -> list:
+    """The epoch loop every diffusion trainer shares: resume ``parts`` from the last checkpoint,
+    run ``run_epoch(g)`` with a generator seeded by ``seed_key + epoch`` (its dict becomes the
+    epoch's history row), checkpoint, call the ``_after_epoch`` hook. Returns the history."""
+    start, history = _resume(work, parts)
+    for epoch in tqdm(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
+        history.append({"epoch": epoch + 1, **run_epoch(torch.Generator().manual_seed(seed_key + epoch))})
+        _checkpoint(work, parts, epoch, history)
+        _after_epoch(stage, epoch)
+    return history
+
+
 def _checkpoint(work: Path, parts: dict, epoch: int, history: list) -> None:
     state = {k: _state(v) for k, v in parts.items()}
     state.update(epoch=epoch, history=history, rng=torch.get_rng_state())
@@ -297,9 +306,3 @@ def _resume(work: Path, parts: dict) -> tuple[int, list]:
     torch.set_rng_state(state["rng"])
     log.info("resuming %s at epoch %d", work.name, state["epoch"] + 2)
     return state["epoch"] + 1, state["history"]
-
-
-def _digest(arr: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()[:16]

@@ -21,11 +21,10 @@ import pandas as pd
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 from diffusers.training_utils import EMAModel
-from tqdm import tqdm
 
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, array_digest
 from ..data.datasets import build_image_set
-from ..diffusion.training import _checkpoint, _digest, _resume, encode_latents, noised_batch
+from ..diffusion.training import encode_latents, noised_batch, train_epochs
 from ..runtime import seed_everything, select_device
 
 log = logging.getLogger(__name__)
@@ -41,10 +40,6 @@ class NormalDiT:
     history: pd.DataFrame
     folder: Path
     n_images: int
-
-
-def _after_epoch(epoch: int) -> None:
-    """A hook called after each checkpoint (tests use it to simulate an interruption)."""
 
 
 def normal_rows(cfg, cohort, exclude_ids, n: int, seed: int) -> np.ndarray:
@@ -92,7 +87,7 @@ def train_normal_dit(cfg, normal_set, vae, seed: int | None = None, cache: Artif
     seed = cfg.seed if seed is None else seed
     device = select_device(cfg.device)
     params = {"stage": "normal-dit-v1", "inpaint": {k: cfg.inpaint[k] for k in DIT_KEYS}, "seed": seed,
-              "images": _digest(normal_set.images), "vae": vae_key(vae),
+              "images": array_digest(normal_set.images), "vae": vae_key(vae),
               "schedule": {k: cfg.diffusion[k] for k in ("train_timesteps", "beta_schedule")}}
     folder = cache.get_or_compute("normal-dit", params, lambda work: _fit(cfg, normal_set.images, vae, seed, device, work))
     pipe = DiTPipeline.from_pretrained(folder / "pipeline").to(device)
@@ -114,10 +109,9 @@ def _fit(cfg, images, vae, seed, device, work: Path) -> None:
     opt = torch.optim.AdamW(dit.parameters(), lr=p.lr, weight_decay=0.0)   # DiT: AdamW, no weight decay
     ema = EMAModel(dit.parameters(), decay=p.ema_decay)
     parts = {"model": dit, "optimizer": opt, "ema": ema}
-    start, history = _resume(work, parts)
-    for epoch in tqdm(range(start, p.epochs), desc="training the normal DiT", unit="epoch", initial=start, total=p.epochs):
+
+    def epoch(g):
         dit.train()
-        g = torch.Generator().manual_seed(seed * 15_485_863 + epoch)
         losses = []
         for b in torch.randperm(len(mu), generator=g).split(p.batch_size):
             z_t, eps, t = noised_batch(noise, mu, sd, b, g)
@@ -128,9 +122,9 @@ def _fit(cfg, images, vae, seed, device, work: Path) -> None:
             opt.step()
             ema.step(dit.parameters())
             losses.append(loss.item())
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
-        _checkpoint(work, parts, epoch, history)
-        _after_epoch(epoch)
+        return {"loss": float(np.mean(losses))}
+
+    history = train_epochs(work, parts, p.epochs, seed * 15_485_863, "training the normal DiT", "dit", epoch)
     ema.copy_to(dit.parameters())
     dit.eval()
     pipe = DiTPipeline(transformer=dit, vae=vae, scheduler=DDIMScheduler.from_config(noise.config, clip_sample=False),

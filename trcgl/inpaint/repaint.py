@@ -18,9 +18,9 @@ from diffusers import RePaintScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm import tqdm
 
-from ..cache import ArtifactCache
+from ..cache import ArtifactCache, array_digest
 from ..data.datasets import ImageSet
-from ..diffusion.training import _digest, encode_latents
+from ..diffusion.training import encode_latents
 from .guard import erase_plan, guard_matrix
 from .masks import cam_masks, overlap_table
 from .normal_dit import NormalDiT, class_labels
@@ -142,8 +142,8 @@ def inpaint_training_set(cfg, cohort, train_set: ImageSet, dit: NormalDiT, cam_r
         cams = overlap_table(pair_masks, true, [classes[c] for c in pair_cls])
         damage = kept_lesion_damage(masks, todo, train_set)
     index = todo["index"].to_numpy(np.int64)
-    params = {"stage": "inpainted-v1", "dit": dit.folder.name, "images": _digest(train_set.images[index]),
-              "masks": _digest(np.packbits(masks)), "seed": seed,
+    params = {"stage": "inpainted-v1", "dit": dit.folder.name, "images": array_digest(train_set.images[index]),
+              "masks": array_digest(np.packbits(masks)), "seed": seed,
               "sampling": {k: p[k] for k in ("steps", "jump_length", "jump_n_sample", "eta")}}
 
     def build(work):
