@@ -24,11 +24,12 @@ import yaml
 
 from .cache import atomic_write_json, default_run_dir
 from .config import check_notebook_parameters
+from .errors import TrcglError
 
 KERNEL = "python3"
 
 
-class BookError(RuntimeError):
+class BookError(TrcglError, RuntimeError):
     """The book cannot be built as it stands (stale or failed chapters, a broken toc)."""
 
 

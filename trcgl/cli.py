@@ -12,6 +12,7 @@ import yaml
 from . import book
 from .cache import ArtifactCache
 from .config import PROFILES, ConfigError, check_notebook_parameters, load_config, parse_assignment
+from .errors import TrcglError
 
 
 def _add_profile(p: argparse.ArgumentParser) -> None:
@@ -115,6 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (ConfigError, book.BookError) as err:
+    except TrcglError as err:
         print(f"trcgl: error: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from .errors import TrcglError
+
 PROFILES = ("smoke", "cpu", "paper")
 
 #: Notebook parameter name -> dotted config key. A notebook's papermill ``parameters`` cell holds
@@ -63,7 +65,7 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(TrcglError, ValueError):
     """A bad profile name, an unknown key or a value of the wrong type."""
 
 

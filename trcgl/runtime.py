@@ -7,9 +7,10 @@ import random
 
 import numpy as np
 import torch
+from .errors import TrcglError
 
 
-class DeviceError(RuntimeError):
+class DeviceError(TrcglError, RuntimeError):
     """The requested device cannot be used on this machine."""
 
 

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+from .errors import TrcglError
 
 SKIP_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static", "_panels_static"}
 
 
-class SiteCheckError(RuntimeError):
+class SiteCheckError(TrcglError, RuntimeError):
     """The check cannot run (no built site, no Chromium)."""
 
 

@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit
 
+from ..errors import TrcglError
+
 log = logging.getLogger(__name__)
 
 TABLE_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
@@ -30,7 +32,7 @@ FRONTAL = ("PA", "AP", "AP_horizontal")
 GROUPS = ("head", "medium", "tail")
 
 
-class DataError(ValueError):
+class DataError(TrcglError, ValueError):
     """The label table or an image folder is missing or malformed."""
 
 

@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from .models import guided_noise, predict_noise
 from .text import PromptConditioner
+from ..errors import TrcglError
 
 
-class PipelineError(RuntimeError):
+class PipelineError(TrcglError, RuntimeError):
     """A diffusion pipeline folder is missing or incomplete."""
 
 

@@ -17,9 +17,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from ..errors import TrcglError
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(TrcglError, RuntimeError):
     """A text encoder cannot be loaded (missing local folder, wrong kind)."""
 
 

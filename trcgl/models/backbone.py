@@ -16,9 +16,10 @@ import timm
 import torch
 from timm.models import adapt_input_conv
 from torch import nn
+from ..errors import TrcglError
 
 
-class BackboneError(RuntimeError):
+class BackboneError(TrcglError, RuntimeError):
     """A backbone cannot be built as configured (missing or mismatching weights, bad stage)."""
 
 
