@@ -21,11 +21,12 @@ EXECUTED  := $(NOTEBOOKS:.py=.ipynb)
 PACKAGE   := $(shell find trcgl -name '*.py' -o -name '*.yaml' -o -name '*.json' 2>/dev/null)
 STAMP     := _build/.params
 
-.PHONY: help install browser test reproduce notebooks book check-site clean clean-cache distclean FORCE
+.PHONY: help install browser test reproduce stages notebooks book check-site clean clean-cache distclean FORCE
 
 help:
 	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...']"
-	@echo "                                                                  execute all chapters, build the book"
+	@echo "                                                                  compute every stage, execute all chapters, build the book"
+	@echo "make stages                                                       compute every stage the chapters show (python -m trcgl run all)"
 	@echo "make test                                                         run the test suite"
 	@echo "make check-site                                                   open every built page in headless Chromium"
 	@echo "make install | notebooks | book | clean | clean-cache | distclean"
@@ -55,16 +56,34 @@ $(STAMP): FORCE
 	@mkdir -p $(dir $@)
 	@echo "$(PROFILE) $(DEVICE) $(PARAMS)" | cmp -s - $@ || echo "$(PROFILE) $(DEVICE) $(PARAMS)" > $@
 
-notebooks/%.ipynb: notebooks/%.py $(STAMP) $(PACKAGE) $(VENV)/.installed
+# Every expensive step is a stage of trcgl/stages.py, computed here, outside the notebooks (the
+# cache's per-key locks keep parallel runs safe); the chapters then load their results.
+STAGES := runs/.stages-done
+
+$(STAGES): $(STAMP) $(PACKAGE) $(VENV)/.installed
+	$(PY) -m trcgl run all --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
+	@touch $@
+
+stages: $(STAGES)
+
+notebooks/%.ipynb: notebooks/%.py $(STAMP) $(PACKAGE) $(VENV)/.installed $(STAGES)
 	$(PY) -m trcgl execute $< --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
 
 notebooks: $(EXECUTED)
 
-book: install
+BOOK_SOURCES := $(wildcard book/*.md book/*.bib) _config.yml _toc.yml
+HTML := _build/html/index.html
+
+$(HTML): $(EXECUTED) $(BOOK_SOURCES)
 	$(PY) -m trcgl build-book
 
-check-site: browser
+book: install $(HTML)
+
+_build/.site-checked: $(HTML)
 	$(PY) -m trcgl check-site --if-chromium
+	@touch $@
+
+check-site: browser _build/.site-checked
 
 reproduce: install
 	$(MAKE) --no-print-directory notebooks

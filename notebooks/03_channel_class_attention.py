@@ -42,51 +42,25 @@ lam = None            # λ of Eq. 14 (released code: 0.1)
 gate_scale = None     # 1.0: X + X⊙g (paper text); 0.05: the released code
 
 # %%
-import pandas as pd
 import matplotlib.pyplot as plt
-import torch
 
-import trcgl.config
-from trcgl.cache import ArtifactCache
-from trcgl.data.datasets import XrayDataset, load_splits, make_loader, normalisation
-from trcgl.localization import localization_scores, localization_summary
-from trcgl.models import build_model
-from trcgl.plots import attention_gallery, training_curves
-from trcgl.runtime import seed_everything, select_device
-from trcgl.train import predict
-from trcgl.variants import CCA, GAP_ONLY, component_variants, train_and_compare
+import trcgl.views
+from trcgl.views import attention as view
 
-cfg = trcgl.config.from_notebook(globals())
-seed_everything(cfg.seed, cfg.deterministic)
-dev = select_device(cfg.device)
-cache = ArtifactCache()
-cohort, train_set, val_set = load_splits(cfg, cache)
-classes, groups = list(cohort.class_set.classes), cohort.groups
-print(f"profile {cfg.profile}: {len(train_set)} training / {len(val_set)} validation phantoms at "
-      f"{train_set.size}px, backbone {cfg.model.backbone} (stage {cfg.model.feature_stage}), device {dev}")
+ch = trcgl.views.setup(globals())
+cfg = ch.cfg
+cohort, train_set, test_set, setting = view.setting(ch)
+print(setting)
 
 # %% [markdown]
 # ## The module, step by step
 #
-# A batch of four validation images through the backbone (Eq. 7), then through each equation.
+# A batch of four test images through the backbone (Eq. 7), then through each equation.
 # The model here is freshly initialised: this section is about shapes, not about learning.
 
 # %%
-model = build_model(cfg.replace({"model.label_gcn": False}), len(classes)).eval()
-mean, std = normalisation(train_set)
-x, y, _ = next(iter(make_loader(XrayDataset(val_set, mean, std), 4, shuffle=False)))
-with torch.no_grad():
-    X = model.backbone(x)                               # Eq. 7
-    u = X.mean(dim=(2, 3))                              # Eq. 8
-    g = model.head.gate.gate(X)                         # Eq. 9
-    Xr, _ = model.head.gate(X)                          # Eq. 10
-    M = model.head.attention.conv(Xr)                   # class response map
-    v, a = model.head.attention(Xr)                     # Eq. 12-13
-    out = model.head(X)                                 # Eq. 11, 14
-shapes = {"input I": x, "X = φ(I)  (Eq. 7)": X, "u  (Eq. 8)": u, "g  (Eq. 9)": g, "X_r  (Eq. 10)": Xr,
-          "M (1x1 conv)": M, "a_c  (Eq. 12)": a, "v_c  (Eq. 13)": v, "s_gap  (Eq. 11)": out["s_gap"],
-          "s_spatial": out["s_spatial"], "s_img  (Eq. 14)": out["s_img"]}
-pd.DataFrame({"shape": {k: tuple(t.shape) for k, t in shapes.items()}})
+shapes, properties = view.walkthrough(ch, train_set, test_set)
+shapes
 
 # %% [markdown]
 # Two properties worth checking by hand: each class's attention map is a distribution over the
@@ -94,16 +68,15 @@ pd.DataFrame({"shape": {k: tuple(t.shape) for k, t in shapes.items()}})
 # $X_r / X = 1 + \text{scale}\cdot g$ lies between 1 and 1 + scale).
 
 # %%
-ratio = (Xr / X.where(X.abs() > 1e-6, torch.ones_like(X)))[X.abs() > 1e-6]
-print(f"attention maps sum to 1: {torch.allclose(a.flatten(2).sum(-1), torch.ones(a.shape[:2]))}; "
-      f"X_r / X ranges over [{ratio.min():.3f}, {ratio.max():.3f}] (gate scale {cfg.model.gate_scale})")
+print(properties)
 
 # %% [markdown]
 # ## Training: GAP-only baseline vs. channel-class attention
 #
 # Both models use the same backbone, data, seed and two-stage recipe (Sec. 4.2: warm-up with the
 # backbone frozen, then full fine-tuning); neither has the label graph, which is the next
-# chapter's subject. The baseline is the backbone with global average pooling and a linear
+# chapter's subject. The curves show mAP on the **selection** split, which picks each model's best
+# epoch; the table reports that epoch on the **test** split, which chooses nothing. The baseline is the backbone with global average pooling and a linear
 # classifier. Training is cached by configuration: re-running this page reuses the models.
 #
 # One deviation from the paper, stated once: no pretrained ConvNeXtV2 weights exist on this
@@ -112,29 +85,19 @@ print(f"attention maps sum to 1: {torch.allclose(a.flatten(2).sum(-1), torch.one
 # paper's rates apply.
 
 # %%
-variants = component_variants(cfg, names=(GAP_ONLY, CCA))
-runs, evals, table = train_and_compare(variants, train_set, val_set, groups, cache)
-fig = training_curves({name: r.history for name, r in runs.items()})
+result, runs, fig, means = view.comparison(ch)
 plt.show()
 
 # %%
-table.round(4)
+means.round(4)
 
 # %%
-gain = table.loc[CCA] - table.loc[GAP_ONLY]
-excluded = sorted(set().union(*(ev.excluded for ev in evals.values())))
-print(f"Channel-class attention changes validation mAP by {gain['mAP']:+.4f} "
-      f"(head {gain['mAP head']:+.4f}, medium {gain['mAP medium']:+.4f}, tail {gain['mAP tail']:+.4f}) "
-      f"on this run ({cfg.profile} profile, one seed, {len(val_set)} validation images). "
-      + (f"Classes without a validation positive, left out of the means: {excluded}." if excluded else
-         "Every class has validation positives."))
-print("One seed on a small validation set: the next chapters repeat runs over seeds and give intervals "
-      "before calling a difference real.")
+print(view.gain_text(ch, means, test_set))
 
 # %% [markdown]
 # ## Do the attention maps look at the lesions?
 #
-# For every validation image and every class it carries, we compare that class's attention map
+# For every test image and every class it carries, we compare that class's attention map
 # $a_c$ with the lesion mask the renderer drew. *Mass inside* is the share of the map's weight
 # that falls on the lesion; a uniform map would score the lesion's area share (the chance
 # column). *Pointing* asks whether the map's peak lies on the lesion. Diffuse findings with whole-
@@ -142,33 +105,20 @@ print("One seed on a small validation set: the next chapters repeat runs over se
 # counts.
 
 # %%
-cca = runs[CCA]
-P, maps = predict(cca.model, val_set, cca.mean, cca.std, dev, with_attention=True)
-scores = localization_scores(maps, val_set, classes, groups)
-summary = localization_summary(scores)
-summary.round(3)
+P, maps, scores, summary, per_class = view.localization(ch, runs[view.CCA], test_set, cohort)
+summary
 
 # %%
-per_class = scores.groupby("class")[["mass", "chance mass", "hit", "chance hit"]].mean()
-per_class.insert(0, "group", [groups[classes.index(c)] for c in per_class.index])
-per_class["mass / chance"] = per_class["mass"] / per_class["chance mass"]
-per_class.sort_values("mass / chance", ascending=False).round(3)
+per_class
 
 # %% [markdown]
-# The maps of the trained model over some validation images: the class's attention map
+# The maps of the trained model over some test images: the class's attention map
 # (colour, upsampled from the feature grid) and the true lesion (white outline). The feature grid
 # is coarse on the CPU profiles (stride 16 at 64 px gives 4 x 4 cells), so a map can only point to
 # a region, not to a lesion's outline.
 
 # %%
-best_image = scores.sort_values("mass", ascending=False).drop_duplicates("class")  # best-scoring image per class
-picks = []
-for g in ("head", "medium", "tail"):  # four classes of each group
-    for _, r in best_image[best_image.group == g].head(4).iterrows():
-        picks.append((int(r["image"]), classes.index(r["class"])))
-fig = attention_gallery([val_set.images[n] / 255 for n, c in picks], [maps[n, c] for n, c in picks],
-                        [val_set.masks(n)[c] for n, c in picks],
-                        [f"{classes[c]} [{groups[c]}]\np={P[n, c]:.2f}" for n, c in picks])
+fig = view.attention_figure(P, maps, scores, test_set, cohort)
 plt.show()
 
 # %% [markdown]

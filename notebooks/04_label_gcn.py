@@ -42,30 +42,17 @@ alpha = None          # α of Eq. 25 (released code: 0.05)
 tau_diagonal = None   # also threshold the diagonal (literal Eq. 18)
 
 # %%
-import numpy as np
-import pandas as pd
 import matplotlib.pyplot as plt
-import seaborn as sns
 
-import trcgl.config
-from trcgl import paper
-from trcgl.cache import ArtifactCache
-from trcgl.data.datasets import load_splits
-from trcgl.metrics import best_f1_thresholds, bootstrap_means, evaluate
-from trcgl.models import label_adjacency
-from trcgl.plots import label_graph, training_curves
-from trcgl.runtime import seed_everything, select_device
-from trcgl.variants import CCA, FULL, GAP_ONLY, component_variants, train_and_compare
+import trcgl.views
+from trcgl import stages
+from trcgl.views import gcn as view
 
-cfg = trcgl.config.from_notebook(globals())
-seed_everything(cfg.seed, cfg.deterministic)
-dev = select_device(cfg.device)
-cache = ArtifactCache()
-cohort, train_set, val_set = load_splits(cfg, cache)
-classes, groups = list(cohort.class_set.classes), cohort.groups
-tail = [c for c, g in enumerate(groups) if g == "tail"]
-print(f"profile {cfg.profile}, tau {cfg.model.tau} (diagonal thresholded: {cfg.model.tau_diagonal}), "
-      f"alpha {cfg.model.alpha}, device {dev}")
+ch = trcgl.views.setup(globals())
+cfg = ch.cfg
+cohort, setting = view.setting(ch)
+test_set = ch.get(stages.test_set(cfg))
+print(setting)
 
 # %% [markdown]
 # ## The graph from the real training labels
@@ -75,18 +62,12 @@ print(f"profile {cfg.profile}, tau {cfg.model.tau} (diagonal thresholded: {cfg.m
 # from the rendered training subset the model actually sees.
 
 # %%
-Y_all = cohort.Y[cohort.is_train]
-A = label_adjacency(Y_all, cfg.model.tau, cfg.model.tau_diagonal)
-fig, ax = plt.subplots(figsize=(9, 7.5))
-sns.heatmap(pd.DataFrame(A, index=classes, columns=classes), cmap="mako_r", square=True, ax=ax,
-            cbar_kws={"label": "A (Eq. 20)"}, xticklabels=True, yticklabels=True)
-ax.tick_params(labelsize=6.5)
-ax.set_title(f"Label adjacency A from {len(Y_all)} real training label rows, tau = {cfg.model.tau}")
+A = view.full_graph(ch, cohort)
+fig = view.adjacency_figure(ch, cohort, A)
 plt.show()
 
 # %%
-fig = label_graph(A, classes, groups, seed=cfg.seed)
-fig.axes[0].set_title("The label graph (edges: off-diagonal A > 0; large outlined nodes: tail classes)")
+fig = view.graph_figure(ch, cohort, A)
 plt.show()
 
 # %% [markdown]
@@ -98,36 +79,17 @@ plt.show()
 # that touch a tail class, and the tail classes left with no neighbour at all.
 
 # %%
-rows = []
-for t in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2):
-    At = label_adjacency(Y_all, t, cfg.model.tau_diagonal)
-    off = (At > 0) & ~np.eye(len(classes), dtype=bool)
-    isolated = [classes[c] for c in tail if not off[c].any()]
-    rows.append({"tau": t, "edges": int(off.sum() // 2),
-                 "edges touching a tail class": int(sum(off[i, j] for i in range(len(classes))
-                                                        for j in range(i + 1, len(classes)) if i in tail or j in tail)),
-                 "tail classes without a neighbour": ", ".join(isolated) or "none"})
-pd.DataFrame(rows).set_index("tau")
+view.tau_table(ch, cohort)
 
 # %%
-nbr = []
-for c in tail:
-    w = A[c].copy()
-    w[c] = 0
-    top = np.argsort(-w)[:4]
-    nbr.append({"tail class": classes[c], **{f"neighbour {k + 1}": f"{classes[j]} ({w[j]:.3f})" for k, j in enumerate(top) if w[j] > 0}})
-pd.DataFrame(nbr).set_index("tail class").fillna("")
+view.tail_neighbours(cohort, A)
 
 # %% [markdown]
 # The rendered training subset (the rows the classifier trains on) gives a graph with the same
 # shape? Its edges against the full table's, at this τ:
 
 # %%
-A_sub = label_adjacency(train_set.Y, cfg.model.tau, cfg.model.tau_diagonal)
-e_all = (A > 0) & ~np.eye(len(classes), dtype=bool)
-e_sub = (A_sub > 0) & ~np.eye(len(classes), dtype=bool)
-print(f"edges: full table {e_all.sum() // 2}, rendered subset {e_sub.sum() // 2}, in both {(e_all & e_sub).sum() // 2}; "
-      f"correlation of the off-diagonal weights: {np.corrcoef(A[e_all | e_sub], A_sub[e_all | e_sub])[0, 1]:.3f}")
+print(view.subset_agreement(ch, cohort, A))
 
 # %% [markdown]
 # ## Training with and without the graph
@@ -138,70 +100,46 @@ print(f"edges: full table {e_all.sum() // 2}, rendered subset {e_sub.sum() // 2}
 # the training images (Eq. 15).
 
 # %%
-variants = component_variants(cfg)
-runs, evals, table = train_and_compare(variants, train_set, val_set, groups, cache)
-fig = training_curves({name: r.history for name, r in runs.items()})
+result, runs, fig, means = view.comparison(ch)
 plt.show()
 
 # %%
-table.round(4)
+means.round(4)
 
 # %%
-full, base, cca = table.loc[FULL], table.loc[GAP_ONLY], table.loc[CCA]
-verdict = "beats" if full["mAP"] > base["mAP"] else "does not beat"
-print(f"The full model {verdict} the GAP-only baseline on validation mAP in this run: "
-      f"{full['mAP']:.4f} vs {base['mAP']:.4f} ({full['mAP'] - base['mAP']:+.4f}); tail mAP "
-      f"{full['mAP tail']:.4f} vs {base['mAP tail']:.4f}. Against channel-class attention alone the GCN "
-      f"changes mAP by {full['mAP'] - cca['mAP']:+.4f} (tail {full['mAP tail'] - cca['mAP tail']:+.4f}).")
-ref = paper.table(3)["mAP (paper)"]
-print(f"The paper's Table 3 (real PadChest, pretrained backbone, with prompt diffusion in both rows): "
-      f"{ref['+ channel-class attention']:.4f} -> {ref['+ label GCN (full)']:.4f} mAP when the GCN is added. "
-      f"Ours: {cfg.profile} profile, phantom images, no synthetic images, one seed, random-init backbone, "
-      f"GCN score '{cfg.model.gcn_score}'.")
+print(view.verdict(ch, means))
 
 # %% [markdown]
-# How sure are these numbers? A 95% bootstrap interval over validation images for each model
+# How sure are these numbers? A 95% bootstrap interval over test images for each model
 # (`trcgl.metrics.bootstrap_means`; `eval.bootstrap` resamples, set by the profile). It measures
-# the uncertainty from the finite validation set only, not from training randomness (one seed here).
+# the uncertainty from the finite test set only, not from training randomness (one seed here).
 # With few positives per class, a resample that repeats a well-ranked positive raises that class's
 # AP, so the intervals of tail metrics lean above the point estimate: a reminder of how little a
 # couple of dozen positives can tell.
 
 # %%
-print(f"{cfg.eval.bootstrap} bootstrap resamples of {len(val_set)} validation images")
-ci = {name: bootstrap_means(val_set.Y, r.val_probs, classes, groups, n=cfg.eval.bootstrap, seed=cfg.seed)
-      for name, r in runs.items()}
-pd.DataFrame({name: {m: f"{c.loc[m, 'value']:.3f} [{c.loc[m, 'low']:.3f}, {c.loc[m, 'high']:.3f}]"
-                     for m in ("mAP", "mAP head", "mAP medium", "mAP tail", "mAUC")} for name, c in ci.items()}).T
+interval_text, intervals = view.test_intervals(ch, result, cohort, test_set)
+print(interval_text)
+intervals
 
 # %% [markdown]
 # Two conventions that change the numbers without changing the model. **Empty classes**: a class
-# with no validation positive has no AP; this book leaves it out of the means, the released code
+# with no test positive has no AP; this book leaves it out of the means, the released code
 # scores it AP 0 and AUC 0.5. **The F1 threshold**: F1 needs a cut-off; the table above uses
-# 0.5 (`eval.f1_threshold`; the released code uses 0.2). Choosing each class's best threshold on the
-# validation set itself is optimistic (it peeks at the answers), so it is labelled as such:
+# 0.5 (`eval.f1_threshold`; the released code uses 0.2). A per-class threshold that maximises F1
+# must be chosen on data that is not scored: here on the selection split, then applied to test
+# (choosing it on the test split itself would peek at the answers).
 
 # %%
-r = runs[FULL]
-best_thr = best_f1_thresholds(val_set.Y, r.val_probs)
-conv = {
-    f"F1 at {cfg.eval.f1_threshold}": evaluate(val_set.Y, r.val_probs, classes, groups, cfg.eval.f1_threshold).means,
-    "F1 at 0.2 (released code)": evaluate(val_set.Y, r.val_probs, classes, groups, 0.2).means,
-    "per-class best-F1 threshold (chosen on validation: optimistic)": evaluate(val_set.Y, r.val_probs, classes, groups, best_thr).means,
-    "empty classes as AP 0 / AUC 0.5 (released code)": evaluate(val_set.Y, r.val_probs, classes, groups, cfg.eval.f1_threshold, empty="released").means,
-}
-excluded = evaluate(val_set.Y, r.val_probs, classes, groups).excluded
-print(f"classes without a validation positive in this run: {excluded or 'none'}")
-pd.DataFrame(conv).T[["mAP", "mAUC", "macro-F1", "macro-F1 tail"]].round(4)
+excluded_text, conventions = view.conventions(ch, runs, cohort, test_set)
+print(excluded_text)
+conventions
 
 # %% [markdown]
 # Per tail class, the AP with and without the graph:
 
 # %%
-per = pd.DataFrame({name: ev.per_class["AP"] for name, ev in evals.items()})
-per.insert(0, "group", groups)
-per.insert(1, "val positives", val_set.Y.sum(0))
-per[per.group == "tail"].round(4)
+view.tail_ap(result, cohort, test_set)
 
 # %% [markdown]
 # ## Exercises

@@ -38,57 +38,37 @@ clip_image_encoder = None  # a local CLIP vision model folder (save_pretrained) 
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-import trcgl.config
 from IPython.display import display
-from trcgl import paper
-from trcgl.cache import ArtifactCache
-from trcgl.experiments import (benchmark_note, paired_differences, results_store, run_rows, seed_means, seed_summary,
-                               seed_table, table1_rows, table_data, with_paper)
-from trcgl.localization import grad_cam_maps, pair_scores
-from trcgl.plots import cam_gallery, prediction_bars, seed_bars
-from trcgl.runtime import seed_everything, select_device
-from trcgl.train import predict
 
-cfg = trcgl.config.from_notebook(globals())
-seed_everything(cfg.seed, cfg.deterministic)
-dev = select_device(cfg.device)
-cache = ArtifactCache()
-data = table_data(cfg, cache)   # the synthetic tail set as the prompt-diffusion chapter made it (cached)
-tcfg, cohort, train_set, val_set, synthetic = data.cfg, data.cohort, data.train_set, data.val_set, data.synthetic
-classes, groups = list(cohort.class_set.classes), cohort.groups
-print(f"profile {cfg.profile}: table runs on {len(train_set)} training images (+ {len(synthetic)} synthetic, weight "
-      f"{cfg.diffusion.synthetic_weight}) and {len(val_set)} validation images at {train_set.size}px; "
-      f"{tcfg.train.warmup_epochs} + {tcfg.train.finetune_epochs} epochs; seeds {list(cfg.seeds)}; device {dev}")
+import trcgl.views
+from trcgl.views import results as view
+
+ch = trcgl.views.setup(globals())
+cfg = ch.cfg
+tcfg, cohort, test_set, setting = view.setting(ch)
+print(setting)
 
 # %% [markdown]
 # ## Training every row for every seed
 #
-# Each run is cached by its configuration, data and seed, so re-executing this chapter loads
-# them. The results store (`runs/results-<profile>.json`) receives every metric of every run; the
-# tables below are built from it and from nothing else.
+# Each run is a stage of the stage graph (`trcgl.stages`), cached by its configuration, data,
+# code and seed; `make reproduce` computes them before this page executes, so here they load. Each
+# run's best epoch is chosen on the **selection** split; every metric below is measured on the
+# **test** split, which chose nothing. The results store (`runs/results-<profile>.json`) receives
+# every metric of every run; the tables below are built from it and from nothing else.
 
 # %%
-store = results_store(cfg)
-rows = table1_rows(tcfg, synthetic)
-runs = run_rows(store, "table1", rows, train_set, val_set, groups, cfg.seeds, cache)
-notes = {r.name: r.unavailable for r in rows if r.unavailable}
-models_here = pd.Series({r.name: r.meta.get("model here", "") for r in rows}, name="model here")
+result, table_1, note = view.table_1(ch, tcfg)
 
 # %% [markdown]
 # ## Table 1: all classes
 
 # %%
-t1 = seed_table(store, "table1", ["mAP", "mAUC", "macro-F1"], rows=[r.name for r in rows], notes=notes)
-t1.insert(0, "model here", models_here)
-print(benchmark_note(tcfg))
-with_paper(t1, paper.table(1))
+print(note)
+table_1
 
 # %%
-summary = seed_summary(store, "table1")
-fig = seed_bars(summary, "mAP", rows=[r.name for r in rows])
+fig = view.map_bars(ch, result)
 plt.show()
 
 # %% [markdown]
@@ -96,104 +76,49 @@ plt.show()
 # t-interval over seeds; *sure* when it excludes zero):
 
 # %%
-means = seed_means(store, "table1")
-baselines = [r for r in means.index if r != "Ours"]
-strongest = means.loc[baselines, "mAP"].idxmax()
-diffs = pd.concat({"vs ConvNeXt": paired_differences(store, "table1", "ConvNeXt", "mAP"),
-                   f"vs {strongest}": paired_differences(store, "table1", strongest, "mAP")}, axis=1)
-diffs.round(4)
+view.differences(ch)
 
 # %%
-ours = means.loc["Ours"]
-d_base = paired_differences(store, "table1", "ConvNeXt", "mAP").loc["Ours"]
-order = means["mAP"].sort_values(ascending=False)
-paper_order = paper.table(1)["mAP (paper)"].sort_values(ascending=False)
-print(f"Ranking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.")
-rank = list(order.index).index("Ours") + 1
-verdict = "reproduces" if rank == 1 else "does not reproduce"
-print(f"TRCGL-Net ranks {rank} of {len(order)} here, so this run {verdict} the paper's headline (first place). "
-      f"Against ConvNeXt it changes mAP by {d_base.iloc[0]:+.4f} [{d_base['low']:+.4f}, {d_base['high']:+.4f}] "
-      f"(better on {d_base['better on seeds']} seeds{'; sure' if d_base['sure'] else '; not sure at this number of seeds'}). "
-      f"The strongest baseline here is {strongest} ({means.loc[strongest, 'mAP']:.4f} mAP).")
-if notes:
-    print("Rows without numbers: " + "; ".join(f"{k}: {v}" for k, v in notes.items()) + ".")
+print(view.ranking_text(ch, result))
 
 # %% [markdown]
 # ## Table 2: head, medium and tail classes
 
 # %%
-t2 = seed_table(store, "table1", ["mAP head", "mAP medium", "mAP tail", "mAUC head", "mAUC medium", "mAUC tail"],
-                rows=[r.name for r in rows], notes=notes)
-print(benchmark_note(tcfg))
-with_paper(t2, paper.table(2))
+table_2, note = view.table_2(ch, tcfg, result)
+print(note)
+table_2
 
 # %%
-tail = means["mAP tail"].sort_values(ascending=False)
-gap = means["mAP head"] - means["mAP tail"]
-print(f"Tail mAP is highest for {tail.index[0]} ({tail.iloc[0]:.4f}) and lowest for {tail.index[-1]} ({tail.iloc[-1]:.4f}). "
-      f"The head-tail gap in mAP is {gap.loc['Ours']:.4f} for TRCGL-Net and {gap.loc['ConvNeXt']:.4f} for ConvNeXt "
-      f"(paper: {paper.TABLE_2['Ours'][0] - paper.TABLE_2['Ours'][2]:+.4f} and "
-      f"{paper.TABLE_2['ConvNeXt'][0] - paper.TABLE_2['ConvNeXt'][2]:+.4f}).")
-tail_d = paired_differences(store, "table1", "ConvNeXt", "mAP tail")
-tail_d.round(4)
+tail_text, tail_differences = view.tail_text(ch)
+print(tail_text)
+tail_differences
 
 # %% [markdown]
 # ## Fig. 4: where the models look
 #
-# For validation images with a lesion of a given class, the true lesion (outlined; the phantom
+# For test images with a lesion of a given class, the true lesion (outlined; the phantom
 # renderer knows it), TRCGL-Net's own class attention map $a_c$ (Eq. 12), and Grad-CAM
 # {cite}`selvaraju2017gradcam` (grad-cam library, last backbone stage) of TRCGL-Net and of the
 # ConvNeXt baseline. Under the figure: over many (image, class) pairs, the share of each map's
 # mass inside the true lesion and the pointing game, each beside its chance level.
 
 # %%
-first = cfg.seeds[0]
-ours_run, base_run = runs[("Ours", first)], runs[("ConvNeXt", first)]
-if val_set.masks_packed is not None:
-    pairs = [(n, c) for n in range(len(val_set)) for c in np.flatnonzero(val_set.Y[n])
-             if classes[c] != "normal" and val_set.masks(n)[c].any()][:200]
-    imgs = val_set.images[[n for n, _ in pairs]]
-    cls = [c for _, c in pairs]
-    masks = np.stack([val_set.masks(n)[c] for n, c in pairs])
-    _, att = predict(ours_run.model, val_set, ours_run.mean, ours_run.std, dev, with_attention=True)
-    maps = {"TRCGL-Net attention a_c": np.stack([att[n, c] for n, c in pairs]),
-            "TRCGL-Net Grad-CAM": grad_cam_maps(ours_run.model, imgs, cls, ours_run.mean, ours_run.std, dev),
-            "ConvNeXt Grad-CAM": grad_cam_maps(base_run.model, imgs, cls, base_run.mean, base_run.std, dev)}
-    loc = pd.DataFrame({name: pair_scores(m, masks).mean() for name, m in maps.items()}).T
-    picks, seen = [], set()
-    for k, (n, c) in enumerate(pairs):          # one example per class, up to six classes, tail first
-        if c not in seen:
-            seen.add(c)
-            picks.append(k)
-    picks = sorted(picks, key=lambda k: {"tail": 0, "medium": 1, "head": 2}[groups[cls[k]]])[:6]
-    fig = cam_gallery([imgs[k] / 255 for k in picks], [masks[k] for k in picks],
-                      {name: [m[k] for k in picks] for name, m in maps.items()},
-                      [f"{classes[cls[k]]} ({groups[cls[k]]})" for k in picks])
-    plt.show()
-    print(f"{len(pairs)} (image, class) pairs with a lesion mask; seed {first}")
-    display(loc.round(3))
-    best = loc["mass"].idxmax()
-    print(f"The map with the most mass inside true lesions is {best} ({loc.loc[best, 'mass']:.3f}, chance "
-          f"{loc.loc[best, 'chance mass']:.3f}).")
-else:
-    print("real images have no lesion masks: Fig. 4 needs the phantom source")
+fig, localization, fig4_text = view.figure_4(ch, result, test_set, cohort)
+plt.show()
+print(fig4_text)
+display(localization)
 
 # %% [markdown]
 # ## Fig. 5: multi-label predictions
 #
-# A few validation images with several findings, and TRCGL-Net's most confident classes; true
+# A few test images with several findings, and TRCGL-Net's most confident classes; true
 # labels are red. A multi-label model has to rank every present finding high, not just one.
 
 # %%
-multi = np.flatnonzero(val_set.Y.sum(1) >= 3)[:4]
-if len(multi) < 4:
-    multi = np.argsort(-val_set.Y.sum(1), kind="stable")[:4]
-fig = prediction_bars(val_set.images[multi] / 255, ours_run.val_probs[multi], val_set.Y[multi], classes)
+fig, fig5_text = view.figure_5(ch, result, test_set, cohort)
 plt.show()
-hits = [len(set(np.argsort(-ours_run.val_probs[n])[: int(val_set.Y[n].sum())]) & set(np.flatnonzero(val_set.Y[n])))
-        for n in multi]
-print("true labels among the top-k predictions (k = number of true labels): "
-      + ", ".join(f"{h}/{int(val_set.Y[n].sum())}" for h, n in zip(hits, multi)))
+print(fig5_text)
 
 # %% [markdown]
 # ## Exercises
@@ -212,10 +137,10 @@ print("true labels among the top-k predictions (k = number of true labels): "
 #    :class: dropdown
 #    Compare with the ViT row, the same kind of network trained from scratch here.
 #    ```
-# 3. Table 2 reports tail mAP over six classes with a few dozen validation positives each. Which
+# 3. Table 2 reports tail mAP over six classes with a few dozen test positives each. Which
 #    tail class contributes most to the difference between TRCGL-Net and ConvNeXt?
 #    ```{admonition} Hint
 #    :class: dropdown
-#    `evaluate(val_set.Y, runs[("Ours", 0)].val_probs, classes, groups).per_class` gives AP per
-#    class; subtract the ConvNeXt run's.
+#    `evaluate(test_set.Y, result.probs[("Ours", 0)], classes, groups).per_class` (from
+#    `trcgl.metrics`) gives AP per class on the test split; subtract the ConvNeXt run's.
 #    ```

@@ -35,64 +35,32 @@ alphas = None         # Table 5's α values
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
-import trcgl.config
-from trcgl import paper
-from trcgl.cache import ArtifactCache
-from trcgl.experiments import (benchmark_note, ablation_rows, alpha_rows, paired_differences, results_store, run_rows, seed_means,
-                               seed_summary, seed_table, table_data, weight_rows, with_paper)
-from trcgl.plots import seed_bars
-from trcgl.runtime import seed_everything, select_device
+import trcgl.views
+from trcgl.views import ablation as view
 
-cfg = trcgl.config.from_notebook(globals())
-seed_everything(cfg.seed, cfg.deterministic)
-dev = select_device(cfg.device)
-cache = ArtifactCache()
-data = table_data(cfg, cache)   # shared with the results chapter, loaded from the cache
-tcfg, train_set, val_set, synthetic = data.cfg, data.train_set, data.val_set, data.synthetic
-groups = data.cohort.groups
-store = results_store(cfg)
-print(f"profile {cfg.profile}: {len(train_set)} training images + {len(synthetic)} synthetic; seeds {list(cfg.seeds)}; "
-      f"device {dev}. Runs shared with the results chapter load from the cache.")
+ch = trcgl.views.setup(globals())
+cfg = ch.cfg
+tcfg, setting = view.setting(ch)
+print(setting)
 
 # %% [markdown]
 # ## Table 3: the components, one at a time
 
 # %%
-ladder = ablation_rows(tcfg, synthetic)
-run_rows(store, "table3", ladder, train_set, val_set, groups, cfg.seeds, cache)
-names = [r.name for r in ladder]
-print(benchmark_note(tcfg))
-with_paper(seed_table(store, "table3", ["mAP", "mAUC", "macro-F1", "mAP tail"], rows=names), paper.table(3))
+ladder, table_3, note = view.paper_table(ch, tcfg, "table3", 3)
+print(note)
+table_3
 
 # %% [markdown]
 # Each step against the one before it, on the same seeds:
 
 # %%
-steps = []
-for prev, cur in zip(names, names[1:]):
-    d = paired_differences(store, "table3", prev, "mAP").loc[cur]
-    dt = paired_differences(store, "table3", prev, "mAP tail").loc[cur]
-    ref = paper.table(3)["mAP (paper)"]
-    steps.append({"step": f"{prev} → {cur}", "ΔmAP": d.iloc[0], "low": d["low"], "high": d["high"],
-                  "better on seeds": d["better on seeds"], "sure": d["sure"], "Δ tail mAP": dt.iloc[0],
-                  "ΔmAP (paper)": ref[cur] - ref[prev]})
-steps = pd.DataFrame(steps).set_index("step")
+steps = view.steps(ch, ladder)
 steps.round(4)
 
 # %%
-biggest = steps["ΔmAP"].idxmax()
-paper_biggest = steps["ΔmAP (paper)"].idxmax()
-sure = steps.index[steps["sure"]].tolist()
-print(f"The largest step here is {biggest} ({steps.loc[biggest, 'ΔmAP']:+.4f} mAP); in the paper it is "
-      f"{paper_biggest} ({steps.loc[paper_biggest, 'ΔmAP (paper)']:+.4f}). "
-      + (f"Steps whose interval excludes zero: {', '.join(sure)}." if sure else
-         "No step's interval excludes zero at this number of seeds."))
-for step, r in steps.iterrows():
-    agree = (r["ΔmAP"] > 0) == (r["ΔmAP (paper)"] > 0)
-    print(f"  {step}: {r['ΔmAP']:+.4f} here vs {r['ΔmAP (paper)']:+.4f} in the paper, "
-          f"{'same sign' if agree else 'opposite sign'}")
+print(view.steps_text(steps))
 
 # %% [markdown]
 # ## Table 4: the weight of the synthetic images
@@ -100,38 +68,22 @@ for step, r in steps.iterrows():
 # Every synthetic image's loss is multiplied by $w$; the paper uses 0.5.
 
 # %%
-wrows = weight_rows(tcfg, synthetic)
-run_rows(store, "table4", wrows, train_set, val_set, groups, cfg.seeds, cache)
-t4 = seed_table(store, "table4", ["mAP", "mAUC", "macro-F1", "mAP tail"], rows=[r.name for r in wrows])
-print(benchmark_note(tcfg))
-with_paper(t4, paper.table(4), names={r.name: r.meta["paper key"] for r in wrows})
+weights, table_4, note = view.paper_table(ch, tcfg, "table4", 4)
+print(note)
+table_4
 
 # %% [markdown]
 # ## Table 5: the fusion strength α (Eq. 25)
 
 # %%
-arows = alpha_rows(tcfg, synthetic)
-run_rows(store, "table5", arows, train_set, val_set, groups, cfg.seeds, cache)
-t5 = seed_table(store, "table5", ["mAP", "mAUC", "macro-F1", "mAP tail"], rows=[r.name for r in arows])
-print(benchmark_note(tcfg))
-with_paper(t5, paper.table(5), names={r.name: r.meta["paper key"] for r in arows})
+alphas, table_5, note = view.paper_table(ch, tcfg, "table5", 5)
+print(note)
+table_5
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 2.8))
-seed_bars(seed_summary(store, "table4"), "mAP", rows=[r.name for r in wrows], ax=axes[0])
-seed_bars(seed_summary(store, "table5"), "mAP", rows=[r.name for r in arows], ax=axes[1])
+fig = view.sensitivity_figure(ch, weights, alphas)
 plt.show()
-for table, rows_, what in (("table4", wrows, "w"), ("table5", arows, "α")):
-    m = seed_means(store, table)["mAP"]
-    s = seed_summary(store, table, ["mAP"]).set_index("row")
-    spread = m.max() - m.min()
-    widest = (s["high"] - s["low"]).max()
-    if pd.isna(widest):
-        verdict = f"interval: none with {len(cfg.seeds)} seed, so no verdict on noise."
-    else:
-        verdict = f"widest 95% interval {widest:.4f}: " + ("the setting matters more than the seed noise here."
-                                                           if spread > widest / 2 else "the differences are within the seed noise.")
-    print(f"{what}: best {m.idxmax()} ({m.max():.4f} mAP), spread between settings {spread:.4f}; {verdict}")
+print(view.sensitivity_text(ch))
 
 # %% [markdown]
 # ## Exercises

@@ -51,34 +51,15 @@ pil_beta = None       # β of PIL (Eq. 3)
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-import seaborn as sns
-
-import trcgl.config
 from IPython.display import display
-from trcgl import paper
-from trcgl.cache import ArtifactCache
-from trcgl.experiments import benchmark_note, paired_differences, results_store, run_rows, seed_means, seed_table
-from trcgl.inpaint.experiment import (COPIES, INPAINT, NO_AUG, ablation_rows, group_means, guard_effect, head_to_head_rows,
-                                      inpainting_data, interval_text, originals_control, per_class_scores,
-                                      with_deltas)
-from trcgl.inpaint.guard import guard_matrix
-from trcgl.inpaint.normal_dit import sample_normals
-from trcgl.inpaint.pil import pil_count
-from trcgl.plots import inpaint_gallery, pil_curve, sample_grid
-from trcgl.runtime import seed_everything, select_device
 
-cfg = trcgl.config.from_notebook(globals())
-seed_everything(cfg.seed, cfg.deterministic)
-dev = select_device(cfg.device)
-cache = ArtifactCache()
-data = inpainting_data(cfg, cache)     # cached: the DiT, the CAM classifier, both inpainted sets
-tcfg, cohort, train_set, val_set = data.table.cfg, data.table.cohort, data.table.train_set, data.table.val_set
-classes, groups = list(cohort.class_set.classes), cohort.groups
-p = cfg.inpaint
-print(f"profile {cfg.profile}: {len(train_set)} training images at {train_set.size}px, {len(data.normals)} normal "
-      f"images for the DiT, seeds {list(cfg.seeds)}, device {dev}")
+import trcgl.views
+from trcgl.views import inpainting as view
+
+ch = trcgl.views.setup(globals())
+cfg = ch.cfg
+tcfg, cohort, train_set, test_set, normals, setting = view.setting(ch)
+print(setting)
 
 # %% [markdown]
 # ## 1. A generator that has only seen normal radiographs
@@ -90,14 +71,8 @@ print(f"profile {cfg.profile}: {len(train_set)} training images at {train_set.si
 # `normal` that are not in the classifier's training set.
 
 # %%
-hist = data.dit.history
-print(f"DiT: {p.dit_layers} layers × {p.dit_heads * p.dit_head_dim} hidden, patch {p.dit_patch}, "
-      f"{sum(x.numel() for x in data.dit.pipeline.transformer.parameters()) / 1e6:.2f} M parameters, "
-      f"{len(hist)} epoch(s) on {data.dit.n_images} normal images; noise-prediction loss "
-      f"{hist.loss.iloc[0]:.4f} (epoch 1) -> {hist.loss.iloc[-1]:.4f} (epoch {len(hist)}).")
-samples = sample_normals(data.dit, 8, cfg.diffusion.sampling_steps, seed=cfg.seed)
-fig = sample_grid([list(data.normals.images[:8] / 255.0), list(samples / 255.0)],
-                  ["real normal phantoms", "DiT samples (DDIM, no guidance)"])
+dit_text, fig = view.dit_samples(ch, normals)
+print(dit_text)
 plt.show()
 
 # %% [markdown]
@@ -114,23 +89,10 @@ plt.show()
 # are the chance levels.
 
 # %%
-res, off = data.inpainted, data.unguarded
-if len(res.cams):
-    cams = res.cams.rename(columns={"lesion area": "precision by chance", "mask area": "recall by chance"})
-    cols = ["IoU", "precision", "precision by chance", "recall", "recall by chance"]
-    cam_table = cams.groupby("class")[cols].mean()
-    cam_table.insert(0, "masks", cams.groupby("class").size())
-    display(cam_table.sort_values("masks", ascending=False).round(3))
-    m = cams[cols].mean()
-    lift = m["precision"] / max(m["precision by chance"], 1e-9)
-    print(f"Over {len(cams)} (image, head class) masks: precision {m['precision']:.3f} (chance "
-          f"{m['precision by chance']:.3f}, {lift:.1f}×), recall {m['recall']:.3f} (chance {m['recall by chance']:.3f}), "
-          f"IoU {m['IoU']:.3f}; the masks cover {m['recall by chance']:.0%} of the image on average. "
-          + ("The masks point at the lesions clearly more often than chance"
-             if lift > 2 else "The masks are little better than chance")
-          + (", but they are broad, so they erase much more than the lesion." if m["recall by chance"] > 0.25 else "."))
-else:
-    print("Real images carry no lesion masks: the CAM masks cannot be scored here.")
+res, off = view.inpainted(ch)
+cams, cam_text = view.cam_table(res)
+display(cams)
+print(cam_text)
 
 # %% [markdown]
 # ## 3. The entanglement guard
@@ -147,15 +109,7 @@ else:
 # the largest $\max_{k \in K} e(h, k)$ when that reaches $\tau$, and erases the rest.
 
 # %%
-source = p.guard if p.guard != "off" else "padchest"     # with the guard off, show what it would use
-E = guard_matrix(cfg.replace({"inpaint.guard": source}), cohort, train_set)
-head = [i for i, (c, g) in enumerate(zip(classes, groups)) if g == "head" and c != "normal"]
-kept = [i for i, g in enumerate(groups) if g in p.keep_groups]
-fig, ax = plt.subplots(figsize=(11, 4.2))
-sns.heatmap(pd.DataFrame(E[np.ix_(head, kept)], index=[classes[i] for i in head], columns=[classes[i] for i in kept]),
-            cmap="mako", vmin=0, vmax=1, ax=ax, cbar_kws={"label": "e(h, k)"})
-ax.set_title(f"Entanglement of head classes (rows) with kept classes (priors: {source}); τ = {p.guard_threshold}")
-plt.tight_layout()
+fig = view.entanglement_figure(ch, cohort, train_set)
 plt.show()
 
 # %% [markdown]
@@ -164,15 +118,8 @@ plt.show()
 # its label stays on the image.
 
 # %%
-effect = guard_effect(res, off)
-display(effect)
-if len(res.damage) and len(off.damage):
-    d_on, d_off = res.damage["erased share"].mean(), off.damage["erased share"].mean()
-    print(f"With the guard ({p.guard}, τ = {p.guard_threshold}) {res.report['kept by the guard']} of "
-          f"{res.report['head findings']} head findings are kept and {res.report['guard kept the only head finding']} "
-          f"images are left alone. The mean share of a kept lesion painted over is {d_on:.3f} with the guard and "
-          f"{d_off:.3f} without: the guard {'reduces' if d_on < d_off else 'does not reduce'} the damage to the findings "
-          f"the labels still claim.")
+display(view.guard_effect(res, off))
+print(view.guard_text(ch, res, off))
 
 # %% [markdown]
 # ## 4. Inpainting: RePaint with the normal DiT
@@ -187,23 +134,9 @@ if len(res.damage) and len(off.damage):
 # finding whose label the image keeps, the failure the guard is meant to limit.
 
 # %%
-area = res.masks.mean(axis=(1, 2))
-order = np.argsort(area, kind="stable")[np.linspace(0, len(area) - 1, min(6, len(area))).round().astype(int)]
-idx = res.originals[order]                   # from the smallest mask to the largest
-plan_by_index = res.plan.set_index("index")
-has_masks = train_set.masks_packed is not None
-blank = np.zeros((train_set.size,) * 2, bool)
-head_masks = [train_set.masks(i)[plan_by_index.loc[i, "erase"]].any(0) if has_masks else blank for i in idx]
-kept_masks = [train_set.masks(i)[plan_by_index.loc[i, "kept_findings"]].any(0) if has_masks else blank for i in idx]
-titles = [f"erase {', '.join(classes[c] for c in plan_by_index.loc[i, 'erase'])}; keep "
-          f"{', '.join(classes[c] for c in plan_by_index.loc[i, 'kept_findings'])}" for i in idx]
-fig = inpaint_gallery(train_set.images[idx] / 255.0, head_masks, res.masks[order], res.images.images[order] / 255.0,
-                      kept_masks, titles)
+fig, gallery_text = view.gallery(res, train_set)
 plt.show()
-changed = res.images.images != train_set.images[res.originals]
-print(f"{res.report['inpainted']} images inpainted; pixels changed outside the masks: {int(changed[~res.masks].sum())}; "
-      f"mean mask area {res.masks.mean():.3f} of the image. Labels: {res.report['erased']} head labels removed, "
-      f"all other labels kept.")
+print(gallery_text)
 
 # %% [markdown]
 # ## 5. Progressive incremental learning
@@ -213,11 +146,9 @@ print(f"{res.report['inpainted']} images inpainted; pixels changed outside the m
 # random order, so images join and never leave. With this profile's recipe:
 
 # %%
-n_epochs = tcfg.train.warmup_epochs + tcfg.train.finetune_epochs
-fig = pil_curve(sorted({0.25, tcfg.train.pil_beta, 1.0}), max(n_epochs, 10))
+fig, pil_text = view.pil_schedule(tcfg, res)
 plt.show()
-print(f"β = {tcfg.train.pil_beta}: inpainted images per epoch "
-      f"{[pil_count(len(res.images), n, tcfg.train.pil_beta) for n in range(1, n_epochs + 1)]} of {len(res.images)}.")
+print(pil_text)
 
 # %% [markdown]
 # ## 6. Head to head: prompt diffusion vs inpainting
@@ -230,30 +161,14 @@ print(f"β = {tcfg.train.pil_beta}: inpainted images per epoch "
 # beside ours.
 
 # %%
-store = results_store(cfg)
-rows = head_to_head_rows(tcfg, data.table.synthetic, res.images)
-runs = run_rows(store, "inpaint_h2h", rows, train_set, val_set, groups, cfg.seeds, cache)
-names = [r.name for r in rows]
-h2h = seed_table(store, "inpaint_h2h", ["mAP", "macro-F1", "mAP head", "mAP medium", "mAP tail"], rows=names)
-h2h.insert(0, "extra images", [r.meta["extra"] for r in rows])
-PAPER_2 = "Paper 2's columns: its Table 3, real CheXpert / MIMIC-CXR, ResNet-50, one run, macro F1 in %."
-print(benchmark_note(tcfg, PAPER_2))
-pd.concat([h2h, paper.inpaint_table(3).reindex(h2h.index)], axis=1)
+h2h_result, h2h, note = view.head_to_head(ch, tcfg)
+print(note)
+h2h
 
 # %%
-diffs = pd.concat({m: paired_differences(store, "inpaint_h2h", NO_AUG, m)
-                   for m in ["mAP", "mAP head", "mAP tail"]}, axis=1)
-display(diffs.round(4))
-means = seed_means(store, "inpaint_h2h")
-best_tail = means["mAP tail"].idxmax()
-d_inp = paired_differences(store, "inpaint_h2h", NO_AUG, "mAP tail").loc[INPAINT]
-print(f"Tail mAP: no augmentation {means.loc[NO_AUG, 'mAP tail']:.4f}, prompt diffusion "
-      f"{means.loc['prompt diffusion', 'mAP tail']:.4f}, inpainting {means.loc[INPAINT, 'mAP tail']:.4f}, both "
-      f"{means.loc['both', 'mAP tail']:.4f}; the best is {best_tail}. Inpainting vs no augmentation on the tail: "
-      f"{interval_text(d_inp)} ({'sure' if d_inp['sure'] else 'not sure at this number of seeds'}). The inpainting paper reports "
-      f"+{paper.INPAINT_TABLE_3['inpainting'][0] - paper.INPAINT_TABLE_3['no augmentation'][0]:.2f} F1 points "
-      f"(CheXpert) for inpainting and +{paper.INPAINT_TABLE_3['prompt diffusion'][0] - paper.INPAINT_TABLE_3['no augmentation'][0]:.2f} "
-      f"for caption-based generation.")
+h2h_differences, h2h_text = view.head_to_head_differences(ch)
+display(h2h_differences)
+print(h2h_text)
 
 # %% [markdown]
 # ### Per class, in the paper's style
@@ -265,12 +180,10 @@ print(f"Tail mAP: no augmentation {means.loc[NO_AUG, 'mAP tail']:.4f}, prompt di
 # show both.
 
 # %%
-f1 = per_class_scores(runs, names, val_set, groups, tcfg.eval.f1_threshold, "F1")
-ap = per_class_scores(runs, names, val_set, groups, tcfg.eval.f1_threshold, "AP")
-display(with_deltas(ap, NO_AUG).round(1))
-display(pd.concat({"F1 %": group_means(f1), "AP %": group_means(ap)}, axis=1).round(1))
-zero_f1 = int((f1.drop(columns="group") == 0).all(axis=1).sum())
-print(f"{zero_f1} of {len(f1)} classes have F1 = 0 in every arm at threshold {tcfg.eval.f1_threshold}.")
+ap_table, group_table, f1_text = view.per_class(ch, h2h_result, test_set, cohort)
+display(ap_table)
+display(group_table)
+print(f1_text)
 
 # %% [markdown]
 # ## 7. Ablation: the guard and PIL, and a control
@@ -282,42 +195,16 @@ print(f"{zero_f1} of {len(f1)} classes have F1 = 0 in every arm at threshold {tc
 # these images more often, not from erasing their head lesions.
 
 # %%
-ab_rows = ablation_rows(tcfg, res.images, off.images, originals_control(train_set, res))
-run_rows(store, "inpaint_ablation", ab_rows, train_set, val_set, groups, cfg.seeds, cache)
-ab = seed_table(store, "inpaint_ablation", ["mAP", "macro-F1", "mAP head", "mAP tail"], rows=[r.name for r in ab_rows])
-print(benchmark_note(tcfg, "Paper 2's columns: the cross-entropy rows of its Table 4 (ResNet-50, macro F1 in %)."))
-display(pd.concat([ab, paper.inpaint_table(4).reindex(ab.index)], axis=1))
-ab_d = paired_differences(store, "inpaint_ablation", NO_AUG, "mAP")
-display(ab_d.round(4))
-abm = seed_means(store, "inpaint_ablation")
-pil_gain = abm.loc["+ guard + PIL (the method)", "mAP"] - abm.loc["+ guard, all at once", "mAP"]
-guard_gain = abm.loc["+ guard + PIL (the method)", "mAP"] - abm.loc["no guard, + PIL", "mAP"]
-half_width = ((ab_d["high"] - ab_d["low"]) / 2).max()
-if np.isnan(half_width):
-    noise = "with one seed there is no interval, so neither effect can be told from seed noise."
-elif max(abs(pil_gain), abs(guard_gain)) < half_width:
-    noise = f"the widest interval against no augmentation is ±{half_width:.4f}, so both effects are inside the seed noise."
-else:
-    noise = f"the widest interval against no augmentation is ±{half_width:.4f}, so at least one effect exceeds it."
-print(f"PIL changes mAP by {pil_gain:+.4f} (with the guard), the guard by {guard_gain:+.4f} (with PIL); {noise}")
-method_vs_copies = pd.concat({m: paired_differences(store, "inpaint_ablation", COPIES, m).loc[["+ guard + PIL (the method)"]]
-                              for m in ["mAP", "mAP head", "mAP tail"]}, axis=1)
-display(method_vs_copies.round(4))
-d_all = paired_differences(store, "inpaint_ablation", COPIES, "mAP").loc["+ guard + PIL (the method)"]
-d_c = paired_differences(store, "inpaint_ablation", COPIES, "mAP tail").loc["+ guard + PIL (the method)"]
+ablation_result, ablation_table, note = view.ablation(ch, tcfg)
+print(note)
+display(ablation_table)
 
-
-def verdict(d):
-    if not d["sure"]:
-        return "not distinguishable from the copies"
-    return "better than the copies" if d.iloc[0] > 0 else "worse than the copies"
-
-
-print(f"The method against the unchanged copies: mAP {interval_text(d_all)} ({verdict(d_all)}), tail mAP "
-      f"{interval_text(d_c)} ({verdict(d_c)}). "
-      + ("So on this benchmark the gain over no augmentation comes from seeing these images again, not from "
-         "erasing their head lesions." if not (d_all["sure"] and d_all.iloc[0] > 0) and not (d_c["sure"] and d_c.iloc[0] > 0)
-         else "The erasing itself adds something beyond seeing these images again."))
+# %%
+ablation_differences, effects_text, method_vs_copies, verdict_text = view.ablation_findings(ch)
+display(ablation_differences)
+print(effects_text)
+display(method_vs_copies)
+print(verdict_text)
 
 # %% [markdown]
 # ## What this chapter shows, and what it cannot

@@ -24,9 +24,11 @@ def session_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_table(session_cache):
     """The real PadChest label table (parsed once per test session)."""
-    from trcgl.data.padchest import load_table
+    from trcgl import load_config
+    from trcgl.graph import Request
+    from trcgl.stages import get
 
-    return load_table(cache=session_cache)
+    return get(Request("label-table", load_config("smoke")), session_cache)
 
 
 @pytest.fixture(scope="session")

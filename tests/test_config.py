@@ -3,7 +3,8 @@ import re
 import jupytext
 import pytest
 
-from trcgl.config import NOTEBOOK_PARAMETERS, PROFILES, ConfigError, config_hash, load_config, parse_assignment
+from trcgl.cache import digest
+from trcgl.config import NOTEBOOK_PARAMETERS, PROFILES, ConfigError, load_config, parse_assignment
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -59,7 +60,7 @@ def test_hash_is_stable_and_sensitive():
     assert a.hash() == b.hash()
     assert a.hash("data") != load_config("cpu", {"data.image_size": 65}).hash("data")
     assert a.hash("data") == load_config("cpu", {"phantom.difficulty": 3.0}).hash("data")
-    assert config_hash({"x": 1, "y": 2}) == config_hash({"y": 2, "x": 1})
+    assert digest({"x": 1, "y": 2}) == digest({"y": 2, "x": 1})
 
 
 def test_parse_assignment():

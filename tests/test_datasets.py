@@ -4,11 +4,12 @@ import torch
 
 from trcgl import load_config
 from trcgl.data import datasets
-from trcgl.data.datasets import ImageSet, build_image_set, split_rows, training_dataset
+from trcgl.data.datasets import ImageSet, split_rows, training_dataset
 from trcgl.data.padchest import DataError, build_cohort
+from trcgl.stages import build_image_set
 
-OVERRIDES = {"data.n_train": 60, "data.n_val": 40, "data.min_train_positives": 1,
-             "data.min_val_positives": 1, "data.image_size": 16, "phantom.render_size": 32}
+OVERRIDES = {"data.n_train": 60, "data.n_test": 40, "data.min_train_positives": 1,
+             "data.min_test_positives": 1, "data.image_size": 16, "phantom.render_size": 32}
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +29,14 @@ def test_image_set_matches_its_rows_and_is_cached(cohort, session_cache):
     for n in range(len(first)):
         drawn = first.masks(n).any(axis=(1, 2))
         assert not (drawn & (first.Y[n] == 0)).any()
-    hits = session_cache.hits
-    again = build_image_set(cfg, cohort, "train", session_cache)
+    from trcgl.graph import Request, Runner
+    from trcgl.stages import const_cohort
+
+    hits = session_cache.hits       # a new process (a new runner) finds it in the cache
+    again = Runner(session_cache).value(Request("image-set", cfg, rows="train", cohort=const_cohort(cohort)))
     assert session_cache.hits == hits + 1 and np.array_equal(again.images, first.images)
-    val = build_image_set(cfg, cohort, "val", session_cache)
-    assert not set(val.rows.PatientID) & set(first.rows.PatientID)
+    test = build_image_set(cfg, cohort, "test", session_cache)
+    assert not set(test.rows.PatientID) & set(first.rows.PatientID)
 
 
 def test_interrupted_rendering_resumes_at_the_last_chunk(cohort, tmp_path, monkeypatch):

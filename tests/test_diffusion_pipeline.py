@@ -8,6 +8,7 @@ from diffusers import DDIMScheduler
 
 from trcgl import load_config
 from trcgl.cache import ArtifactCache
+from trcgl.stages import train_prompt_diffusion
 from trcgl.data.datasets import ImageSet
 from trcgl.data.padchest import ClassSet
 from trcgl.diffusion import training as training_mod
@@ -101,7 +102,7 @@ def toy_cfg(**over):
 def test_diffusion_learns_where_the_prompt_puts_the_lesion_and_is_cached(tmp_path):
     cache = ArtifactCache(tmp_path)
     train, val = toy_set(384, 0), toy_set(64, 1)
-    run = training_mod.train_prompt_diffusion(toy_cfg(), TOY, train, val, cache=cache)
+    run = train_prompt_diffusion(toy_cfg(), TOY, train, val, cache=cache)
     assert run.history.loss.iloc[-1] < run.history.loss.iloc[0]
     n = 24
     kw = dict(guidance_scale=3.0, num_inference_steps=20, seed=0, progress=False)
@@ -111,7 +112,7 @@ def test_diffusion_learns_where_the_prompt_puts_the_lesion_and_is_cached(tmp_pat
     lr = lambda x: x[:, 4:12, :8].mean((1, 2)) - x[:, 4:12, 8:].mean((1, 2))   # noqa: E731
     assert (lr(left) > 0).mean() > 0.75 and (lr(right) < 0).mean() > 0.75, (lr(left), lr(right))
     misses = cache.misses
-    training_mod.train_prompt_diffusion(toy_cfg(), TOY, train, val, cache=cache)
+    train_prompt_diffusion(toy_cfg(), TOY, train, val, cache=cache)
     assert cache.misses == misses
 
 
@@ -119,7 +120,7 @@ def test_diffusion_learns_where_the_prompt_puts_the_lesion_and_is_cached(tmp_pat
 def test_diffusion_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     cfg = toy_cfg(**{"diffusion.vae_epochs": 2, "diffusion.epochs": 3})
     train, val = toy_set(64, 2), toy_set(32, 3)
-    straight = training_mod.train_prompt_diffusion(cfg, TOY, train, val, cache=ArtifactCache(tmp_path / "a"))
+    straight = train_prompt_diffusion(cfg, TOY, train, val, cache=ArtifactCache(tmp_path / "a"))
 
     def killed(stage, epoch):
         if stage == "unet" and epoch == 1:
@@ -128,9 +129,9 @@ def test_diffusion_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     cache = ArtifactCache(tmp_path / "b")
     monkeypatch.setattr(training_mod, "_after_epoch", killed)
     with pytest.raises(KeyboardInterrupt):
-        training_mod.train_prompt_diffusion(cfg, TOY, train, val, cache=cache)
+        train_prompt_diffusion(cfg, TOY, train, val, cache=cache)
     monkeypatch.setattr(training_mod, "_after_epoch", lambda stage, epoch: None)
-    resumed = training_mod.train_prompt_diffusion(cfg, TOY, train, val, cache=cache)
+    resumed = train_prompt_diffusion(cfg, TOY, train, val, cache=cache)
     a, b = straight.pipeline.unet.state_dict(), resumed.pipeline.unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(straight.pipeline.context.vectors, resumed.pipeline.context.vectors)
@@ -139,17 +140,25 @@ def test_diffusion_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 def test_sampling_and_oracle_settings_do_not_retrain_the_model(tmp_path, monkeypatch):
     """The cache key of the diffusion model holds its training settings only."""
+    import dataclasses
+
+    from trcgl.graph import REGISTRY, get_stage
+
     seen = []
-    monkeypatch.setattr(training_mod, "_fit_diffusion", lambda *a, **k: seen.append(1))
-    monkeypatch.setattr(training_mod, "load_pipeline", lambda *a, **k: None)
-    monkeypatch.setattr("pandas.read_csv", lambda *a, **k: None)
+
+    def stub(ctx):
+        seen.append(ctx.stage)
+        (ctx.work / "done").write_text("1")
+
+    for name in ("vae", "prompt-diffusion"):
+        monkeypatch.setitem(REGISTRY, name, dataclasses.replace(get_stage(name), build=stub, load=lambda ctx: None))
     cache = ArtifactCache(tmp_path)
     train, val = toy_set(8, 0), toy_set(4, 1)
     for over in ({}, {"diffusion.guidance_scale": 7.0, "diffusion.oracle_per_class": 3, "diffusion.n_per_class": 2}):
-        training_mod.train_prompt_diffusion(toy_cfg(**over), TOY, train, val, cache=cache)
-    assert len(seen) == 1
-    training_mod.train_prompt_diffusion(toy_cfg(**{"diffusion.epochs": 2}), TOY, train, val, cache=cache)
-    assert len(seen) == 2
+        train_prompt_diffusion(toy_cfg(**over), TOY, train, val, cache=cache)
+    assert seen == ["vae", "prompt-diffusion"]
+    train_prompt_diffusion(toy_cfg(**{"diffusion.epochs": 2}), TOY, train, val, cache=cache)
+    assert seen == ["vae", "prompt-diffusion", "prompt-diffusion"]     # the VAE does not depend on the UNet's epochs
 
 
 def test_clipping_the_predicted_latent_is_applied_and_reversible(minilm):

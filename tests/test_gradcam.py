@@ -5,7 +5,7 @@ import torch
 
 from trcgl.cache import ArtifactCache
 from trcgl.localization import grad_cam_maps, pair_scores
-from trcgl.train import train_classifier
+from trcgl.stages import train_classifier
 
 from .test_train import GROUPS, toy_cfg, toy_set
 

@@ -14,7 +14,8 @@ from trcgl.inpaint.guard import entanglement, erase_plan, priors_from_statistics
 from trcgl.inpaint.masks import mask_overlap, threshold_map
 from trcgl.inpaint.pil import pil_count, pil_fraction, pil_subset
 from trcgl.inpaint.repaint import compose, latent_mask, remove_labels, repaint
-from trcgl.train import epoch_datasets, key_view
+from trcgl.graph import key_config
+from trcgl.train import epoch_datasets
 
 CLASSES = ("h1", "h2", "t1")
 
@@ -54,13 +55,17 @@ def test_pil_subsets_grow_nested_and_keep_non_progressive_rows():
 def test_trainer_epoch_data_follows_pil_and_all_is_the_neutral_default():
     cfg = load_config("smoke", {"train.warmup_epochs": 1, "train.finetune_epochs": 3}, device="cpu")
     real, extra = tiny_set(30, 1), tiny_set(40, 2)
-    assert [len(d) for d in epoch_datasets(cfg, real, extra, 0, 4)] == [70] * 4
+    from trcgl.config import ConfigError
+    from trcgl.stages import _schedule
+
+    assert [len(d) for d in epoch_datasets(cfg, real, extra, 0, 4, _schedule(cfg))] == [70] * 4
     pil = cfg.replace({"train.extra_schedule": "pil", "train.pil_beta": 0.5})
-    assert [len(d) for d in epoch_datasets(pil, real, extra, 0, 4)] == [30 + pil_count(40, n, 0.5) for n in (1, 2, 3, 4)]
-    assert "extra_schedule" not in key_view(cfg.train.to_dict(), "train")    # old cache keys unchanged
-    assert key_view(pil.train.to_dict(), "train")["extra_schedule"] == "pil"
-    with pytest.raises(ValueError, match="extra_schedule"):
-        epoch_datasets(cfg.replace({"train.extra_schedule": "later"}), real, extra, 0, 2)
+    assert [len(d) for d in epoch_datasets(pil, real, extra, 0, 4, _schedule(pil))] == \
+        [30 + pil_count(40, n, 0.5) for n in (1, 2, 3, 4)]
+    assert "train.extra_schedule" not in key_config(cfg, ("train",))    # neutral: out of the key
+    assert key_config(pil, ("train",))["train.extra_schedule"] == "pil"
+    with pytest.raises(ConfigError, match="extra_schedule"):
+        _schedule(cfg.replace({"train.extra_schedule": "later"}))
 
 
 # ----------------------------------------------------------------------------- masks, labels
@@ -139,7 +144,7 @@ def test_guard_keeps_the_most_entangled_head_class_and_erases_the_rest():
 
 def _tiny_dit_run(tmp_path, epochs=2):
     from trcgl.diffusion.models import build_vae
-    from trcgl.inpaint.normal_dit import train_normal_dit
+    from trcgl.stages import train_normal_dit
 
     torch.manual_seed(0)
     vae = build_vae(1, 4, (8, 8)).eval()                     # 16 px -> 8x8 latents
@@ -170,13 +175,21 @@ def test_repaint_changes_only_pixels_inside_the_mask(tmp_path):
 def test_normal_dit_is_cached_and_saved_as_a_dit_pipeline(tmp_path):
     from diffusers import DiTPipeline
 
-    from trcgl.inpaint.normal_dit import sample_normals, train_normal_dit
+    from trcgl.inpaint.normal_dit import sample_normals
+    from trcgl.stages import train_normal_dit
 
     cfg, vae, normals, dit = _tiny_dit_run(tmp_path, epochs=3)
     assert len(dit.history) == 3 and dit.history.loss.iloc[-1] < dit.history.loss.iloc[0]
     assert isinstance(DiTPipeline.from_pretrained(dit.folder / "pipeline"), DiTPipeline)
-    cache = ArtifactCache(tmp_path)
-    again = train_normal_dit(cfg, normals, vae, cache=cache)
+    cache = ArtifactCache(tmp_path)          # a fresh cache object on the same folder (a new process)
+    from trcgl.graph import Runner
+
+    runner = Runner(cache)
+    from trcgl.stages import Request, const_set, module_weights_digest
+    from trcgl.graph import Const
+
+    again = runner.value(Request("normal-dit", cfg, seed=int(cfg.seed), normals=const_set(normals),
+                                 vae=Const(vae, module_weights_digest(vae))))
     assert cache.misses == 0 and again.folder == dit.folder
     s = sample_normals(dit, 3, 4, seed=1)
     assert s.shape == (3, 16, 16) and s.dtype == np.uint8 and (s == sample_normals(again, 3, 4, seed=1)).all()

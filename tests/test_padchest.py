@@ -61,12 +61,14 @@ def test_group_thresholds():
 
 
 def test_patient_split_never_shares_a_patient():
-    pids = [str(i // 3) for i in range(300)]  # three images per patient
-    is_train = patient_split(pids, seed=42)
-    train_p = {p for p, t in zip(pids, is_train) if t}
-    val_p = {p for p, t in zip(pids, is_train) if not t}
-    assert not train_p & val_p
-    assert 0.15 < len(val_p) / 100 < 0.25
+    pids = [str(i // 3) for i in range(3000)]  # three images per patient
+    split = patient_split(pids, seed=42, test_fraction=0.2, selection_fraction=0.1)
+    patients = {s: {p for p, t in zip(pids, split) if t == s} for s in ("train", "selection", "test")}
+    assert not patients["train"] & patients["test"] and not patients["selection"] & patients["test"]
+    assert not patients["train"] & patients["selection"]
+    assert 0.17 < len(patients["test"]) / 1000 < 0.23 and 0.08 < len(patients["selection"]) / 1000 < 0.12
+    with pytest.raises(DataError, match="split fractions"):
+        patient_split(pids, test_fraction=0.5, selection_fraction=0.6)
 
 
 def test_paper_set_gives_13_11_6_on_the_real_table(paper_cohort):
@@ -78,11 +80,12 @@ def test_paper_set_gives_13_11_6_on_the_real_table(paper_cohort):
 
 def test_real_split_is_disjoint_by_patient_and_counts_add_up(paper_cohort):
     frame = paper_cohort.frame
-    train_p = set(frame.PatientID[paper_cohort.is_train])
-    val_p = set(frame.PatientID[~paper_cohort.is_train])
-    assert not train_p & val_p
+    patients = {s: set(frame.PatientID[paper_cohort.split == s]) for s in ("train", "selection", "test")}
+    assert not patients["train"] & patients["test"] and not patients["selection"] & patients["test"]
+    assert not patients["train"] & patients["selection"]
     total = paper_cohort.Y.sum(0)
-    assert np.array_equal(paper_cohort.train_counts + paper_cohort.val_counts, total)
+    assert np.array_equal(sum(paper_cohort.counts(s) for s in ("train", "selection", "test")), total)
+    assert np.array_equal(paper_cohort.train_counts, paper_cohort.counts("train") + paper_cohort.counts("selection"))
 
 
 def test_cxrlt2026_labels_all_exist_in_the_table(real_table):
@@ -95,15 +98,15 @@ def test_cxrlt2026_labels_all_exist_in_the_table(real_table):
 
 
 def test_select_rows_guarantees_minimum_and_stays_in_split(paper_cohort):
-    idx = select_rows(paper_cohort, 500, train=False, min_positives=8, seed=1)
+    idx = select_rows(paper_cohort, 500, "test", min_positives=8, seed=1)
     assert len(idx) == len(set(idx)) == 500
-    assert not paper_cohort.is_train[idx].any()
+    assert (paper_cohort.split[idx] == "test").all()
     assert paper_cohort.frame.Projection.iloc[idx].isin(padchest.FRONTAL).all()
     assert (paper_cohort.Y[idx].sum(0) >= 8).all()
-    again = select_rows(paper_cohort, 500, train=False, min_positives=8, seed=1)
+    again = select_rows(paper_cohort, 500, "test", min_positives=8, seed=1)
     assert np.array_equal(idx, again)
-    with pytest.raises(DataError, match="raise data.n_val"):
-        select_rows(paper_cohort, 50, train=False, min_positives=8, seed=1)
+    with pytest.raises(DataError, match="raise data.n_test"):
+        select_rows(paper_cohort, 50, "test", min_positives=8, seed=1)
 
 
 def test_localization_stats_follow_the_sentences(paper_cohort):

@@ -6,18 +6,19 @@ import torch.nn as nn
 from sklearn.metrics import roc_auc_score
 
 from trcgl import load_config
-from trcgl.data.datasets import XrayDataset, build_image_set, make_loader, normalisation, training_dataset
+from trcgl.data.datasets import XrayDataset, make_loader, normalisation, training_dataset
 from trcgl.data.padchest import build_cohort
 from trcgl.runtime import seed_everything
+from trcgl.stages import build_image_set
 
 
 @pytest.mark.slow
 def test_a_small_cnn_beats_chance_on_head_classes(real_table, session_cache):
-    cfg = load_config("smoke", {"data.n_train": 2000, "data.n_val": 800, "data.image_size": 32,
+    cfg = load_config("smoke", {"data.n_train": 2000, "data.n_test": 800, "data.image_size": 32,
                                 "phantom.render_size": 64, "data.min_train_positives": 20,
-                                "data.min_val_positives": 10})
+                                "data.min_test_positives": 10})
     cohort = build_cohort(real_table, "paper", 42)
-    train, val = (build_image_set(cfg, cohort, s, session_cache) for s in ("train", "val"))
+    train, val = (build_image_set(cfg, cohort, s, session_cache) for s in ("train", "test"))
     seed_everything(0)
     net = nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),

@@ -6,9 +6,10 @@ import pytest
 from trcgl import load_config
 from trcgl.data.datasets import ImageSet
 from trcgl.data.padchest import load_class_set
-from trcgl.diffusion.synthetic import (as_image_set, bootstrap_difference, consistency_table, draw_label_sets,
-                                       filter_thresholds, frechet_distance, keep_mask, mean_pairwise_distance,
-                                       oracle_rows, plan_labels, target_classes)
+from trcgl.diffusion.generate import (as_image_set, draw_label_sets, filter_thresholds, keep_mask, plan_labels,
+                                      target_classes)
+from trcgl.diffusion.oracle import (bootstrap_difference, consistency_table, frechet_distance, mean_pairwise_distance,
+                                    oracle_rows)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +95,8 @@ def test_target_groups_and_oracle_rows(paper_cohort):
     assert len(both) == 17
     with pytest.raises(ValueError, match="unknown group"):
         target_classes(cfg.replace({"diffusion.target_groups": ["rare"]}), paper_cohort.groups)
-    exclude = paper_cohort.frame["ImageID"].iloc[:5000]
+    exclude = np.flatnonzero(paper_cohort.split == "train")[:5000]
     idx = oracle_rows(cfg, paper_cohort, exclude, seed=0)
-    assert paper_cohort.is_train[idx].all() and not set(paper_cohort.frame["ImageID"].iloc[idx]) & set(exclude)
+    assert (paper_cohort.split[idx] == "train").all() and not set(idx) & set(exclude)
     per_class = paper_cohort.Y[idx].sum(0)
     assert (per_class >= 5).all() and len(idx) == 5 * paper_cohort.Y.shape[1]

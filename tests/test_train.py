@@ -9,7 +9,8 @@ from trcgl import train as train_mod
 from trcgl.cache import ArtifactCache
 from trcgl.data.datasets import ImageSet
 from trcgl.losses import weighted_bce
-from trcgl.train import predict, train_classifier
+from trcgl.stages import train_classifier
+from trcgl.train import predict
 
 CLASSES = ("left square", "right square", "bar")
 GROUPS = ["head", "medium", "tail"]
@@ -52,10 +53,10 @@ def test_trcgl_net_learns_a_toy_task_and_is_cached(tmp_path):
     cache = ArtifactCache(tmp_path)
     train, val = toy_set(240, 0), toy_set(120, 1)
     result = train_classifier(toy_cfg(), train, val, GROUPS, cache=cache)
-    assert result.history.val_mAP.max() > 0.9, result.history
+    assert result.history.selection_mAP.max() > 0.9, result.history
     assert list(result.history.stage) == ["warmup", "finetune", "finetune", "finetune"]
     P = predict(result.model, val, result.mean, result.std, torch.device("cpu"))
-    assert np.allclose(P, result.val_probs, atol=1e-5)
+    assert np.allclose(P, result.selection_probs, atol=1e-5)
     misses = cache.misses
     again = train_classifier(toy_cfg(), train, val, GROUPS, cache=cache)
     assert cache.misses == misses and again.best_epoch == result.best_epoch
@@ -79,14 +80,14 @@ def test_resume_after_kill_gives_identical_final_weights(tmp_path, monkeypatch):
     resumed = train_classifier(cfg, train, val, GROUPS, cache=cache)
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert np.array_equal(straight.val_probs, resumed.val_probs)
+    assert np.array_equal(straight.selection_probs, resumed.selection_probs)
     pd.testing.assert_frame_equal(straight.history, resumed.history)
 
 
-def test_component_variants_switch_one_part_at_a_time():
-    from trcgl.variants import CCA, FULL, GAP_ONLY, component_variants
+def test_component_rows_switch_one_part_at_a_time():
+    from trcgl.tables import CCA, FULL, GAP_ONLY, component_rows
 
-    v = component_variants(load_config("smoke"))
+    v = {r.name: r.cfg for r in component_rows(load_config("smoke"))}
     flags = {k: (c.model.channel_gate, c.model.spatial_attention, c.model.label_gcn) for k, c in v.items()}
     assert flags == {GAP_ONLY: (False, False, False), CCA: (True, True, False), FULL: (True, True, True)}
     assert all(c.train == load_config("smoke").train for c in v.values())

@@ -96,7 +96,8 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
         # The kernel inherits this process's environment: one run folder for all chapters, and
         # the inline plotting backend even when the caller set MPLBACKEND=Agg (e.g. pytest).
         # Progress bars update at most every 20 s in a notebook, so the page keeps a few lines of them.
-        with _environment(TRCGL_RUN_DIR=str(run_dir), TQDM_MININTERVAL="20",
+        ledger = Path(tmp) / "ledger.jsonl"
+        with _environment(TRCGL_RUN_DIR=str(run_dir), TQDM_MININTERVAL="20", TRCGL_LEDGER=str(ledger),
                           MPLBACKEND="module://matplotlib_inline.backend_inline"):
             try:
                 papermill.execute_notebook(
@@ -113,10 +114,28 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
                                     f"(the traceback is in the partly executed notebook {failed})") from None
                 raise
         seconds = time.perf_counter() - start
+        _record_provenance(staged, source, parameters, ledger)
         os.replace(staged, output)
     failed.unlink(missing_ok=True)
     _record_timing(run_dir, source.stem, dict(parameters), seconds)
     return output
+
+
+def _record_provenance(notebook: Path, source: Path, parameters: Mapping[str, Any], ledger: Path) -> None:
+    """Write into the executed notebook what it was made from: its source's digest, the profile,
+    device and parameters, and every stage artifact it loaded (stage, key, content digest)."""
+    from .runtime import select_device
+
+    entries = [json.loads(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
+    stages = sorted({(e["stage"], e["key"], e["digest"]) for e in entries})
+    nb = json.loads(notebook.read_text())
+    nb.setdefault("metadata", {})["trcgl"] = {
+        "source_sha256": source_digest(source), "profile": str(parameters.get("profile")),
+        "device": select_device(str(parameters.get("device") or "auto")).type,
+        "parameters": {k: v for k, v in parameters.items() if k not in ("profile", "device")},
+        "stages": [{"stage": s, "key": k, "digest": d} for s, k, d in stages],
+    }
+    notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 @contextlib.contextmanager
@@ -149,6 +168,27 @@ def _record_timing(run_dir: Path, chapter: str, parameters: dict, seconds: float
     atomic_write_json(path, data)
 
 
+def record_stage_timing(run_dir: Path, profile: str, target: str, ledger) -> None:
+    """Record what a ``run`` of stages cost: per stage, how many were computed now and in how many
+    seconds, and the cold cost (each resolved artifact's own build time, whenever it was built)."""
+    from .cache import ArtifactCache
+
+    cache, per = ArtifactCache(run_dir), {}
+    for e in {(e.stage, e.key): e for e in ledger}.values():
+        meta = cache.meta(cache.root / e.stage / e.key)
+        row = per.setdefault(e.stage, {"artifacts": 0, "computed": 0, "seconds now": 0.0, "cold seconds": 0.0})
+        row["artifacts"] += 1
+        row["cold seconds"] += float(meta.get("seconds") or 0.0)
+        if e.computed:
+            row["computed"] += 1
+            row["seconds now"] += e.seconds
+    path = Path(run_dir) / "timings.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.setdefault(profile, {})["stages"] = {"target": target, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                              "machine": machine_description(), "per stage": per}
+    atomic_write_json(path, data)
+
+
 def machine_description() -> str:
     """"2 CPU cores, x86_64" (and the GPU when torch sees one)."""
     import platform
@@ -172,9 +212,24 @@ def timings_markdown(run_dir: Path | None = None) -> str:
     data = json.loads(path.read_text())
     out = []
     for profile in sorted(data):
-        rows = data[profile]
+        rows = {k: v for k, v in data[profile].items() if k != "stages"}
+        stages = data[profile].get("stages")
         out.append(f"**Profile `{profile}`**\n")
-        out.append("| chapter | last run (s) | slowest run, the one that filled the cache (s) | finished | machine | parameters |")
+        if stages:
+            per = stages["per stage"]
+            out.append(f"Stages (`python -m trcgl run {stages['target']}`, finished {stages['finished']}, "
+                       f"{stages['machine']}): the cold cost is each artifact's own build time, whenever it was built.\n")
+            out.append("| stage | artifacts | computed in the last run | seconds in the last run | cold cost (s) |")
+            out.append("|---|---:|---:|---:|---:|")
+            for name in sorted(per):
+                r = per[name]
+                out.append(f"| {name} | {r['artifacts']} | {r['computed']} | {r['seconds now']:.0f} | {r['cold seconds']:.0f} |")
+            out.append(f"| **all stages** | {sum(r['artifacts'] for r in per.values())} | "
+                       f"{sum(r['computed'] for r in per.values())} | **{sum(r['seconds now'] for r in per.values()):.0f}** | "
+                       f"**{sum(r['cold seconds'] for r in per.values()):.0f}** |\n")
+        if not rows:
+            continue
+        out.append("| chapter | last run (s) | slowest run (s) | finished | machine | parameters |")
         out.append("|---|---:|---:|---|---|---|")
         for chapter in sorted(rows):
             r = rows[chapter]
@@ -206,28 +261,36 @@ def source_digest(source: Path) -> str:
     return hashlib.sha256(Path(source).read_bytes()).hexdigest()
 
 
-def check_fresh(root: Path) -> list[Path]:
+def check_fresh(root: Path, run_dir: Path | None = None) -> list[Path]:
     """Raise :class:`BookError` unless every chapter's executed notebook exists, was executed
     from the ``.py`` source as it is now (the source hash recorded at execution; notebooks
-    without one are judged by modification time) and finished without an error. Returns the
-    executed notebooks."""
-    problems, executed = [], []
+    without one are judged by modification time), finished without an error, shows stage
+    artifacts that are still the current ones (:func:`stale_stages`), and all chapters ran with
+    the same profile and device. Returns the executed notebooks."""
+    problems, executed, runs = [], [], {}
     for source in chapter_sources(root):
         nb_path = source.with_suffix(".ipynb")
         if not nb_path.exists():
             problems.append(f"{nb_path.name}: not executed")
             continue
         metadata = json.loads(nb_path.read_text()).get("metadata", {})
-        recorded = metadata.get("trcgl", {}).get("source_sha256")
-        if recorded is not None and recorded != source_digest(source):
+        recorded = metadata.get("trcgl", {})
+        if recorded.get("source_sha256") is not None and recorded["source_sha256"] != source_digest(source):
             problems.append(f"{nb_path.name}: executed from another version of {source.name} (stale outputs)")
-        elif recorded is None and nb_path.stat().st_mtime < source.stat().st_mtime:
+        elif recorded.get("source_sha256") is None and nb_path.stat().st_mtime < source.stat().st_mtime:
             problems.append(f"{nb_path.name}: older than {source.name} (stale outputs)")
+        elif metadata.get("papermill", {}).get("exception"):
+            problems.append(f"{nb_path.name}: its papermill run raised an exception")
         else:
-            meta = metadata.get("papermill", {})
-            if meta.get("exception"):
-                problems.append(f"{nb_path.name}: its papermill run raised an exception")
+            stale = stale_stages(source.stem, recorded, run_dir)
+            if stale:
+                problems.append(f"{nb_path.name}: {stale}")
             executed.append(nb_path)
+            if "profile" in recorded:
+                runs[nb_path.name] = (recorded["profile"], recorded.get("device"))
+    if len(set(runs.values())) > 1:
+        problems.append("the chapters ran with different profiles or devices: "
+                        + ", ".join(f"{n} ({p}, {d})" for n, (p, d) in sorted(runs.items())))
     if problems:
         raise BookError(
             "cannot build the book from stale or missing chapter outputs:\n  "
@@ -235,6 +298,32 @@ def check_fresh(root: Path) -> list[Path]:
             + "\nrun `make reproduce` (or `python -m trcgl execute notebooks/NAME.py`) first"
         )
     return executed
+
+
+def stale_stages(chapter: str, recorded: Mapping[str, Any], run_dir: Path | None = None) -> str | None:
+    """Why a chapter's stage results are out of date, or None. The chapter's stage requests (its
+    view's ``needs``, with the profile, device and parameters it ran with) are resolved without
+    computing anything: every one must still be in the cache, and be the artifact the chapter
+    loaded when it ran. A code change in a stage's modules, a changed upstream artifact or a
+    removed cache entry makes it stale."""
+    from . import views
+    from .cache import ArtifactCache
+    from .config import load_config
+    from .graph import Missing, Runner
+
+    if chapter not in views.CHAPTER_VIEWS or "stages" not in recorded:
+        return None
+    cfg = load_config(recorded.get("profile", "cpu"), device=recorded.get("device"), **recorded.get("parameters", {}))
+    shown = {(e["stage"], e["key"], e["digest"]) for e in recorded["stages"]}
+    runner = Runner(ArtifactCache(run_dir), dry=True)
+    try:
+        for req in views.chapter_needs(chapter, cfg):
+            art = runner.resolve(req)
+            if (art.stage, art.key, art.digest) not in shown:
+                return f"stage {art.stage}/{art.key} is not the one this chapter showed: re-execute it"
+    except Missing as err:
+        return f"its stage results changed since it ran ({err}): re-execute it"
+    return None
 
 
 def _jupyter_book() -> Path:
@@ -250,7 +339,7 @@ def build(root: Path, output: Path | None = None, strict: bool = True, run_dir: 
     ``jupyter-book build``; returns the HTML folder (``OUTPUT/_build/html``, by default
     ``ROOT/_build/html``)."""
     root = Path(root).resolve()
-    check_fresh(root)
+    check_fresh(root, run_dir)
     write_timings_page(root, run_dir)
     cmd = [str(_jupyter_book()), "build", str(root), "--builder", "html"]
     if output:

@@ -1,33 +1,84 @@
-"""Artifact cache: "load if present, else compute and save", keyed by configuration.
+"""Artifact cache: finished stage outputs on disk, keyed, locked and verified.
 
-Each expensive stage (rendering a dataset, training a model, sampling a synthetic set) stores
-its output in ``<run_dir>/cache/<stage>/<hash>/`` where ``hash`` is the hash of the parameters
-the stage depends on. The stage writes into ``<hash>.partial/`` first; only a finished stage is
-renamed to ``<hash>/`` (an atomic rename on one file system), so an interrupted run never
-leaves a half-written artifact that looks complete. The partial folder survives an interruption,
-so a stage that checkpoints into it (a training loop) can resume from there.
+Each expensive stage (rendering a dataset, training a model, sampling a synthetic set) stores its
+output in ``<run_dir>/cache/<stage>/<key>/``, where ``key`` is :func:`digest` of everything the
+stage depends on (the stage graph, :mod:`trcgl.graph`, derives that payload). The rules:
+
+- **One writer per key.** A per-key file lock (``<key>.lock``, :mod:`filelock`) serialises
+  processes that want the same artifact: the second waits, then loads what the first made.
+- **Never half written, never overwritten.** The stage writes into ``<key>.partial/`` (kept
+  across interruptions, so a training loop resumes from its checkpoints there); when it
+  returns, every file's SHA-256 goes into ``meta.json`` and the folder is renamed into place.
+  A finished artifact is never deleted or overwritten by another process.
+- **Verified on load.** Every file is checked against ``meta.json`` (size and SHA-256, once per
+  process). A folder that fails is moved aside to ``<key>.corrupt-<time>`` with a warning naming
+  it, and the stage is computed again.
+- **No pickles.** Artifacts are NumPy arrays, JSON, CSV, safetensors and torch state dicts that
+  load with ``weights_only=True``.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
-
-from .config import config_hash
 
 log = logging.getLogger(__name__)
 
 META = "meta.json"
 
 
+# ----------------------------------------------------------------------------- digests
+
+def _feed(h, item: Any) -> None:
+    import numpy as np
+
+    if isinstance(item, bytes):
+        h.update(b"b%d:" % len(item))
+        h.update(item)
+    elif isinstance(item, np.ndarray):
+        arr = np.ascontiguousarray(item)
+        h.update(f"a{arr.dtype.str}{arr.shape}:".encode())
+        h.update(arr.tobytes())
+    else:
+        text = json.dumps(item, sort_keys=True, separators=(",", ":"), default=str)
+        h.update(b"j%d:" % len(text))
+        h.update(text.encode())
+
+
+def digest(*items: Any, length: int = 16) -> str:
+    """The one digest of the project: SHA-256 of ``items`` in order, ``length`` hex digits.
+
+    Bytes are hashed as they are, NumPy arrays by dtype, shape and bytes, anything else as
+    canonical JSON (sorted keys), so ``{"a": 1, "b": 2}`` and ``{"b": 2, "a": 1}`` agree.
+    """
+    h = hashlib.sha256()
+    for item in items:
+        _feed(h, item)
+    return h.hexdigest()[:length]
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (full length)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def default_run_dir() -> Path:
     """``$TRCGL_RUN_DIR`` or ``./runs``."""
     return Path(os.environ.get("TRCGL_RUN_DIR", "runs")).resolve()
 
+
+# ----------------------------------------------------------------------------- atomic writes
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see either the old content or the new, never a part."""
@@ -45,22 +96,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def array_digest(*arrays) -> str:
-    """A short SHA-256 digest of arrays' bytes, in order (part of cache keys)."""
-    import hashlib
-
-    import numpy as np
-
-    h = hashlib.sha256()
-    for arr in arrays:
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
-
-
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through :func:`atomic_write_bytes` (a checkpoint is never half written)."""
-    import io
-
     import torch
 
     buffer = io.BytesIO()
@@ -72,56 +109,162 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
 
 
+def save_npy(path: Path, array) -> None:
+    """``np.save`` through :func:`atomic_write_bytes`."""
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_npy(path: Path):
+    """``np.load`` that refuses pickled object arrays."""
+    import numpy as np
+
+    return np.load(path, allow_pickle=False)
+
+
+# ----------------------------------------------------------------------------- the cache
+
+class CorruptArtifact(RuntimeError):
+    """A finished artifact's files do not match the checksums in its meta.json."""
+
+
+def manifest(folder: Path) -> dict[str, dict]:
+    """``{relative path: {"bytes": n, "sha256": hex}}`` of every file under ``folder`` but meta.json."""
+    folder = Path(folder)
+    out = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        if rel == META:
+            continue
+        out[rel] = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+    return out
+
+
 class ArtifactCache:
-    """A folder of finished stage outputs keyed by ``(stage, hash(params))``."""
+    """A folder of finished stage outputs keyed by ``(stage, digest(payload))``."""
 
     def __init__(self, run_dir: Path | str | None = None):
         self.root = (Path(run_dir) if run_dir is not None else default_run_dir()) / "cache"
         self.hits = 0
         self.misses = 0
+        self._verified: dict[Path, tuple] = {}
 
-    def path(self, stage: str, params: Any) -> Path:
-        """Where the finished artifact of ``stage`` for ``params`` lives (or will live)."""
-        return self.root / stage / config_hash(params)
+    # -- paths
+    @staticmethod
+    def key(payload: Any) -> str:
+        return digest(payload)
 
-    def partial_path(self, stage: str, params: Any) -> Path:
+    def path(self, stage: str, payload: Any) -> Path:
+        """Where the finished artifact of ``stage`` for ``payload`` lives (or will live)."""
+        return self.root / stage / self.key(payload)
+
+    def partial_path(self, stage: str, payload: Any) -> Path:
         """The working folder of an unfinished stage; kept across interruptions for resuming."""
-        final = self.path(stage, params)
+        final = self.path(stage, payload)
         return final.with_name(final.name + ".partial")
 
-    def exists(self, stage: str, params: Any) -> bool:
-        return (self.path(stage, params) / META).is_file()
+    def exists(self, stage: str, payload: Any) -> bool:
+        return (self.path(stage, payload) / META).is_file()
 
-    def get_or_compute(self, stage: str, params: Any, build: Callable[[Path], None]) -> Path:
-        """Return the artifact folder, calling ``build(folder)`` to fill it on a miss.
+    # -- reading
+    def meta(self, folder: Path) -> dict:
+        return json.loads((Path(folder) / META).read_text())
+
+    def verify(self, folder: Path) -> dict:
+        """The artifact's meta.json after checking every file's size and SHA-256 (once per process
+        while the files are unchanged); raises :class:`CorruptArtifact` on a mismatch."""
+        folder = Path(folder)
+        meta = self.meta(folder)
+        files = meta.get("files")
+        if files is None:
+            raise CorruptArtifact(f"{folder}: meta.json lists no files (made by an older trcgl)")
+        stamp = tuple(sorted((rel, (folder / rel).stat().st_mtime_ns) for rel in files if (folder / rel).is_file()))
+        if self._verified.get(folder) == stamp:
+            return meta
+        for rel, want in files.items():
+            f = folder / rel
+            if not f.is_file():
+                raise CorruptArtifact(f"{folder}: file {rel} is missing")
+            if f.stat().st_size != want["bytes"] or file_sha256(f) != want["sha256"]:
+                raise CorruptArtifact(f"{folder}: file {rel} does not match its checksum")
+        self._verified[folder] = stamp
+        return meta
+
+    def _finished(self, final: Path) -> dict | None:
+        """meta.json of a verified finished artifact; None when there is none. A corrupt one is
+        moved aside (never deleted) with a warning naming it."""
+        if not (final / META).is_file():
+            if final.exists():   # a folder without meta.json: not a finished artifact
+                self._move_aside(final, "no meta.json")
+            return None
+        try:
+            return self.verify(final)
+        except (CorruptArtifact, json.JSONDecodeError, OSError) as err:
+            self._move_aside(final, str(err))
+            return None
+
+    def _move_aside(self, final: Path, why: str) -> None:
+        aside = final.with_name(f"{final.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        log.warning("cached artifact %s failed verification (%s); moved to %s and computing it again",
+                    final, why, aside.name)
+        os.replace(final, aside)
+        self._verified.pop(final, None)
+
+    # -- computing
+    def get_or_compute(self, stage: str, payload: Any, build: Callable[[Path], None]) -> Path:
+        """The artifact folder (see :meth:`fetch`)."""
+        return self.fetch(stage, payload, build)[0]
+
+    def fetch(self, stage: str, payload: Any, build: Callable[[Path], None]) -> tuple[Path, bool]:
+        """The verified artifact folder and whether this call computed it; ``build(folder)`` fills
+        it on a miss.
 
         ``build`` writes its files into the folder it is given (a ``.partial`` folder that may
         already hold checkpoints from an interrupted earlier call). When it returns, the folder
-        is sealed with ``meta.json`` (the parameters) and renamed into place.
+        is sealed with ``meta.json`` (the payload and every file's checksum) and renamed into
+        place. A per-key lock makes a second process wait for the first instead of computing
+        the same artifact in the same folder.
         """
-        final = self.path(stage, params)
-        if (final / META).is_file():
-            self.hits += 1
-            log.info("cache hit: %s/%s", stage, final.name)
-            return final
-        self.misses += 1
-        log.info("cache miss: %s/%s, computing", stage, final.name)
-        work = self.partial_path(stage, params)
-        work.mkdir(parents=True, exist_ok=True)
-        build(work)
-        atomic_write_json(work / META, {"stage": stage, "params": params})
-        if final.exists():  # a folder without meta.json: an old, unfinished layout
-            shutil.rmtree(final)
-        os.replace(work, final)
-        return final
+        from filelock import FileLock
 
+        final = self.path(stage, payload)
+        if self._finished(final) is not None:
+            self.hits += 1
+            log.debug("cache hit: %s/%s", stage, final.name)
+            return final, False
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final.with_name(final.name + ".lock"))):
+            if self._finished(final) is not None:   # another process finished it while we waited
+                self.hits += 1
+                return final, False
+            self.misses += 1
+            log.info("cache miss: %s/%s, computing", stage, final.name)
+            work = final.with_name(final.name + ".partial")
+            work.mkdir(parents=True, exist_ok=True)
+            start = time.perf_counter()
+            build(work)
+            (work / META).unlink(missing_ok=True)    # a stage's own meta.json must not shadow ours
+            files = manifest(work)
+            meta = {"stage": stage, "key": final.name, "params": payload, "files": files,
+                    "digest": digest(files), "seconds": round(time.perf_counter() - start, 3),
+                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+            atomic_write_json(work / META, meta)
+            os.replace(work, final)   # final does not exist: we hold its lock and found none
+            self._verified[final] = tuple(sorted((rel, (final / rel).stat().st_mtime_ns) for rel in files))
+        return final, True
+
+    # -- housekeeping
     def clear(self, stage: str | None = None) -> int:
-        """Delete cached artifacts (of one stage, or all); returns how many folders went."""
+        """Delete cached artifacts (of one stage, or all); returns how many finished folders went."""
         base = self.root / stage if stage else self.root
         if not base.exists():
             return 0
-        n = sum(1 for p in base.rglob(META))
+        n = sum(1 for _ in base.rglob(META))
         shutil.rmtree(base)
+        self._verified.clear()
         return n
 
     def listing(self) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from . import book
-from .cache import ArtifactCache
+from .cache import ArtifactCache, default_run_dir
 from .config import PROFILES, ConfigError, check_notebook_parameters, load_config, parse_assignment
 from .errors import TrcglError
 
@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar=("NAME", "VALUE"), help="a notebook parameter (value read as YAML)")
     p.add_argument("--output", type=Path, default=None, help="executed notebook (default: beside the source)")
 
+    p = sub.add_parser("run", help="compute stages (and everything they need) outside the notebooks")
+    p.add_argument("target", help="all, or a target: " + ", ".join(_targets()))
+    _add_profile(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted config key")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="a chapter parameter, as for execute (value read as YAML)")
+
     p = sub.add_parser("check-book", help="fail if a chapter's executed notebook is missing or stale")
     p.add_argument("--root", type=Path, default=Path("."))
 
@@ -58,6 +65,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("--stage", default=None, help="only this stage")
     return parser
+
+
+def _targets() -> list[str]:
+    from .stages import TARGETS
+    from .views import CHAPTER_VIEWS
+
+    return list(CHAPTER_VIEWS) + list(TARGETS)
+
+
+def _run_stages(args) -> None:
+    from collections import Counter
+
+    from .views import run as run_target
+
+    params = {name: yaml.safe_load(value) for name, value in args.parameter}
+    check_notebook_parameters(params)
+    overrides = dict(parse_assignment(s) for s in args.set)
+    cfg = load_config(args.profile, overrides, device=args.device, **params)
+    ledger = run_target(cfg, args.target)
+    book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger)
+    computed = [e for e in ledger if e.computed]
+    for e in computed:
+        print(f"computed {e.stage}/{e.key} in {e.seconds:.1f} s")
+    counts = Counter(e.stage for e in ledger if not e.computed)
+    print(f"run {args.target} ({cfg.profile}): {len(computed)} stage(s) computed, {sum(counts.values())} loaded "
+          f"from the cache" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})" if counts else ""))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,8 +112,10 @@ def run(args: argparse.Namespace) -> int:
         load_config(**params)
         out = book.execute(args.notebook, params, root=Path.cwd(), output=args.output)
         print(f"executed {args.notebook} -> {out}")
+    elif args.command == "run":
+        _run_stages(args)
     elif args.command == "check-book":
-        n = len(book.check_fresh(args.root))
+        n = len(book.check_fresh(args.root, default_run_dir()))
         print(f"{n} chapter notebooks are executed and up to date")
     elif args.command == "build-book":
         html = book.build(args.root, args.output)

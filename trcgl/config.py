@@ -8,8 +8,6 @@ is not in the defaults is an error, never a silent new setting.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 from importlib import resources
 from typing import Any, Mapping
 
@@ -30,7 +28,8 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "split_seed": "data.split_seed",
     "image_size": "data.image_size",
     "n_train": "data.n_train",
-    "n_val": "data.n_val",
+    "n_selection": "data.n_selection",
+    "n_test": "data.n_test",
     "padchest_root": "paths.padchest_root",
     "on_missing": "data.on_missing",
     "lam": "model.lam",
@@ -130,18 +129,51 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-class Config:
-    """A resolved configuration: nested, read-only, with attribute and dotted access."""
+class UndeclaredKey(ConfigError):
+    """A stage read a config key it does not declare (see :mod:`trcgl.graph`)."""
 
-    def __init__(self, data: Mapping[str, Any]):
+
+class Config:
+    """A resolved configuration: nested, read-only, with attribute and dotted access.
+
+    :meth:`restrict` gives a *view* that may read only some keys: a stage of the stage graph
+    gets such a view of exactly the keys it declares, so it can never depend on a setting that
+    is missing from its cache key (reading another key raises :class:`UndeclaredKey`).
+    """
+
+    def __init__(self, data: Mapping[str, Any], _allowed: frozenset | None = None, _prefix: str = "",
+                 _owner: str = ""):
         self._data = copy.deepcopy(dict(data))
+        self._allowed = _allowed
+        self._prefix = _prefix
+        self._owner = _owner
+
+    def _check(self, path: str, is_section: bool) -> None:
+        if self._allowed is None:
+            return
+        for key in self._allowed:
+            if path == key or path.startswith(key + "."):
+                return
+            if is_section and key.startswith(path + "."):
+                return
+        raise UndeclaredKey(f"{self._owner or 'this view'} reads config key '{path}', which it does not declare "
+                            f"(declared: {', '.join(sorted(self._allowed))}); add it to the stage's reads in "
+                            f"trcgl/stages.py")
+
+    def _wrap(self, path: str, value: Any) -> Any:
+        self._check(path, isinstance(value, dict))
+        if isinstance(value, dict):
+            return Config(value, self._allowed, path, self._owner)
+        return copy.deepcopy(value)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
         try:
             value = self._data[name]
         except KeyError:
-            raise AttributeError(f"config has no key '{name}'") from None
-        return Config(value) if isinstance(value, dict) else copy.deepcopy(value)
+            raise AttributeError(f"config has no key '{self._prefix + '.' if self._prefix else ''}{name}'") from None
+        return self._wrap(f"{self._prefix}.{name}" if self._prefix else name, value)
 
     def __getitem__(self, dotted: str) -> Any:
         node: Any = self._data
@@ -149,13 +181,14 @@ class Config:
             if not isinstance(node, dict) or part not in node:
                 raise KeyError(f"config has no key '{dotted}'")
             node = node[part]
-        return Config(node) if isinstance(node, dict) else copy.deepcopy(node)
+        return self._wrap(f"{self._prefix}.{dotted}" if self._prefix else dotted, node)
 
     def __contains__(self, dotted: str) -> bool:
-        try:
-            self[dotted]
-        except KeyError:
-            return False
+        node: Any = self._data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
         return True
 
     def __eq__(self, other: object) -> bool:
@@ -165,17 +198,56 @@ class Config:
         return f"Config({self._data!r})"
 
     def to_dict(self) -> dict:
-        return copy.deepcopy(self._data)
+        """The (section's) values as a plain dict; a restricted view gives only its declared keys."""
+        if self._allowed is None:
+            return copy.deepcopy(self._data)
+        return {k: (v.to_dict() if isinstance(v, Config) else v)
+                for k in self._data if self._visible(k) for v in [getattr(self, k)]}
+
+    def _visible(self, name: str) -> bool:
+        path = f"{self._prefix}.{name}" if self._prefix else name
+        return any(path == k or path.startswith(k + ".") or k.startswith(path + ".") for k in self._allowed)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self._data, sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
-        """A copy with dotted-key overrides applied (unknown keys are an error)."""
-        return Config(_merge(self._data, _nest(overrides)))
+        """A copy with dotted-key overrides applied (unknown keys are an error); a view stays a view."""
+        if self._prefix:
+            raise ConfigError("replace() works on a whole configuration, not on one section")
+        return Config(_merge(self._data, _nest(overrides)), self._allowed, "", self._owner)
+
+    def restrict(self, keys, owner: str = "") -> "Config":
+        """A view that may read only ``keys`` (dotted; a section name allows all of its keys)."""
+        for key in keys:
+            if key not in self:
+                raise ConfigError(f"{owner or 'a view'} declares config key '{key}', which does not exist")
+        return Config(self._data, frozenset(keys), "", owner)
+
+    def unrestricted(self) -> "Config":
+        """The full configuration behind a view."""
+        return Config(self._data)
+
+    def leaves(self, keys) -> dict[str, Any]:
+        """``{dotted key: value}`` of every leaf under ``keys`` (sections expanded), sorted."""
+        out: dict[str, Any] = {}
+
+        def walk(path: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{path}.{k}", v)
+            else:
+                out[path] = copy.deepcopy(value)
+
+        for key in keys:
+            node: Any = self._data
+            for part in key.split("."):
+                node = node[part]
+            walk(key, node)
+        return dict(sorted(out.items()))
 
     def subset(self, *keys: str) -> dict:
-        """The values of some dotted keys, e.g. what one cached stage depends on."""
+        """The values of some dotted keys."""
         out = {}
         for key in keys:
             value = self[key]
@@ -183,15 +255,19 @@ class Config:
         return out
 
     def hash(self, *keys: str) -> str:
-        """A short stable hash of the whole config, or of some of its keys."""
-        payload = self.subset(*keys) if keys else self._data
-        return config_hash(payload)
+        """A short stable digest of the whole config, or of some of its keys."""
+        from .cache import digest
+
+        return digest(self.subset(*keys) if keys else self._data)
 
 
-def config_hash(payload: Any) -> str:
-    """sha256 of the canonical JSON of ``payload`` (sorted keys), first 16 hex digits."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def neutral_values() -> dict[str, Any]:
+    """``{dotted key: value}`` of options at which an optional feature is off (the behaviour before
+    the option existed); the stage graph leaves such values out of cache keys."""
+    # TEMPORARY until the config schema lands (it will carry these as data)
+    return {"model.arch": "trcgl", "model.head": "linear", "model.head_scale": 10.0, "model.csra_lam": 0.1,
+            "model.csra_temperature": 1.0, "train.loss": "bce", "train.ldam_max_margin": 0.5,
+            "train.drw_epoch": None, "train.drw_beta": 0.9999, "train.extra_schedule": "all", "train.pil_beta": 0.5}
 
 
 def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, **notebook_params) -> Config:

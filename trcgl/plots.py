@@ -206,8 +206,8 @@ def attention_gallery(images, maps, masks, titles, ncols: int = 6, size: float =
     return fig
 
 
-def training_curves(histories: dict, metric: str = "val_mAP") -> plt.Figure:
-    """Validation metric per epoch for several runs; the stage boundary is marked."""
+def training_curves(histories: dict, metric: str = "selection_mAP") -> plt.Figure:
+    """Selection-split metric per epoch for several runs; the stage boundary is marked."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for name, h in histories.items():
         ax.plot(h["epoch"], h[metric], marker="o", label=name)
@@ -398,5 +398,45 @@ def inpaint_gallery(originals, head_masks, masks, inpainted, kept_masks, titles,
                 ax.set_title(cols[j], fontsize=7.5)
         axes[i, 0].set_ylabel("\n".join(textwrap.wrap(titles[i], 26)), fontsize=7, rotation=0, ha="right",
                               va="center", labelpad=4)
+    fig.tight_layout()
+    return fig
+
+
+def loss_curves(histories: dict) -> plt.Figure:
+    """Training and held-out denoising loss (Eq. 3) per epoch, one line per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for name, h in histories.items():
+        axes[0].plot(h.epoch, h.loss, "o-", label=name)
+        axes[1].plot(h.epoch, h.heldout_loss, "o-", label=name)
+    for ax, title in zip(axes, ["training loss (Eq. 3)", "held-out loss (Eq. 3)"]):
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def adjacency_heatmap(A, classes, title: str) -> plt.Figure:
+    """The label adjacency matrix as a heatmap (Eq. 20)."""
+    import pandas as pd
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(9, 7.5))
+    sns.heatmap(pd.DataFrame(A, index=classes, columns=classes), cmap="mako_r", square=True, ax=ax,
+                cbar_kws={"label": "A (Eq. 20)"}, xticklabels=True, yticklabels=True)
+    ax.tick_params(labelsize=6.5)
+    ax.set_title(title)
+    return fig
+
+
+def entanglement_heatmap(E, rows, columns, title: str) -> plt.Figure:
+    """The guard's entanglement e(h, k) of head classes (rows) with kept classes (columns)."""
+    import pandas as pd
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    sns.heatmap(pd.DataFrame(E, index=rows, columns=columns), cmap="mako", vmin=0, vmax=1, ax=ax,
+                cbar_kws={"label": "e(h, k)"})
+    ax.set_title(title)
     fig.tight_layout()
     return fig

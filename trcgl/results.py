@@ -22,11 +22,30 @@ class ResultsStore:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._records: list[dict] = []
+        self._load()
+
+    def _load(self) -> None:
         if self.path.exists():
             data = json.loads(self.path.read_text())
             if not isinstance(data, dict) or not isinstance(data.get("records"), list):
                 raise ValueError(f"{self.path} is not a trcgl results file (no 'records' list)")
             self._records = data["records"]
+
+    def replace_table(self, table: str, records: list[dict]) -> None:
+        """Make ``records`` the whole of ``table`` (a table stage's output). Safe when several
+        processes publish tables at once (a file lock; the file is re-read under it), and the file
+        is canonical: tables in name order, each table's records in the order given, so the
+        same results give the same file whatever order the tables were published in."""
+        from filelock import FileLock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.path) + ".lock"):
+            self._load()
+            rest = [r for r in self._records if r["table"] != table]
+            mine = [{"table": table, **{k: v for k, v in r.items() if k != "table"}} for r in records]
+            order = {name: i for i, name in enumerate(sorted({r["table"] for r in rest + mine}))}
+            self._records = sorted(rest + mine, key=lambda r: order[r["table"]])   # stable within a table
+            self.save()
 
     def add(self, table: str, row: str, metric: str, value: float, seed: int | None = None,
             group: str | None = None, **meta: Any) -> None:

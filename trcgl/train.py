@@ -1,11 +1,12 @@
-"""The two-stage trainer (paper Sec. 4.2), cached by configuration and resumable.
+"""The two-stage trainer (paper Sec. 4.2), resumable; the ``classifier`` stage caches it.
 
 Stage 1 (warm-up): the backbone is frozen and only the heads and the label graph learn
 (paper: 10 epochs, lr 1e-3). Stage 2 (fine-tuning): everything learns, the backbone at a lower
 learning rate than the heads and the graph (paper: 50 epochs, 1.5e-5 and 1.5e-4). AdamW with a
 cosine schedule within each stage, BCE-with-logits weighted per sample (synthetic images carry
 their own weight), bf16 autocast on CUDA. After every epoch the model is scored on the
-validation set and a checkpoint is written; the best epoch by validation mAP is kept.
+**selection** split and a checkpoint is written; the best epoch by selection mAP is kept. The
+test split is never seen here: reported numbers come from the ``predictions`` stage.
 
 An interrupted run resumes from its last checkpoint and ends with the same weights as an
 uninterrupted one on CPU: the data order of each epoch is drawn from a generator seeded by
@@ -25,12 +26,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .cache import ArtifactCache, array_digest, atomic_torch_save
+from .cache import atomic_torch_save, atomic_write_json, load_npy, save_npy
 from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
 from .losses import TrainingLoss
 from .metrics import evaluate
 from .models import build_model
-from .runtime import seed_everything, select_device
+from .runtime import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -38,90 +39,55 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainResult:
     model: nn.Module            # the best epoch's weights, in eval mode
-    history: pd.DataFrame       # one row per epoch: stage, loss, validation mAP / mAUC
-    val_probs: np.ndarray       # the best model's validation probabilities (N, C)
+    history: pd.DataFrame       # one row per epoch: stage, loss, selection mAP / mAUC
+    selection_probs: np.ndarray  # the best model's probabilities on the selection split (N, C)
     best_epoch: int
     mean: float                 # input normalisation (training pixels)
     std: float
-    folder: Path
+    folder: Path | None
 
 
 def _after_epoch(epoch: int) -> None:
     """A hook called after each epoch's checkpoint (tests use it to simulate an interruption)."""
 
 
-def image_set_key(image_set: ImageSet) -> str:
-    """A short digest of an image set's pixels, labels and weights (part of the cache key)."""
-    arrays = [image_set.images, image_set.Y, image_set.weights]
-    if "progressive" in image_set.rows:   # which rows PIL schedules (inpainting chapter)
-        arrays.append(image_set.rows["progressive"].fillna(True).to_numpy(bool))
-    return array_digest(*arrays)
+class ExtraSchedule:
+    """Which part of the extra (synthetic / inpainted) set an epoch trains on. This one: all of it,
+    every epoch. Other schedules (progressive incremental learning, :mod:`trcgl.inpaint.pil`)
+    subclass it; the trainer knows nothing else about them."""
+
+    name = "all"
+
+    def part(self, extra: ImageSet, epoch: int, seed: int) -> ImageSet | None:
+        """The extra images of 0-based ``epoch`` (None: none this epoch)."""
+        return extra
+
+    @property
+    def varies(self) -> bool:
+        """Whether the part changes from epoch to epoch (then each epoch gets its own dataset)."""
+        return False
 
 
-def train_classifier(cfg, train_set: ImageSet, val_set: ImageSet, groups, extra: ImageSet | None = None,
-                     seed: int | None = None, cache: ArtifactCache | None = None, name: str = "classifier") -> TrainResult:
-    """Train (or load) the model the configuration describes; returns the best epoch's model."""
-    cache = cache or ArtifactCache()
-    seed = cfg.seed if seed is None else seed
-    params = {
-        "stage": "classifier-v1", "model": key_view(cfg.model.to_dict(), "model"),
-        "train": key_view(cfg.train.to_dict(), "train"),
-        "seed": seed, "train_set": image_set_key(train_set), "val_set": image_set_key(val_set),
-        "extra": image_set_key(extra) if extra is not None else None,
-    }
-    device = select_device(cfg.device)
-    folder = cache.get_or_compute(name, params, lambda work: _fit(cfg, train_set, val_set, groups, extra,
-                                                                   seed, device, work))
-    meta = json.loads((folder / "result.json").read_text())
-    model = build_model(cfg, len(train_set.classes), train_set.Y)
-    model.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=True))
-    model.to(device).eval()
-    return TrainResult(model, pd.read_csv(folder / "history.csv"), np.load(folder / "val_probs.npy"),
-                       meta["best_epoch"], meta["mean"], meta["std"], folder)
-
-
-#: Options added after artifacts were cached: at these values they leave the cache key unchanged,
-#: so a new option never invalidates models trained before it existed.
-NEUTRAL = {
-    "model": {"arch": "trcgl", "head": "linear", "head_scale": 10.0, "csra_lam": 0.1, "csra_temperature": 1.0},
-    "train": {"loss": "bce", "ldam_max_margin": 0.5, "drw_epoch": None, "drw_beta": 0.9999,
-              "extra_schedule": "all", "pil_beta": 0.5},
-}
-
-
-def key_view(section: dict, name: str) -> dict:
-    """A config section without the options that sit at their neutral value."""
-    neutral = NEUTRAL.get(name, {})
-    return {k: v for k, v in section.items() if not (k in neutral and neutral[k] == v)}
+ALL_AT_ONCE = ExtraSchedule()
 
 
 def _schedule(cfg) -> list[str]:
     return ["warmup"] * cfg.train.warmup_epochs + ["finetune"] * cfg.train.finetune_epochs
 
 
-EXTRA_SCHEDULES = ("all", "pil")
-
-
-def epoch_datasets(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epochs: int) -> list:
-    """The training data of every epoch (the same object each epoch unless PIL schedules the extra set)."""
+def epoch_datasets(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epochs: int,
+                   schedule: ExtraSchedule = ALL_AT_ONCE) -> list:
+    """The training data of every epoch: the real set plus the part of the extra set that
+    ``schedule`` admits (the same object each epoch unless the schedule varies)."""
     norm = normalisation(train_set)
-    if extra is None or cfg.train.extra_schedule == "all":
-        return [epoch_dataset(cfg, train_set, extra, seed, 0, norm)] * epochs
-    return [epoch_dataset(cfg, train_set, extra, seed, e, norm) for e in range(epochs)]
 
+    def data(epoch: int):
+        part = schedule.part(extra, epoch, seed) if extra is not None else None
+        return training_dataset(train_set, part, hflip=cfg.train.hflip, seed=seed, norm=norm)
 
-def epoch_dataset(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epoch: int, norm=None):
-    """The training data of one (0-based) epoch: the real set plus the extra set, all of it
-    (``train.extra_schedule: all``) or the part progressive incremental learning admits by then
-    (``pil``, Eq. 3 of the inpainting paper; see :mod:`trcgl.inpaint.pil`)."""
-    schedule = cfg.train.extra_schedule
-    if schedule not in EXTRA_SCHEDULES:
-        raise ValueError(f"train.extra_schedule must be one of {EXTRA_SCHEDULES}, got {schedule!r}")
-    if extra is not None and schedule == "pil":
-        from .inpaint.pil import pil_subset
-
-        extra = pil_subset(extra, epoch, cfg.train.pil_beta, seed)
-    return training_dataset(train_set, extra, hflip=cfg.train.hflip, seed=seed, norm=norm)
+    if extra is None or not schedule.varies:
+        return [data(0)] * epochs
+    return [data(e) for e in range(epochs)]
 
 
 def _optimizer(cfg, model, stage: str, steps: int):
@@ -155,14 +121,17 @@ def predict(model: nn.Module, image_set: ImageSet, mean: float, std: float, devi
     return (P, torch.cat(maps).numpy() if maps else None) if with_attention else P
 
 
-def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> None:
+def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra: ImageSet | None, seed: int,
+                   device, work: Path, schedule: ExtraSchedule = ALL_AT_ONCE) -> None:
+    """Train the model ``cfg`` describes into ``work`` (the ``classifier`` stage): the best epoch
+    by selection-split mAP is kept (best.pt, selection_probs.npy, history.csv, result.json)."""
     seed_everything(seed, cfg.deterministic)
     classes = train_set.classes
     model = build_model(cfg, len(classes), train_set.Y).to(device)
     mean, std = normalisation(train_set)
     loss_fn = TrainingLoss(cfg, train_set.Y.sum(0))
     plan = _schedule(cfg)
-    sets = epoch_datasets(cfg, train_set, extra, seed, len(plan))
+    sets = epoch_datasets(cfg, train_set, extra, seed, len(plan), schedule)
     batches = [math.ceil(len(ds) / cfg.train.batch_size) for ds in sets]
 
     def stage_steps(stage: str) -> int:
@@ -172,7 +141,7 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
     start, history, best = 0, [], (-1.0, -1)
     stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]))
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
         start, history, best = ckpt["epoch"] + 1, ckpt["history"], tuple(ckpt["best"])
         if start < len(plan):
@@ -204,20 +173,30 @@ def _fit(cfg, train_set, val_set, groups, extra, seed, device, work: Path) -> No
             opt.step()
             sched.step()
             losses.append(loss.item())
-        P = predict(model, val_set, mean, std, device)
-        ev = evaluate(val_set.Y, P, classes, groups, cfg.eval.f1_threshold)
+        P = predict(model, select_set, mean, std, device)
+        ev = evaluate(select_set.Y, P, classes, groups, cfg.eval.f1_threshold)
         history.append({"epoch": epoch + 1, "stage": stage, "loss": float(np.mean(losses)),
-                        "val_mAP": ev.means["mAP"], "val_mAUC": ev.means["mAUC"]})
+                        "selection_mAP": ev.means["mAP"], "selection_mAUC": ev.means["mAUC"]})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{ev.means['mAP']:.3f}")
         if ev.means["mAP"] > best[0]:
             best = (ev.means["mAP"], epoch + 1)
             atomic_torch_save(model.state_dict(), work / "best.pt")
-            np.save(work / "val_probs.npy", P)
+            save_npy(work / "selection_probs.npy", P)
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
                             "history": history, "best": list(best), "rng": torch.get_rng_state()}, ckpt_path)
         _after_epoch(epoch)
     pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-    (work / "result.json").write_text(json.dumps({"best_epoch": best[1], "best_val_mAP": best[0],
-                                                  "mean": mean, "std": std, "device": str(device)}))
+    atomic_write_json(work / "result.json", {"best_epoch": best[1], "best_selection_mAP": best[0],
+                                             "mean": mean, "std": std, "device": str(device)})
     ckpt_path.unlink()  # the finished artifact keeps only the best weights
+
+
+def load_classifier(cfg, folder: Path, num_classes: int, label_matrix: np.ndarray, device) -> TrainResult:
+    """A trained classifier from its stage folder (weights loaded with ``weights_only=True``)."""
+    meta = json.loads((folder / "result.json").read_text())
+    model = build_model(cfg, num_classes, label_matrix)
+    model.load_state_dict(torch.load(folder / "best.pt", map_location="cpu", weights_only=True))
+    model.to(device).eval()
+    return TrainResult(model, pd.read_csv(folder / "history.csv"), load_npy(folder / "selection_probs.npy"),
+                       meta["best_epoch"], meta["mean"], meta["std"], folder)

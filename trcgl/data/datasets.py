@@ -1,10 +1,10 @@
-"""Image sets for training and validation, cached per configuration, and torch datasets.
+"""Image sets (pixels, labels, masks, weights, label rows) and torch datasets.
 
 An :class:`ImageSet` holds the pixels (uint8), the multi-hot labels, the lesion masks (phantom
 source only), a per-sample loss weight (1 for real images; synthetic images added later carry
-their own) and the label rows they came from. :func:`build_image_set` renders (phantom) or reads
-(PadChest) the rows a profile selects and caches the result; rendering is chunked, so an
-interrupted build resumes at the last finished chunk.
+their own) and the label rows they came from. :func:`write_image_set` renders (phantom) or reads
+(PadChest) cohort rows into a folder; the ``image-set`` stage of :mod:`trcgl.stages` caches it.
+Rendering is chunked, so an interrupted build resumes at the last finished chunk.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
-from ..cache import ArtifactCache, atomic_write_bytes
+from ..cache import atomic_write_bytes
 from .padchest import Cohort, DataError, padchest_root, select_rows
 from .phantom import PhantomRenderer, downsample
 
@@ -95,60 +95,30 @@ def phantom_renderer(cfg, cohort: Cohort) -> PhantomRenderer:
     )
 
 
-def image_set_params(cfg, cohort: Cohort, split: str, index: np.ndarray) -> dict:
-    """Everything the pixels of one split depend on (the cache key)."""
-    d = cfg.data
-    ids = cohort.frame["ImageID"].to_numpy()[index]
-    params = {
-        "stage": "image-set-v1", "split": split, "source": d.source, "class_set": cohort.class_set.name,
-        "image_size": d.image_size, "rows": _digest(ids), "n": int(len(index)),
-        "train_counts": cohort.train_counts.tolist(),
-    }
-    if d.source == "phantom":
-        params["phantom"] = cfg.phantom.to_dict()
-    else:
-        params["padchest_root"] = str(padchest_root(cfg))
-        params["on_missing"] = d.on_missing
-    return params
-
-
-def _digest(ids) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
-
-
 def split_rows(cfg, cohort: Cohort, split: str) -> np.ndarray:
-    """Indices (into the cohort's frame) of the rows one split of this profile uses."""
+    """Indices (into the cohort's frame) of the rows one split of this profile uses
+    (``data.n_<split>`` rows with at least ``data.min_<split>_positives`` per class)."""
     d = cfg.data
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    train = split == "train"
-    return select_rows(cohort, d.n_train if train else d.n_val, train=train,
-                       min_positives=d.min_train_positives if train else d.min_val_positives,
-                       seed=d.split_seed, projections=d.projections)
+    return select_rows(cohort, d[f"n_{split}"], split, d[f"min_{split}_positives"], d.split_seed, d.projections)
 
 
-def build_image_set(cfg, cohort: Cohort, split: str, cache: ArtifactCache | None = None,
-                    index: np.ndarray | None = None) -> ImageSet:
-    """Render or read the images of one split (or of the cohort rows ``index``, named ``split``),
-    cached by configuration."""
-    cache = cache or ArtifactCache()
-    index = split_rows(cfg, cohort, split) if index is None else np.asarray(index, dtype=np.int64)
-    params = image_set_params(cfg, cohort, split, index)
-    folder = cache.get_or_compute("image-set", params, lambda work: _build(cfg, cohort, index, split, work))
-    return load_image_set(folder, cohort.class_set.classes)
+def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Path) -> None:
+    """Render (phantom) or read (PadChest) the cohort rows ``index`` into ``work`` (the
+    ``image-set`` stage). Rendering is chunked: an interrupted build resumes at its last chunk.
+    A row repeated in ``index`` is rendered on a new patient's anatomy (:func:`repeat_ids`)."""
+    from ..cache import atomic_write_json, save_npy
 
-
-def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> None:
+    index = np.asarray(index, dtype=np.int64)
+    if len(index) == 0:
+        raise DataError(f"the image set '{name}' selects no rows: check data.n_* and the split settings")
     frame = cohort.frame.iloc[index]
     size = cfg.data.image_size
+    render_ids = repeat_ids(frame["ImageID"].tolist())
     if cfg.data.source == "phantom":
         renderer = phantom_renderer(cfg, cohort)
         names = np.asarray(cohort.class_set.classes)
-        render_ids = repeat_ids(frame["ImageID"].tolist())
         n_chunks = (len(index) + CHUNK - 1) // CHUNK
-        with tqdm(total=len(index), desc=f"rendering {split} phantoms", unit="img") as bar:
+        with tqdm(total=len(index), desc=f"rendering {name} phantoms", unit="img") as bar:
             for k in range(n_chunks):
                 path = work / f"chunk{k:04d}.npz"
                 lo, hi = k * CHUNK, min((k + 1) * CHUNK, len(index))
@@ -167,9 +137,9 @@ def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> No
                 buffer = io.BytesIO()
                 np.savez(buffer, images=np.stack(imgs), masks=np.stack(masks))
                 atomic_write_bytes(path, buffer.getvalue())
-        chunks = [np.load(work / f"chunk{k:04d}.npz") for k in range(n_chunks)]
-        np.save(work / "images.npy", np.concatenate([c["images"] for c in chunks]))
-        np.save(work / "masks.npy", np.concatenate([c["masks"] for c in chunks]))
+        chunks = [np.load(work / f"chunk{k:04d}.npz", allow_pickle=False) for k in range(n_chunks)]
+        save_npy(work / "images.npy", np.concatenate([c["images"] for c in chunks]))
+        save_npy(work / "masks.npy", np.concatenate([c["masks"] for c in chunks]))
         for k in range(n_chunks):
             (work / f"chunk{k:04d}.npz").unlink()
         kept = np.ones(len(index), dtype=bool)
@@ -183,14 +153,42 @@ def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> No
                             "paths.padchest_root (the `paper` profile reads real PadChest images)")
         reader = PadChestImages(root, size, on_missing=cfg.data.on_missing)
         rows = list(zip(frame["ImageDir"], frame["ImageID"]))
-        imgs, kept, rep = reader.read_many(tqdm(rows, desc=f"reading {split} images", unit="img"))
-        np.save(work / "images.npy", np.round(imgs * 255).astype(np.uint8))
+        imgs, kept, rep = reader.read_many(tqdm(rows, desc=f"reading {name} images", unit="img"))
+        kept = np.asarray(kept, dtype=bool)
+        if int(kept.sum()) == 0:
+            raise DataError(f"no image of the '{name}' set could be read under {root} "
+                            f"({rep.skipped} skipped): check PADCHEST_ROOT")
+        save_npy(work / "images.npy", np.round(imgs * 255).astype(np.uint8))
         report = {"read": rep.read, "skipped": rep.skipped, "missing": rep.missing[:20], "unreadable": rep.unreadable[:20]}
     keep_index = index[kept]
-    np.save(work / "Y.npy", cohort.Y[keep_index])
+    save_npy(work / "Y.npy", cohort.Y[keep_index])
     rows = cohort.frame.iloc[keep_index][META_COLUMNS + ["labels", "sentences"]].reset_index(drop=True)
-    rows.to_pickle(work / "rows.pkl")
-    (work / "report.json").write_text(json.dumps(report))
+    rows["render_id"] = [r for r, k in zip(render_ids, kept) if k]
+    write_rows(rows, work / "rows.json")
+    atomic_write_json(work / "source.json", {"source": cfg.data.source, "classes": list(cohort.class_set.classes)})
+    atomic_write_json(work / "report.json", report)
+
+
+def write_rows(rows: pd.DataFrame, path: Path) -> None:
+    """An image set's label rows as JSON (strings, numbers and lists; no pickles)."""
+    columns = {c: rows[c].astype(object).where(rows[c].notna(), None).tolist() for c in rows.columns}
+    atomic_write_bytes(path, json.dumps(columns, separators=(",", ":"), default=_jsonable).encode())
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} into an image set's rows")
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    frame = pd.DataFrame(json.loads(Path(path).read_text()))
+    for c in META_COLUMNS:
+        if c in frame:
+            frame[c] = frame[c].astype(str)
+    return frame
 
 
 def repeat_ids(ids) -> list[str]:
@@ -205,13 +203,41 @@ def repeat_ids(ids) -> list[str]:
     return out
 
 
-def load_image_set(folder: Path, classes) -> ImageSet:
+def load_image_set(folder: Path) -> ImageSet:
+    """An image set written by :func:`write_image_set` or :func:`save_image_set`."""
+    from ..cache import load_npy
+
     folder = Path(folder)
-    images = np.load(folder / "images.npy")
-    masks = np.load(folder / "masks.npy") if (folder / "masks.npy").exists() else None
-    return ImageSet(images=images, Y=np.load(folder / "Y.npy"), weights=np.ones(len(images), np.float32),
-                    rows=pd.read_pickle(folder / "rows.pkl"), classes=tuple(classes), masks_packed=masks,
-                    source="phantom" if masks is not None else "padchest")
+    images = load_npy(folder / "images.npy")
+    masks = load_npy(folder / "masks.npy") if (folder / "masks.npy").exists() else None
+    weights = load_npy(folder / "weights.npy") if (folder / "weights.npy").exists() else np.ones(len(images), np.float32)
+    info = json.loads((folder / "source.json").read_text())
+    return ImageSet(images=images, Y=load_npy(folder / "Y.npy"), weights=weights, rows=read_rows(folder / "rows.json"),
+                    classes=tuple(info["classes"]), masks_packed=masks, source=info["source"])
+
+
+def save_image_set(image_set: ImageSet, folder: Path) -> None:
+    """Write any image set (a derived or synthetic one) so that :func:`load_image_set` reads it."""
+    from ..cache import atomic_write_json, save_npy
+
+    folder = Path(folder)
+    if len(image_set) == 0:
+        raise DataError("refusing to save an empty image set")
+    save_npy(folder / "images.npy", image_set.images)
+    save_npy(folder / "Y.npy", image_set.Y)
+    save_npy(folder / "weights.npy", image_set.weights.astype(np.float32))
+    if image_set.masks_packed is not None:
+        save_npy(folder / "masks.npy", image_set.masks_packed)
+    write_rows(image_set.rows, folder / "rows.json")
+    atomic_write_json(folder / "source.json", {"source": image_set.source, "classes": list(image_set.classes)})
+
+
+def image_set_digest(image_set: ImageSet) -> str:
+    """The content digest of an in-memory image set (pixels, labels, weights, rows, classes)."""
+    from ..cache import digest
+
+    return digest(image_set.images, image_set.Y, image_set.weights.astype(np.float32),
+                  image_set.rows.astype(str).to_dict(orient="list"), list(image_set.classes))
 
 
 # ----------------------------------------------------------------------------- torch side
@@ -267,12 +293,3 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> D
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=0, generator=g)
-
-
-def load_splits(cfg, cache: ArtifactCache | None = None):
-    """The cohort and its two image sets for a configuration: ``(cohort, train_set, val_set)``."""
-    from .padchest import cohort_from_config
-
-    cache = cache or ArtifactCache()
-    cohort = cohort_from_config(cfg, cache=cache)
-    return cohort, build_image_set(cfg, cohort, "train", cache), build_image_set(cfg, cohort, "val", cache)

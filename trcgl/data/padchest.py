@@ -140,22 +140,29 @@ def read_raw(csv_path: str | Path | None = None) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, usecols=lambda c: c in COLUMNS, keep_default_na=True)
 
 
-def load_table(csv_path: str | Path | None = None, cache=None) -> LabelTable:
-    """Read and parse the table; with an :class:`~trcgl.cache.ArtifactCache` the parse is cached."""
-    path = Path(csv_path) if csv_path else shipped_table_path()
-    if cache is None:
-        return parse_table(read_raw(path))
-    stat = path.stat()
-    params = {"stage": "padchest-table-v1", "path": str(path.resolve()), "size": stat.st_size,
-              "mtime": int(stat.st_mtime)}
+def load_table(csv_path: str | Path | None = None) -> LabelTable:
+    """Read and parse the table (the ``label-table`` stage caches the result)."""
+    return parse_table(read_raw(csv_path))
 
-    def build(folder: Path) -> None:
-        table = parse_table(read_raw(path))
-        table.frame.to_pickle(folder / "table.pkl")
-        (folder / "report.json").write_text(json.dumps(table.report))
 
-    folder = cache.get_or_compute("padchest-table", params, build)
-    return LabelTable(pd.read_pickle(folder / "table.pkl"), json.loads((folder / "report.json").read_text()))
+def save_table(table: LabelTable, folder: Path) -> None:
+    """Write a parsed table as JSON (columns of strings and lists; no pickles)."""
+    from ..cache import atomic_write_bytes
+
+    frame = table.frame
+    columns = {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
+    atomic_write_bytes(Path(folder) / "table.json", json.dumps(columns, separators=(",", ":")).encode())
+    atomic_write_bytes(Path(folder) / "report.json", json.dumps(table.report, indent=1).encode())
+
+
+def read_table(folder: Path) -> LabelTable:
+    """A table written by :func:`save_table`."""
+    columns = json.loads((Path(folder) / "table.json").read_text())
+    frame = pd.DataFrame(columns)
+    for c in ("ImageID", "ImageDir", "PatientID", "StudyID", "Projection"):
+        if c in frame:
+            frame[c] = frame[c].astype("string")
+    return LabelTable(frame, json.loads((Path(folder) / "report.json").read_text()))
 
 
 # ----------------------------------------------------------------------------- class sets
@@ -214,14 +221,33 @@ def multi_hot(labels: Sequence[Sequence[str]], class_set: ClassSet) -> np.ndarra
 
 # ----------------------------------------------------------------------------- split and groups
 
-def patient_split(patient_ids: Sequence[str], seed: int = 42, val_fraction: float = 0.2) -> np.ndarray:
-    """Boolean mask of training rows: sklearn ``GroupShuffleSplit`` grouped by patient (Sec. 4.1)."""
+SPLITS = ("train", "selection", "test")
+
+
+def patient_split(patient_ids: Sequence[str], seed: int = 42, test_fraction: float = 0.2,
+                  selection_fraction: float = 0.1) -> np.ndarray:
+    """Per row ``"train"``, ``"selection"`` or ``"test"``, grouped by patient (sklearn's
+    ``GroupShuffleSplit``, twice): no patient has rows in two splits.
+
+    The paper splits patients 80/20 into training and validation and reports on the validation
+    split it also chose its checkpoints on. Here the 20 % is the **test** split, which chooses
+    nothing, and a ``selection_fraction`` of all patients is carved out of the paper's training
+    side to choose epochs, thresholds and filters on. Groups are still counted over the paper's
+    whole training side (train + selection), as the paper's thresholds are.
+    """
     groups = np.asarray([str(p) for p in patient_ids])
-    gss = GroupShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
-    train_idx, _ = next(gss.split(np.zeros(len(groups)), groups=groups))
-    is_train = np.zeros(len(groups), dtype=bool)
-    is_train[train_idx] = True
-    return is_train
+    if not 0 < test_fraction < 1 or not 0 <= selection_fraction < 1 - test_fraction:
+        raise DataError(f"split fractions must satisfy 0 < test ({test_fraction}) < 1 and "
+                        f"0 <= selection ({selection_fraction}) < 1 - test; fix data.test_fraction / data.selection_fraction")
+    split = np.full(len(groups), "test", dtype="<U9")
+    gss = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    side, _ = next(gss.split(np.zeros(len(groups)), groups=groups))
+    split[side] = "train"
+    if selection_fraction > 0:
+        inner = GroupShuffleSplit(n_splits=1, test_size=selection_fraction / (1 - test_fraction), random_state=seed + 1)
+        _, sel = next(inner.split(np.zeros(len(side)), groups=groups[side]))
+        split[side[sel]] = "selection"
+    return split
 
 
 def assign_groups(train_counts: Sequence[int], head_threshold: int = 5000, tail_threshold: int = 500) -> list[str]:
@@ -280,28 +306,39 @@ def _side_count(counts: dict, side: str) -> int:
 class Cohort:
     """The labelled rows of one class set, split by patient, with groups from training counts.
 
-    ``frame`` holds every parsed row with ``is_train`` and the multi-hot ``Y`` aligned to it;
-    ``train_counts`` are counted over all training rows (all projections), as the paper's
-    thresholds are; images are later drawn from the frontal rows only.
+    ``frame`` holds every parsed row; ``split`` (train / selection / test) and the multi-hot
+    ``Y`` are aligned to it. ``train_counts`` are counted over the paper's training side (train +
+    selection, all projections), as the paper's thresholds are; images are later drawn from the
+    frontal rows only.
     """
 
     table: LabelTable
     class_set: ClassSet
     Y: np.ndarray
-    is_train: np.ndarray
-    train_counts: np.ndarray
-    val_counts: np.ndarray
+    split: np.ndarray
     groups: list[str]
 
     @property
     def frame(self) -> pd.DataFrame:
         return self.table.frame
 
+    @property
+    def is_train(self) -> np.ndarray:
+        """The paper's training side: train and selection rows (everything but test)."""
+        return self.split != "test"
+
+    @property
+    def train_counts(self) -> np.ndarray:
+        return self.Y[self.is_train].sum(0).astype(np.int64)
+
+    def counts(self, split: str) -> np.ndarray:
+        return self.Y[self.split == split].sum(0).astype(np.int64)
+
     def summary(self) -> pd.DataFrame:
-        """One row per class: group, training and validation counts, share of training rows."""
+        """One row per class: group, counts on the paper's training side and per split."""
         return pd.DataFrame({
-            "class": self.class_set.classes, "group": self.groups,
-            "train": self.train_counts, "val": self.val_counts,
+            "class": self.class_set.classes, "group": self.groups, "train": self.train_counts,
+            **{f"{s} split": self.counts(s) for s in SPLITS},
             "train_share_%": 100 * self.train_counts / max(int(self.is_train.sum()), 1),
         }).set_index("class")
 
@@ -319,22 +356,35 @@ class Cohort:
 
 
 def build_cohort(table: LabelTable, class_set: ClassSet | str = "paper", split_seed: int = 42,
-                 val_fraction: float = 0.2, head_threshold: int = 5000, tail_threshold: int = 500) -> Cohort:
+                 test_fraction: float = 0.2, selection_fraction: float = 0.1, head_threshold: int = 5000,
+                 tail_threshold: int = 500) -> Cohort:
     if isinstance(class_set, str):
         class_set = load_class_set(class_set)
     Y = multi_hot(table.frame["labels"].tolist(), class_set)
-    is_train = patient_split(table.frame["PatientID"].tolist(), split_seed, val_fraction)
-    train_counts = Y[is_train].sum(0).astype(np.int64)
-    val_counts = Y[~is_train].sum(0).astype(np.int64)
-    groups = assign_groups(train_counts, head_threshold, tail_threshold)
-    return Cohort(table, class_set, Y, is_train, train_counts, val_counts, groups)
+    split = patient_split(table.frame["PatientID"].tolist(), split_seed, test_fraction, selection_fraction)
+    groups = assign_groups(Y[split != "test"].sum(0), head_threshold, tail_threshold)
+    return Cohort(table, class_set, Y, split, groups)
 
 
-def cohort_from_config(cfg, cache=None) -> Cohort:
-    """The cohort a configuration describes (table path, class set, split seed, thresholds)."""
-    table = load_table(cfg.paths.padchest_csv, cache=cache)
-    d = cfg.data
-    return build_cohort(table, d.class_set, d.split_seed, d.val_fraction, d.head_threshold, d.tail_threshold)
+def save_cohort(cohort: Cohort, folder: Path) -> None:
+    """The cohort's own arrays (the table is its input artifact)."""
+    from ..cache import atomic_write_bytes, atomic_write_json, save_npy
+
+    save_npy(Path(folder) / "Y.npy", cohort.Y)
+    save_npy(Path(folder) / "split.npy", cohort.split)
+    atomic_write_json(Path(folder) / "cohort.json", {"class_set": cohort.class_set.name, "groups": cohort.groups})
+    # key order matters (locations by frequency): no sort_keys here
+    atomic_write_bytes(Path(folder) / "localization_stats.json", json.dumps(cohort.localization_stats()).encode())
+
+
+def read_cohort(folder: Path, table: LabelTable) -> Cohort:
+    from ..cache import load_npy
+
+    meta = json.loads((Path(folder) / "cohort.json").read_text())
+    cohort = Cohort(table, load_class_set(meta["class_set"]), load_npy(Path(folder) / "Y.npy"),
+                    load_npy(Path(folder) / "split.npy"), list(meta["groups"]))
+    cohort._loc_stats = json.loads((Path(folder) / "localization_stats.json").read_text())
+    return cohort
 
 
 def padchest_root(cfg) -> Path | None:
@@ -343,7 +393,7 @@ def padchest_root(cfg) -> Path | None:
     return Path(value) if value else None
 
 
-def select_rows(cohort: Cohort, n: int | None, train: bool, min_positives: int, seed: int,
+def select_rows(cohort: Cohort, n: int | None, split: str, min_positives: int, seed: int,
                 projections: Sequence[str] = FRONTAL) -> np.ndarray:
     """Indices of the rows a profile renders (or reads) for one split.
 
@@ -352,11 +402,13 @@ def select_rows(cohort: Cohort, n: int | None, train: bool, min_positives: int, 
     then fill up to ``n`` with rows drawn uniformly at random, which keeps the real long tail and
     co-occurrence for everything beyond the guaranteed minimum. ``n=None`` takes every row.
     """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
     frame = cohort.frame
-    pool = np.flatnonzero((cohort.is_train == train) & frame["Projection"].isin(list(projections)).to_numpy())
+    pool = np.flatnonzero((cohort.split == split) & frame["Projection"].isin(list(projections)).to_numpy())
     if n is None or n >= len(pool):
         return pool
-    rng = np.random.default_rng(seed + (0 if train else 1))
+    rng = np.random.default_rng(seed + SPLITS.index(split))
     chosen: list[int] = []
     taken = np.zeros(len(frame), dtype=bool)
     Y = cohort.Y
@@ -372,8 +424,7 @@ def select_rows(cohort: Cohort, n: int | None, train: bool, min_positives: int, 
         taken[pick] = True
     if len(chosen) > n:
         raise DataError(f"guaranteeing {min_positives} positives per class needs {len(chosen)} rows, "
-                        f"more than the {n} asked for; raise data.n_{'train' if train else 'val'} "
-                        f"or lower the minimum")
+                        f"more than the {n} asked for; raise data.n_{split} or lower data.min_{split}_positives")
     rest = pool[~taken[pool]]
     fill = rng.choice(rest, size=n - len(chosen), replace=False)
     return np.sort(np.concatenate([np.asarray(chosen, dtype=np.int64), fill]))

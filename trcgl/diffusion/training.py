@@ -1,6 +1,6 @@
-"""Training the latent diffusion model on the training split (paper Sec. 3.1, Eq. 3), cached.
+"""Training the latent diffusion model on the training split (paper Sec. 3.1, Eq. 3).
 
-Two stages, each cached by the settings it depends on and resumable after an interruption
+Two stages, each resumable after an interruption
 (checkpoint per epoch in the cache's ``.partial`` folder, data order and noise drawn from
 generators seeded by (seed, epoch)):
 
@@ -15,7 +15,8 @@ generators seeded by (seed, epoch)):
    (diffusers' ``EMAModel``) and is what the saved pipeline holds.
 
 The result is a :class:`~trcgl.diffusion.pipeline.PromptDiffusionPipeline` saved with
-``save_pretrained`` inside the cache and loaded back from there; ``paths.diffusion_pipeline``
+``save_pretrained`` inside the stage's folder and loaded back from there (the ``vae`` and
+``prompt-diffusion`` stages of :mod:`trcgl.stages` cache both); ``paths.diffusion_pipeline``
 loads a saved pipeline instead of training.
 """
 from __future__ import annotations
@@ -32,10 +33,9 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
-from ..cache import ArtifactCache, array_digest, atomic_torch_save
+from ..cache import atomic_torch_save, atomic_write_json
 from ..data.prompts import prompt_for_row
-from ..runtime import seed_everything, select_device
-from ..train import image_set_key
+from ..runtime import seed_everything
 from .models import build_unet, build_vae, predict_noise
 from .pipeline import ContextVectors, PromptDiffusionPipeline, load_pipeline
 from .text import PromptConditioner, load_text_encoder
@@ -97,16 +97,13 @@ def to_unit_range(images_uint8: np.ndarray) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- stage 1: VAE
 
-def train_vae(cfg, images: np.ndarray, seed: int, cache: ArtifactCache, device) -> AutoencoderKL:
-    """The autoencoder for ``images`` (uint8, N×H×W), trained or loaded from the cache."""
-    d = cfg.diffusion
-    params = {"stage": "vae-v1", "seed": seed, "images": array_digest(images),
-              **{k: d[k] for k in ("vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "batch_size")}}
-    folder = cache.get_or_compute("vae", params, lambda work: _fit_vae(cfg, images, seed, device, work))
-    return AutoencoderKL.from_pretrained(folder / "vae").to(device).eval()
+def load_vae(folder: Path, device) -> AutoencoderKL:
+    """The autoencoder a ``vae`` stage wrote."""
+    return AutoencoderKL.from_pretrained(Path(folder) / "vae", local_files_only=True).to(device).eval()
 
 
-def _fit_vae(cfg, images, seed, device, work: Path) -> None:
+def fit_vae(cfg, images: np.ndarray, seed: int, device, work: Path) -> None:
+    """Train the autoencoder on uint8 images (N×H×W) into ``work`` (the ``vae`` stage)."""
     d = cfg.diffusion
     seed_everything(seed, cfg.deterministic)
     vae = build_vae(1, d.latent_channels, tuple(d.vae_channels)).to(device)
@@ -153,21 +150,11 @@ def encode_latents(vae: AutoencoderKL, images: np.ndarray, device, scaled: bool 
 
 # ----------------------------------------------------------------------------- stage 2: UNet + context
 
-def train_prompt_diffusion(cfg, class_set, train_set, val_set, seed: int | None = None,
-                           cache: ArtifactCache | None = None, name: str = "prompt-diffusion") -> DiffusionRun:
-    """The prompt-latent diffusion model of a configuration: loaded from ``paths.diffusion_pipeline``,
-    from the cache, or trained on ``train_set`` (Eq. 3)."""
-    device = select_device(cfg.device)
-    if cfg.paths.diffusion_pipeline:
-        return DiffusionRun(load_pipeline(cfg.paths.diffusion_pipeline, device), None, None)
-    cache = cache or ArtifactCache()
-    seed = cfg.seed if seed is None else seed
-    params = {"stage": "prompt-diffusion-v2", "diffusion": {k: cfg.diffusion[k] for k in TRAINING_KEYS}, "seed": seed,
-              "text_encoder_path": cfg.paths.text_encoder, "class_set": class_set.name,
-              "train_set": image_set_key(train_set), "val_set": image_set_key(val_set)}
-    folder = cache.get_or_compute(name, params, lambda work: _fit_diffusion(cfg, class_set, train_set, val_set,
-                                                                             seed, cache, device, work))
-    return DiffusionRun(load_pipeline(folder / "pipeline", device), pd.read_csv(folder / "history.csv"), folder)
+def load_diffusion(folder: Path, device) -> DiffusionRun:
+    """The trained pipeline of a ``prompt-diffusion`` stage (or a loaded pipeline folder)."""
+    folder = Path(folder)
+    history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
+    return DiffusionRun(load_pipeline(folder / "pipeline", device), history, folder)
 
 
 def build_conditioner(cfg, num_classes: int) -> PromptConditioner:
@@ -184,10 +171,12 @@ def encode_prompts(conditioner: PromptConditioner, prompts, batch_size: int = 25
                       for i in range(0, len(prompts), batch_size)])
 
 
-def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work: Path) -> None:
+def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: AutoencoderKL, seed: int, device,
+                         work: Path) -> None:
+    """Train the UNet and context vectors (Eq. 3) on ``train_set`` in ``vae``'s latent space into
+    ``work`` (the ``prompt-diffusion`` stage); the held-out probe is drawn from ``select_set``."""
     d = cfg.diffusion
     idx = diffusion_rows(cfg, train_set, seed)
-    vae = train_vae(cfg, train_set.images[idx], seed, cache, device)
     seed_everything(seed, cfg.deterministic)
     counts = train_set.Y.sum(0)
     conditioner = build_conditioner(cfg, len(class_set.classes)).to(device)
@@ -195,11 +184,11 @@ def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work
     E = encode_prompts(conditioner, [prompts[i] for i in idx])
     cids = torch.from_numpy(rarest_class(train_set.Y[idx], counts))
     mu, sd = encode_latents(vae, train_set.images[idx], device)
-    # a fixed held-out probe: 256 validation images, fixed noise and timesteps (comparable across runs)
-    n_probe = min(256, len(val_set))
-    v_mu, _ = encode_latents(vae, val_set.images[:n_probe], device)
-    v_E = encode_prompts(conditioner, training_prompts(val_set, class_set, seed)[:n_probe])
-    v_c = torch.from_numpy(rarest_class(val_set.Y[:n_probe], counts))
+    # a fixed held-out probe: 256 selection images, fixed noise and timesteps (comparable across runs)
+    n_probe = min(256, len(select_set))
+    v_mu, _ = encode_latents(vae, select_set.images[:n_probe], device)
+    v_E = encode_prompts(conditioner, training_prompts(select_set, class_set, seed)[:n_probe])
+    v_c = torch.from_numpy(rarest_class(select_set.Y[:n_probe], counts))
     gp = torch.Generator().manual_seed(12345)
     v_eps = torch.randn(v_mu.shape, generator=gp)
     v_t = torch.randint(0, d.train_timesteps, (n_probe,), generator=gp)
@@ -238,7 +227,7 @@ def _fit_diffusion(cfg, class_set, train_set, val_set, seed, cache, device, work
                                    context=ContextVectors.from_conditioner(conditioner))
     pipe.save_pretrained(work / "pipeline")
     pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-    (work / "meta_rows.json").write_text(json.dumps({"rows": len(idx), "device": str(device)}))
+    atomic_write_json(work / "rows.json", {"rows": len(idx), "device": str(device)})
     (work / "last.pt").unlink(missing_ok=True)
 
 
@@ -297,7 +286,7 @@ def _resume(work: Path, parts: dict) -> tuple[int, list]:
     path = work / "last.pt"
     if not path.exists():
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     for k, v in parts.items():
         if isinstance(v, PromptConditioner):
             v.context.data.copy_(state[k])

@@ -22,10 +22,9 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 from diffusers.training_utils import EMAModel
 
-from ..cache import ArtifactCache, array_digest
-from ..data.datasets import build_image_set
+from ..cache import atomic_write_json
 from ..diffusion.training import encode_latents, noised_batch, train_epochs
-from ..runtime import seed_everything, select_device
+from ..runtime import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +41,18 @@ class NormalDiT:
     n_images: int
 
 
-def normal_rows(cfg, cohort, exclude_ids, n: int, seed: int) -> np.ndarray:
-    """Cohort rows labelled exactly ``normal``: frontal, training split, not in ``exclude_ids``
-    (the classifier's training set), ``n`` of them drawn at random (all when fewer)."""
+def normal_rows(cfg, cohort, exclude: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Cohort rows labelled exactly ``normal``: frontal, train split, not in ``exclude`` (the
+    classifier's training rows), ``n`` of them drawn at random (all when fewer)."""
     frame = cohort.frame
     only_normal = frame["labels"].map(lambda labels: list(labels) == [NORMAL]).to_numpy()
-    pool = np.flatnonzero(cohort.is_train & only_normal & frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
-                          & ~frame["ImageID"].isin(set(exclude_ids)).to_numpy())
+    allowed = (cohort.split == "train") & only_normal & frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
+    allowed[np.asarray(exclude, dtype=np.int64)] = False
+    pool = np.flatnonzero(allowed)
     if len(pool) == 0:
         raise ValueError("no normal training-split rows outside the training set: the normal generator has nothing to learn")
     rng = np.random.default_rng(seed + 4409)
     return np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
-
-
-def normal_image_set(cfg, cohort, train_set, cache: ArtifactCache, seed: int | None = None):
-    """The normal images the DiT learns from (rendered or read, cached like any split)."""
-    seed = cfg.seed if seed is None else seed
-    index = normal_rows(cfg, cohort, train_set.rows["ImageID"], cfg.inpaint.n_normal, seed)
-    return build_image_set(cfg, cohort, "normal", cache, index=index)
 
 
 def build_dit(latent_size: int, latent_channels: int, layers: int, heads: int, head_dim: int,
@@ -70,29 +63,13 @@ def build_dit(latent_size: int, latent_channels: int, layers: int, heads: int, h
                                  patch_size=patch, num_embeds_ada_norm=1)
 
 
-def vae_key(vae) -> str:
-    """A digest of an autoencoder's weights (part of the DiT's cache key)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in sorted(vae.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def train_normal_dit(cfg, normal_set, vae, seed: int | None = None, cache: ArtifactCache | None = None) -> NormalDiT:
-    """Train (or load from the cache) the DiT on ``normal_set`` in ``vae``'s latent space."""
-    cache = cache or ArtifactCache()
-    seed = cfg.seed if seed is None else seed
-    device = select_device(cfg.device)
-    params = {"stage": "normal-dit-v1", "inpaint": {k: cfg.inpaint[k] for k in DIT_KEYS}, "seed": seed,
-              "images": array_digest(normal_set.images), "vae": vae_key(vae),
-              "schedule": {k: cfg.diffusion[k] for k in ("train_timesteps", "beta_schedule")}}
-    folder = cache.get_or_compute("normal-dit", params, lambda work: _fit(cfg, normal_set.images, vae, seed, device, work))
-    pipe = DiTPipeline.from_pretrained(folder / "pipeline").to(device)
+def load_normal_dit(folder: Path, device) -> NormalDiT:
+    """The DiT a ``normal-dit`` stage wrote, as a diffusers ``DiTPipeline``."""
+    folder = Path(folder)
+    pipe = DiTPipeline.from_pretrained(folder / "pipeline", local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
-    return NormalDiT(pipe, pd.read_csv(folder / "history.csv"), folder, len(normal_set))
+    n = json.loads((folder / "dit.json").read_text())["images"]
+    return NormalDiT(pipe, pd.read_csv(folder / "history.csv"), folder, n)
 
 
 def class_labels(n: int, device) -> torch.Tensor:
@@ -100,7 +77,9 @@ def class_labels(n: int, device) -> torch.Tensor:
     return torch.zeros(n, dtype=torch.long, device=device)
 
 
-def _fit(cfg, images, vae, seed, device, work: Path) -> None:
+def fit_normal_dit(cfg, images: np.ndarray, vae, seed: int, device, work: Path) -> None:
+    """Train the DiT on normal uint8 images in ``vae``'s latent space into ``work`` (the
+    ``normal-dit`` stage), saved as a ``DiTPipeline``."""
     p, d = cfg.inpaint, cfg.diffusion
     seed_everything(seed, cfg.deterministic)
     mu, sd = encode_latents(vae, images, device)
@@ -131,7 +110,7 @@ def _fit(cfg, images, vae, seed, device, work: Path) -> None:
                        id2label={0: NORMAL})
     pipe.save_pretrained(work / "pipeline")
     pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-    (work / "meta.json").write_text(json.dumps({"images": int(len(images)), "device": str(device)}))
+    atomic_write_json(work / "dit.json", {"images": int(len(images)), "device": str(device)})
     (work / "last.pt").unlink(missing_ok=True)
 
 

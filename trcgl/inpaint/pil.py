@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ..data.datasets import ImageSet, take
+from ..train import ExtraSchedule
 
 
 def pil_fraction(n: int, beta: float) -> float:
@@ -44,3 +45,19 @@ def pil_subset(extra: ImageSet, epoch: int, beta: float, seed: int) -> ImageSet 
     keep = np.sort(np.concatenate([np.flatnonzero(~progressive_rows(extra)),
                                    order[:pil_count(len(prog), epoch + 1, beta)]]))
     return take(extra, keep) if len(keep) else None
+
+
+class ProgressiveSchedule(ExtraSchedule):
+    """PIL as the trainer's extra-set schedule (``train.extra_schedule: pil``)."""
+
+    name = "pil"
+
+    def __init__(self, beta: float):
+        self.beta = float(beta)
+
+    def part(self, extra: ImageSet, epoch: int, seed: int) -> ImageSet | None:
+        return pil_subset(extra, epoch, self.beta, seed)
+
+    @property
+    def varies(self) -> bool:
+        return True

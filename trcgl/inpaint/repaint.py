@@ -10,6 +10,7 @@ the original's. The new image keeps the original's labels minus the erased head 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,8 @@ from diffusers import RePaintScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm import tqdm
 
-from ..cache import ArtifactCache, array_digest
 from ..data.datasets import ImageSet
+from ..data.padchest import DataError
 from ..diffusion.training import encode_latents
 from .guard import erase_plan, guard_matrix
 from .masks import cam_masks, overlap_table
@@ -112,15 +113,12 @@ def kept_lesion_damage(masks: np.ndarray, todo: pd.DataFrame, train_set: ImageSe
     return pd.DataFrame(rows, columns=["index", "class", "erased share"])
 
 
-def inpaint_training_set(cfg, cohort, train_set: ImageSet, dit: NormalDiT, cam_run, cache: ArtifactCache,
-                         guard: str | None = None, seed: int | None = None, progress: bool = True) -> InpaintResult:
+def inpaint_training_set(cfg, cohort, train_set: ImageSet, dit: NormalDiT, cam_run, seed: int,
+                         progress: bool = True) -> InpaintResult:
     """The inpainting augmentation of ``train_set``: plan (keep groups, guard), Grad-CAM masks from
-    ``cam_run`` (a TrainResult), RePaint with the normal DiT (cached), labels minus erased classes.
-    ``guard`` overrides ``inpaint.guard`` (e.g. 'off' for the ablation)."""
+    ``cam_run`` (a TrainResult), RePaint with the normal DiT, labels minus erased classes (the
+    ``inpainted-set`` stage caches it)."""
     p = cfg.inpaint
-    seed = cfg.seed if seed is None else seed
-    if guard is not None:
-        cfg = cfg.replace({"inpaint.guard": guard})
     classes = list(train_set.classes)
     E = guard_matrix(cfg, cohort, train_set)
     plan = erase_plan(train_set.Y, classes, cohort.groups, E, p.guard_threshold, tuple(p.keep_groups))
@@ -142,16 +140,11 @@ def inpaint_training_set(cfg, cohort, train_set: ImageSet, dit: NormalDiT, cam_r
         cams = overlap_table(pair_masks, true, [classes[c] for c in pair_cls])
         damage = kept_lesion_damage(masks, todo, train_set)
     index = todo["index"].to_numpy(np.int64)
-    params = {"stage": "inpainted-v1", "dit": dit.folder.name, "images": array_digest(train_set.images[index]),
-              "masks": array_digest(np.packbits(masks)), "seed": seed,
-              "sampling": {k: p[k] for k in ("steps", "jump_length", "jump_n_sample", "eta")}}
-
-    def build(work):
-        out = repaint(dit, train_set.images[index], masks, p.steps, p.jump_length, p.jump_n_sample, p.eta, seed,
-                      progress=progress)
-        np.save(work / "images.npy", out)
-
-    images = np.load(cache.get_or_compute("inpainted", params, build) / "images.npy")
+    if len(index) == 0:
+        raise DataError("no training image has both an erasable head finding and a finding of inpaint.keep_groups: "
+                        "nothing to inpaint (use more training rows or other keep_groups)")
+    images = repaint(dit, train_set.images[index], masks, p.steps, p.jump_length, p.jump_n_sample, p.eta, seed,
+                     progress=progress)
     Y = remove_labels(train_set.Y[index], todo["erase"])
     rows = train_set.rows.iloc[index].reset_index(drop=True).copy()
     rows["ImageID"] = rows["ImageID"].astype(str) + "~inpainted"
@@ -164,3 +157,38 @@ def inpaint_training_set(cfg, cohort, train_set: ImageSet, dit: NormalDiT, cam_r
               "head findings": int(plan["head"].map(len).sum()), "erased": int(plan["erase"].map(len).sum()),
               "kept by the guard": int(plan["guard_kept"].map(len).sum()), "guard": cfg.inpaint.guard}
     return InpaintResult(inpainted, plan, masks, index, cams, damage, report)
+
+
+def save_inpaint_result(result: InpaintResult, folder: Path) -> None:
+    """Write an :class:`InpaintResult` (image set, plan, masks, scores, report; no pickles)."""
+    from ..cache import atomic_write_json, save_npy
+    from ..data.datasets import save_image_set, write_rows
+
+    folder = Path(folder)
+    save_image_set(result.images, folder / "images")
+    write_rows(result.plan, folder / "plan.json")
+    save_npy(folder / "masks.npy", np.packbits(result.masks, axis=-1))
+    save_npy(folder / "originals.npy", result.originals)
+    result.cams.to_csv(folder / "cams.csv", index=False)
+    result.damage.to_csv(folder / "damage.csv", index=False)
+    atomic_write_json(folder / "report.json", {**result.report, "size": int(result.masks.shape[-1])})
+
+
+def load_inpaint_result(folder: Path) -> InpaintResult:
+    import json
+
+    from ..cache import load_npy
+    from ..data.datasets import load_image_set, read_rows
+
+    folder = Path(folder)
+    report = json.loads((folder / "report.json").read_text())
+    size = report.pop("size")
+    masks = np.unpackbits(load_npy(folder / "masks.npy"), axis=-1, count=size).astype(bool)
+    plan = read_rows(folder / "plan.json")
+
+    def csv(name):
+        path = folder / name
+        return pd.read_csv(path) if path.stat().st_size > 1 else pd.DataFrame()
+
+    return InpaintResult(load_image_set(folder / "images"), plan, masks, load_npy(folder / "originals.npy"),
+                         csv("cams.csv"), csv("damage.csv"), report)

@@ -1,0 +1,147 @@
+"""Do the samples show the pathology? The oracle and the consistency score (not in the paper).
+
+The **oracle** is a classifier trained on many freshly rendered, class-balanced phantoms (rows of
+the training split that the experiment does not train on; a rare class's rows are repeated on new
+patient anatomy), i.e. on the renderer's ground truth. Its probability of the prompted class on
+a synthetic image is the **pathology-consistency score** (:func:`consistency_table`), compared
+with real images of that class and with unconditional samples; the Fréchet distance between
+oracle features of synthetic and real images (:func:`frechet_distance`) measures how far the
+synthetic distribution is from the real one, and the mean pairwise distance how diverse it is.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.datasets import ImageSet, XrayDataset, make_loader
+from .generate import image_set_of
+
+
+def oracle_rows(cfg, cohort, exclude: np.ndarray, seed: int) -> np.ndarray:
+    """Cohort rows for the oracle: frontal rows of the train split not in ``exclude`` (the
+    experiment's training rows),
+    ``oracle_per_class`` carrying each class. A class with fewer such rows has them repeated;
+    a repeat is rendered on a new patient's anatomy (see ``repeat_ids``), so every class gets
+    its share of fresh phantoms."""
+    frame = cohort.frame
+    pool = (cohort.split == "train") & frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
+    pool[np.asarray(exclude, dtype=np.int64)] = False
+    rng = np.random.default_rng(seed + 991)
+    chosen: list[int] = []
+    n = cfg.diffusion.oracle_per_class
+    for c in range(cohort.Y.shape[1]):
+        rows = np.flatnonzero(pool & (cohort.Y[:, c] == 1))
+        if len(rows):
+            chosen.extend(rng.choice(rows, size=n, replace=len(rows) < n).tolist())
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
+def oracle_config(cfg):
+    """The oracle: the GAP-only classifier, 1 warm-up epoch + ``oracle_epochs`` fine-tuning epochs."""
+    return cfg.replace({"model.channel_gate": False, "model.spatial_attention": False, "model.label_gcn": False,
+                        "train.warmup_epochs": 1, "train.finetune_epochs": cfg.diffusion.oracle_epochs})
+
+
+@torch.no_grad()
+def features(model, image_set: ImageSet, mean: float, std: float, device, batch_size: int = 128) -> np.ndarray:
+    """The classifier's globally pooled backbone features (N, D)."""
+    model.eval()
+    out = []
+    for x, _, _ in make_loader(XrayDataset(image_set, mean, std), batch_size, shuffle=False):
+        out.append(model.backbone(x.to(device)).float().mean(dim=(2, 3)).cpu())
+    return torch.cat(out).numpy()
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||μ_a − μ_b||² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½) between two feature samples (rows)."""
+    from scipy import linalg
+
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sa, sb = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    covmean = linalg.sqrtm(sa @ sb)
+    if not np.isfinite(covmean).all():
+        eps = np.eye(len(sa)) * 1e-6
+        covmean = linalg.sqrtm((sa + eps) @ (sb + eps))
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa + sb - 2 * covmean.real))
+
+
+def mean_pairwise_distance(f: np.ndarray) -> float:
+    """Diversity: the mean Euclidean distance between distinct pairs of feature rows."""
+    if len(f) < 2:
+        return float("nan")
+    d = np.sqrt(((f[:, None] - f[None]) ** 2).sum(-1))
+    return float(d[np.triu_indices(len(f), 1)].mean())
+
+
+def bootstrap_difference(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95):
+    """mean(a) − mean(b) with a percentile bootstrap interval (independent resamples of a and b)."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diffs = (a[rng.integers(0, len(a), (n, len(a)))].mean(1) - b[rng.integers(0, len(b), (n, len(b)))].mean(1))
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
+
+
+def consistency_table(classes, targets, P_synth, synth_targets, P_uncond, P_real, Y_real,
+                      n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per target class: the oracle's mean probability of the class on synthetic images prompted
+    with it, on unconditional samples, on real images with and without it; the synthetic −
+    unconditional difference with a 95 % bootstrap interval; ``above baseline`` when the interval
+    lies above 0."""
+    rows = []
+    synth_targets = np.asarray(synth_targets)
+    for c in targets:
+        s = P_synth[synth_targets == c, c]
+        u = P_uncond[:, c]
+        diff, lo, hi = bootstrap_difference(s, u, n_boot, seed + int(c)) if len(s) else (np.nan,) * 3
+        rows.append({"class": classes[c], "synthetic": s.mean() if len(s) else np.nan,
+                     "synthetic > 0.5": (s > 0.5).mean() if len(s) else np.nan,
+                     "unconditional": u.mean(), "real with class": P_real[Y_real[:, c] == 1, c].mean(),
+                     "real without class": P_real[Y_real[:, c] == 0, c].mean(),
+                     "synthetic - unconditional": diff, "ci low": lo, "ci high": hi,
+                     "above baseline": bool(lo > 0)})
+    return pd.DataFrame(rows).set_index("class")
+
+
+def oracle_view(oracle_run, images: np.ndarray, classes, device) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (N, C), pooled features (N, D)) of the oracle on uint8 images."""
+    from ..train import predict
+
+    s = image_set_of(images, classes)
+    return (predict(oracle_run.model, s, oracle_run.mean, oracle_run.std, device),
+            features(oracle_run.model, s, oracle_run.mean, oracle_run.std, device))
+
+
+def guidance_sweep_table(oracle_run, images_by_omega: dict, plan: pd.DataFrame, real_train: ImageSet,
+                         real_eval: ImageSet, targets, device) -> pd.DataFrame:
+    """For each ω (``images_by_omega``: the same prompts and starting noise sampled at each ω): the
+    oracle's mean probability of the prompted class, the fraction above 0.5, the Fréchet distance
+    between oracle features of the synthetic images and of real evaluation images with a target
+    class, and the diversity (mean pairwise feature distance within a class). Real-vs-real
+    references (training vs evaluation images of the target classes) sit in the ``(real)`` columns."""
+    classes = real_train.classes
+    tgt = plan["target_id"].to_numpy()
+    P_val, F_val = oracle_view(oracle_run, real_eval.images, classes, device)
+    _, F_train = oracle_view(oracle_run, real_train.images, classes, device)
+    val_any = real_eval.Y[:, targets].any(1)
+    train_any = real_train.Y[:, targets].any(1)
+    real_p = np.concatenate([P_val[real_eval.Y[:, c] == 1, c] for c in targets])
+    real_div = np.nanmean([mean_pairwise_distance(F_val[real_eval.Y[:, c] == 1]) for c in targets])
+    rows = {}
+    for omega, x in images_by_omega.items():
+        P, F = oracle_view(oracle_run, x, classes, device)
+        p = P[np.arange(len(x)), tgt]
+        rows[float(omega)] = {
+            "oracle p(target)": p.mean(), "oracle p(target) (real)": real_p.mean(),
+            "synthetic > 0.5": (p > 0.5).mean(), "synthetic > 0.5 (real)": (real_p > 0.5).mean(),
+            "Fréchet distance": frechet_distance(F, F_val[val_any]),
+            "Fréchet distance (real)": frechet_distance(F_train[train_any], F_val[val_any]),
+            "diversity": np.nanmean([mean_pairwise_distance(F[tgt == c]) for c in targets]),
+            "diversity (real)": real_div,
+        }
+    table = pd.DataFrame(rows).T
+    table.index.name = "ω"
+    return table

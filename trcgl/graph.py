@@ -1,0 +1,309 @@
+"""The stage graph engine: declared stages, requests, cache keys derived from declarations.
+
+A **stage** is one expensive step (rendering an image set, training a classifier, sampling a
+synthetic set, ...). It is declared once (:mod:`trcgl.stages` holds every declaration) with
+
+- ``reads``: the config keys it may read (a section name allows all of that section's keys);
+- ``inputs``: the upstream stages it needs, as :class:`Request` objects derived from the config
+  and the request's parameters;
+- ``modules``: the package modules whose code it runs;
+- ``build(ctx)``: writes the artifact's files into ``ctx.work``; ``load(ctx)`` reads them back.
+
+A :class:`Request` names a stage, a configuration and parameters (plain values, or other
+requests: those are inputs too). Its cache key is :func:`trcgl.cache.digest` of exactly
+
+    {stage, version, the declared config values (options at their neutral value left out),
+     the plain parameters, every input artifact's content digest, the digest of the modules' source}
+
+so nothing else can change a key and nothing a stage depends on can be missed: the stage sees
+its configuration through a view that raises on any undeclared key (:meth:`Config.restrict`),
+and an input's digest is the SHA-256 manifest of its files, so editing the phantom renderer
+recomputes the image sets, and everything downstream only where the pixels really changed.
+
+:class:`Runner` resolves requests depth-first (each at most once per process), through the
+locked, verified :class:`~trcgl.cache.ArtifactCache`, and keeps a ledger of what it resolved:
+executed chapters record it, and ``check-book`` compares it with the current keys.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .cache import ArtifactCache, digest, file_sha256
+from .config import Config, neutral_values
+from .errors import TrcglError
+
+log = logging.getLogger(__name__)
+
+
+class StageError(TrcglError):
+    """An unknown stage, a bad request, or an artifact that cannot be resolved."""
+
+
+class Missing(StageError):
+    """A dry resolution met a stage whose artifact is not in the cache."""
+
+
+# ----------------------------------------------------------------------------- declarations
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    build: Callable[["Context"], None]
+    load: Callable[["Context"], Any]
+    reads: tuple[str, ...] | Callable[[Mapping[str, Any]], tuple[str, ...]]
+    modules: tuple[str, ...]
+    inputs: Callable[[Config, Mapping[str, Any]], Mapping[str, "Request | None"]] | None = None
+    version: int = 1
+    doc: str = ""
+
+    def reads_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        return tuple(self.reads(params) if callable(self.reads) else self.reads)
+
+
+REGISTRY: dict[str, Stage] = {}
+
+
+def stage(name: str, *, reads, modules, load, inputs=None, version: int = 1):
+    """Decorator: register ``build`` as the stage ``name`` (see :class:`Stage`)."""
+    def register(build):
+        if name in REGISTRY:
+            raise StageError(f"stage '{name}' is declared twice")
+        REGISTRY[name] = Stage(name, build, load, reads if callable(reads) else tuple(reads), tuple(modules),
+                               inputs, version, (build.__doc__ or "").strip())
+        return build
+    return register
+
+
+def get_stage(name: str) -> Stage:
+    _load_declarations()
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise StageError(f"unknown stage '{name}' (known: {', '.join(sorted(REGISTRY))})") from None
+
+
+def _load_declarations() -> None:
+    importlib.import_module("trcgl.stages")
+
+
+# ----------------------------------------------------------------------------- requests
+
+class Const:
+    """An in-memory input (tests, interactive use): a value with a content digest."""
+
+    def __init__(self, value: Any, key: str):
+        self.value, self.key = value, key
+
+    def __repr__(self) -> str:
+        return f"Const({type(self.value).__name__}, {self.key})"
+
+
+class Request:
+    """A stage, the configuration it runs under, and its parameters (plain values or inputs)."""
+
+    def __init__(self, stage_name: str, cfg: Config, **params: Any):
+        if not isinstance(cfg, Config):
+            raise StageError(f"a request for '{stage_name}' needs a Config, got {type(cfg).__name__}")
+        self.stage, self.cfg, self.params = stage_name, cfg.unrestricted(), params
+
+    def __repr__(self) -> str:
+        plain = {k: v for k, v in self.params.items() if not isinstance(v, (Request, Const))}
+        return f"Request({self.stage}, {plain})"
+
+
+@dataclass
+class Context:
+    """What a stage's ``build`` and ``load`` see."""
+
+    cfg: Config                     # a view of the declared keys only
+    params: dict                    # the plain parameters
+    inputs: dict                    # name -> loaded value of each input (None where none)
+    work: Path                      # the folder to write into (build) or read from (load)
+    artifacts: dict = field(default_factory=dict)   # name -> Artifact of each input
+    stage: str = ""
+    key: str = ""
+
+
+@dataclass
+class Artifact:
+    stage: str
+    key: str
+    digest: str
+    folder: Path | None
+    computed: bool
+    _value: Any = None
+    _loader: Callable[[], Any] | None = None
+
+    @property
+    def value(self) -> Any:
+        if self._loader is not None:
+            self._value, self._loader = self._loader(), None
+        return self._value
+
+
+def code_digest(modules) -> str:
+    """Digest of the source of ``modules`` (a package stands for all its ``.py`` files)."""
+    return digest([_module_sources(m) for m in sorted(modules)])
+
+
+_SOURCE_CACHE: dict[str, list] = {}
+
+
+def _module_sources(name: str) -> list:
+    """(file, sha256) of a module's source: a package stands for all its ``.py`` files; a name
+    with a slash is a data file of the package (``data/locations.json``)."""
+    if name not in _SOURCE_CACHE:
+        if "/" in name:
+            path = Path(__file__).parent / name
+            if not path.is_file():
+                raise StageError(f"a stage declares data file '{name}', which does not exist")
+            _SOURCE_CACHE[name] = [(name, file_sha256(path))]
+            return _SOURCE_CACHE[name]
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise StageError(f"a stage declares module '{name}', which does not exist")
+        origin = Path(spec.origin)
+        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
+        _SOURCE_CACHE[name] = [(f.relative_to(origin.parent).as_posix(), file_sha256(f)) for f in files]
+    return _SOURCE_CACHE[name]
+
+
+def key_config(cfg: Config, reads) -> dict[str, Any]:
+    """The declared config values that enter a key: every leaf under ``reads``, minus options at
+    their neutral value; ``device`` enters as the device actually used (cpu or cuda)."""
+    values = cfg.leaves(reads)
+    neutral = neutral_values()
+    out = {k: v for k, v in values.items() if not (k in neutral and neutral[k] == v)}
+    if "device" in out:
+        from .runtime import select_device
+
+        out["device"] = select_device(out["device"]).type
+    return out
+
+
+# ----------------------------------------------------------------------------- resolution
+
+@dataclass
+class LedgerEntry:
+    stage: str
+    key: str
+    digest: str
+    computed: bool
+    seconds: float
+
+
+class Runner:
+    """Resolves requests through the cache: each at most once per process."""
+
+    def __init__(self, cache: ArtifactCache | None = None, dry: bool = False):
+        self.cache = cache or ArtifactCache()
+        self.dry = dry
+        self._memo: dict[str, Artifact] = {}
+        self.ledger: list[LedgerEntry] = []
+
+    def _identity(self, req: Request) -> str:
+        st = get_stage(req.stage)
+        plain, nested = _split_params(req.params)
+        return digest(req.stage, key_config(req.cfg, st.reads_for(plain)), plain,
+                      {k: (self._identity(v) if isinstance(v, Request) else v.key if isinstance(v, Const) else None)
+                       for k, v in nested.items()})
+
+    def resolve(self, req: Request) -> Artifact:
+        """The artifact of ``req``: from the cache, or computed (its inputs first)."""
+        ident = self._identity(req)
+        if ident in self._memo:
+            return self._memo[ident]
+        st = get_stage(req.stage)
+        plain, nested = _split_params(req.params)
+        derived = {k: v for k, v in (st.inputs(req.cfg, plain) if st.inputs else {}).items() if k not in nested}
+        inputs = {**derived, **nested}     # an input given as a parameter replaces the derived one
+        arts = {name: self._input(v) for name, v in inputs.items()}
+        reads = st.reads_for(plain)
+        payload = {"stage": st.name, "version": st.version, "config": key_config(req.cfg, reads),
+                   "params": plain, "inputs": {n: (a.digest if a is not None else None) for n, a in arts.items()},
+                   "code": code_digest(st.modules)}
+        key = self.cache.key(payload)
+        view = req.cfg.restrict(reads, owner=f"stage '{st.name}'")
+
+        def context(folder: Path) -> Context:
+            return Context(view, dict(plain), {n: (a.value if a is not None else None) for n, a in arts.items()},
+                           folder, arts, st.name, key)
+
+        final = self.cache.path(st.name, payload)
+        if self.dry:
+            meta = self.cache.meta(final) if (final / "meta.json").is_file() else None
+            if meta is None:
+                raise Missing(f"stage {st.name}/{key} is not in the cache")
+            art = Artifact(st.name, key, meta["digest"], final, False)
+        else:
+            start = time.perf_counter()
+            folder, computed = self.cache.fetch(st.name, payload, lambda work: st.build(context(work)))
+            seconds = time.perf_counter() - start
+            log.info("stage %s/%s: %s (%.1f s)", st.name, key, "computed" if computed else "cached", seconds)
+            meta = self.cache.verify(folder)
+            art = Artifact(st.name, key, meta["digest"], folder, computed, _loader=lambda: st.load(context(folder)))
+        entry = LedgerEntry(st.name, key, art.digest, art.computed, 0.0 if self.dry else round(seconds, 2))
+        self.ledger.append(entry)
+        _record(entry, self.dry)
+        self._memo[ident] = art
+        return art
+
+    def _input(self, v) -> Artifact | None:
+        if v is None:
+            return None
+        if isinstance(v, Const):
+            return Artifact("const", v.key, v.key, None, False, v.value)
+        if isinstance(v, Request):
+            return self.resolve(v)
+        raise StageError(f"an input must be a Request, a Const or None, got {type(v).__name__}")
+
+    def value(self, req: Request) -> Any:
+        return self.resolve(req).value
+
+
+LEDGER_ENV = "TRCGL_LEDGER"
+
+
+def _record(entry: LedgerEntry, dry: bool) -> None:
+    """Append a resolution to the file ``$TRCGL_LEDGER`` names (set while a chapter executes, so
+    the executed notebook can record which artifacts it showed)."""
+    import json
+    import os
+
+    path = os.environ.get(LEDGER_ENV)
+    if path and not dry:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"stage": entry.stage, "key": entry.key, "digest": entry.digest}) + "\n")
+
+
+def _split_params(params: Mapping[str, Any]) -> tuple[dict, dict]:
+    plain = {k: v for k, v in params.items() if not isinstance(v, (Request, Const))}
+    nested = {k: v for k, v in params.items() if isinstance(v, (Request, Const))}
+    return plain, nested
+
+
+_DEFAULT: dict[Path, Runner] = {}
+
+
+def runner(cache: ArtifactCache | None = None) -> Runner:
+    """The process's runner for a cache (one per cache root, so memoisation is shared)."""
+    cache = cache or ArtifactCache()
+    if cache.root not in _DEFAULT:
+        _DEFAULT[cache.root] = Runner(cache)
+    elif _DEFAULT[cache.root].cache is not cache:
+        _DEFAULT[cache.root].cache = cache
+    return _DEFAULT[cache.root]
+
+
+def resolve(req: Request, cache: ArtifactCache | None = None) -> Artifact:
+    return runner(cache).resolve(req)
+
+
+def value(req: Request, cache: ArtifactCache | None = None) -> Any:
+    return runner(cache).resolve(req).value

@@ -1,0 +1,182 @@
+"""The paper's tables as data: which rows (configurations and extra training images) each table
+trains, for the results chapters (Tables 1-5) and the inpainting chapter's head-to-head.
+
+A row is a configuration, optionally an extra training set (an :class:`Extra`: which stage's
+images, with which loss weight and PIL flag), or the reason it cannot run here. The rows say
+*what* to train; :func:`trcgl.stages.table` turns them into stage requests, and
+:mod:`trcgl.seedtables` builds the displayed tables from the results they record.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+#: Kinds of extra training images (each a stage of :mod:`trcgl.stages`).
+SYNTHETIC, INPAINTED, INPAINTED_UNGUARDED, COPIES = "synthetic", "inpainted", "inpainted-unguarded", "copies"
+
+
+@dataclass(frozen=True)
+class Extra:
+    """Extra training images: one or more parts, each ``(kind, weight override, progressive flag)``
+    (``None`` keeps the part's own weight / leaves PIL's default: every row scheduled)."""
+
+    parts: tuple = ()
+
+    @staticmethod
+    def of(kind: str, weight: float | None = None, progressive: bool | None = None) -> "Extra":
+        return Extra(((kind, weight, progressive),))
+
+    def __add__(self, other: "Extra") -> "Extra":
+        return Extra(self.parts + other.parts)
+
+
+@dataclass
+class Row:
+    """One row of a table: a configuration, optionally extra training images, or the reason it
+    cannot run here (then it shows that reason instead of numbers)."""
+
+    name: str
+    cfg: object = None
+    extra: Extra | None = None
+    unavailable: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def tables_config(cfg):
+    """The configuration of the table runs: ``tables`` overrides of data size and epochs."""
+    t, over = cfg.tables, {}
+    if t.n_train is not None:
+        over["data.n_train"] = t.n_train
+    if t.warmup_epochs is not None:
+        over["train.warmup_epochs"] = t.warmup_epochs
+    if t.finetune_epochs is not None:
+        over["train.finetune_epochs"] = t.finetune_epochs
+    return cfg.replace(over)
+
+
+def gap_only(cfg):
+    """The ConvNeXt baseline of the tables: TRCGL-Net's backbone and feature stage, GAP + linear."""
+    return cfg.replace({"model.channel_gate": False, "model.spatial_attention": False, "model.label_gcn": False})
+
+
+GAP_ONLY = "GAP only"
+CCA = "channel-class attention"
+FULL = "+ label GCN (full)"
+
+
+def component_rows(cfg) -> list[Row]:
+    """The classifier's components switched on one at a time, no synthetic images (chapters 3-4)."""
+    return [Row(GAP_ONLY, gap_only(cfg)), Row(CCA, cfg.replace({"model.label_gcn": False})),
+            Row(FULL, cfg.replace({"model.label_gcn": True}))]
+
+
+def table1_rows(cfg) -> list[Row]:
+    """Table 1 (names as in the paper). ConvNeXt rows share TRCGL-Net's backbone and feature
+    stage; ResNet, EfficientNet and ViT are whole timm networks; CLIP needs local weights."""
+    t = cfg.tables
+    drw = cfg.train.warmup_epochs + int(round(2 * cfg.train.finetune_epochs / 3))
+
+    def timm(name):
+        return cfg.replace({"model.arch": "timm", "model.backbone": name})
+
+    rows = [
+        Row("ConvNeXt", gap_only(cfg), meta={"model here": f"{cfg.model.backbone}, GAP + linear"}),
+        Row("ResNet", timm(t.resnet), meta={"model here": t.resnet}),
+        Row("EfficientNet", timm(t.efficientnet), meta={"model here": t.efficientnet}),
+        Row("ViT", timm(t.vit), meta={"model here": t.vit}),
+    ]
+    if cfg.paths.clip_image_encoder:
+        rows.append(Row("CLIP", cfg.replace({"model.arch": "clip"}), meta={"model here": "CLIP image encoder (local)"}))
+    else:
+        rows.append(Row("CLIP", unavailable="needs pretrained CLIP weights", meta={"model here": "—"}))
+    rows += [
+        Row("ConvNeXt + LDAM", gap_only(cfg).replace({"model.head": "cosine", "train.loss": "ldam", "train.drw_epoch": drw}),
+            meta={"model here": f"cosine head, LDAM, DRW from epoch {drw + 1}"}),
+        Row("ConvNeXt + CSRA", cfg.replace({"model.arch": "csra"}), meta={"model here": f"{cfg.model.backbone} + CSRA head"}),
+        Row("Ours", cfg, extra=Extra.of(SYNTHETIC), meta={"model here": "TRCGL-Net + filtered synthetic tail images"}),
+    ]
+    return rows
+
+
+def ablation_rows(cfg) -> list[Row]:
+    """Table 3, as in the paper: its baseline is ConvNeXt + CSRA (the same numbers as Table 1's
+    CSRA row), then + prompt diffusion, then channel-class attention instead of CSRA, then the GCN."""
+    csra = cfg.replace({"model.arch": "csra"})
+    return [Row("baseline", csra),
+            Row("+ prompt diffusion", csra, extra=Extra.of(SYNTHETIC)),
+            Row("+ channel-class attention", cfg.replace({"model.label_gcn": False}), extra=Extra.of(SYNTHETIC)),
+            Row("+ label GCN (full)", cfg, extra=Extra.of(SYNTHETIC))]
+
+
+def weight_rows(cfg) -> list[Row]:
+    """Table 4: the full model with the synthetic images weighted w."""
+    return [Row(f"w = {w:g}", cfg, extra=Extra.of(SYNTHETIC, weight=float(w)), meta={"paper key": float(w)})
+            for w in cfg.tables.synthetic_weights]
+
+
+def alpha_rows(cfg) -> list[Row]:
+    """Table 5: the full model with fusion strength α."""
+    return [Row(f"α = {a:g}", cfg.replace({"model.alpha": float(a)}), extra=Extra.of(SYNTHETIC),
+                meta={"paper key": float(a)}) for a in cfg.tables.alphas]
+
+
+NO_AUG, PROMPT, INPAINT, BOTH = "no augmentation", "prompt diffusion", "inpainting", "both"
+COPIES_ROW = "control: the same images, not inpainted, + PIL"
+METHOD_ROW = "+ guard + PIL (the method)"
+
+
+def head_to_head_rows(cfg) -> list[Row]:
+    """Inpainting chapter: no augmentation vs prompt diffusion (all at once, weight w, as in
+    TRCGL-Net) vs inpainting (with PIL, as in its paper) vs both (each part scheduled as in its own
+    method). Every arm is the tables' ConvNeXt baseline."""
+    base = gap_only(cfg)
+    pil = base.replace({"train.extra_schedule": "pil"})
+    return [Row(NO_AUG, base),
+            Row(PROMPT, base, extra=Extra.of(SYNTHETIC)),
+            Row(INPAINT, pil, extra=Extra.of(INPAINTED)),
+            Row(BOTH, pil, extra=Extra.of(SYNTHETIC, progressive=False) + Extra.of(INPAINTED, progressive=True))]
+
+
+def inpaint_ablation_rows(cfg) -> list[Row]:
+    """The inpainting paper's Table 4 question (does PIL help?) crossed with the guard, and a
+    control: the same images added again without inpainting (with PIL)."""
+    base = gap_only(cfg)
+    pil = base.replace({"train.extra_schedule": "pil"})
+    return [Row(NO_AUG, base),
+            Row("inpainting, no guard, all at once", base, extra=Extra.of(INPAINTED_UNGUARDED)),
+            Row("+ guard, all at once", base, extra=Extra.of(INPAINTED)),
+            Row("no guard, + PIL", pil, extra=Extra.of(INPAINTED_UNGUARDED)),
+            Row(METHOD_ROW, pil, extra=Extra.of(INPAINTED)),
+            Row(COPIES_ROW, pil, extra=Extra.of(COPIES))]
+
+
+#: table name -> (rows of a configuration, whether it runs on the tables' configuration)
+TABLES: dict[str, tuple[Callable, bool]] = {
+    "components": (component_rows, False),
+    "table1": (table1_rows, True),
+    "table3": (ablation_rows, True),
+    "table4": (weight_rows, True),
+    "table5": (alpha_rows, True),
+    "inpaint_h2h": (head_to_head_rows, True),
+    "inpaint_ablation": (inpaint_ablation_rows, True),
+}
+
+
+def table_rows(cfg, name: str) -> list[Row]:
+    """The rows of table ``name`` under ``cfg`` (the tables' configuration where the table uses it)."""
+    from .errors import TrcglError
+
+    if name not in TABLES:
+        raise TrcglError(f"unknown table '{name}' (known: {', '.join(TABLES)})")
+    rows, on_tables_config = TABLES[name]
+    return rows(tables_config(cfg) if on_tables_config else cfg)
+
+
+def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pretrained backbones, one run.") -> str:
+    """The one line under each table that says what our numbers are measured on (and the
+    reference columns beside them)."""
+    where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
+             else "real PadChest images")
+    start = "a local checkpoint" if cfg.model.checkpoint else "random initialisation"
+    return (f"Ours: {where}, {cfg.data.image_size}px, backbones from {start}, test split, mean [95% interval] over "
+            f"seeds {list(cfg.seeds)}. {reference}")

@@ -1,0 +1,99 @@
+"""Chapter 3 (channel-class attention): the module step by step, GAP-only against channel-class
+attention, and whether the attention maps look at the lesions."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import stages as S
+from ..tables import CCA, GAP_ONLY
+from .common import row_means, run, table
+
+
+def needs(cfg) -> list:
+    return [S.train_set(cfg), S.test_set(cfg), S.table(cfg, "components", seeds=[cfg.seed])]
+
+
+def setting(ch):
+    cfg = ch.cfg
+    cohort = ch.get(S.cohort(cfg))
+    train_set, test_set = ch.get(S.train_set(cfg)), ch.get(S.test_set(cfg))
+    text = (f"profile {cfg.profile}: {len(train_set)} training / {len(test_set)} test phantoms at "
+            f"{train_set.size}px, backbone {cfg.model.backbone} (stage {cfg.model.feature_stage}), device {ch.device}")
+    return cohort, train_set, test_set, text
+
+
+def walkthrough(ch, train_set, test_set, n: int = 4):
+    """A batch of test images through a freshly initialised model, equation by equation: the
+    shapes (table) and two properties checked by hand (text)."""
+    from ..data.datasets import XrayDataset, make_loader, normalisation
+    from ..models import build_model
+
+    cfg = ch.cfg
+    model = build_model(cfg.replace({"model.label_gcn": False}), len(train_set.classes)).eval()
+    mean, std = normalisation(train_set)
+    x, _, _ = next(iter(make_loader(XrayDataset(test_set, mean, std), n, shuffle=False)))
+    with torch.no_grad():
+        X = model.backbone(x)                               # Eq. 7
+        u = X.mean(dim=(2, 3))                              # Eq. 8
+        g = model.head.gate.gate(X)                         # Eq. 9
+        Xr, _ = model.head.gate(X)                          # Eq. 10
+        M = model.head.attention.conv(Xr)                   # class response map
+        v, a = model.head.attention(Xr)                     # Eq. 12-13
+        out = model.head(X)                                 # Eq. 11, 14
+    shapes = {"input I": x, "X = φ(I)  (Eq. 7)": X, "u  (Eq. 8)": u, "g  (Eq. 9)": g, "X_r  (Eq. 10)": Xr,
+              "M (1x1 conv)": M, "a_c  (Eq. 12)": a, "v_c  (Eq. 13)": v, "s_gap  (Eq. 11)": out["s_gap"],
+              "s_spatial": out["s_spatial"], "s_img  (Eq. 14)": out["s_img"]}
+    table_ = pd.DataFrame({"shape": {k: tuple(t.shape) for k, t in shapes.items()}})
+    ratio = (Xr / X.where(X.abs() > 1e-6, torch.ones_like(X)))[X.abs() > 1e-6]
+    text = (f"attention maps sum to 1: {torch.allclose(a.flatten(2).sum(-1), torch.ones(a.shape[:2]))}; "
+            f"X_r / X ranges over [{ratio.min():.3f}, {ratio.max():.3f}] (gate scale {cfg.model.gate_scale})")
+    return table_, text
+
+
+def comparison(ch, rows=(GAP_ONLY, CCA)):
+    """The component runs (one seed): selection curves (figure) and test means (table)."""
+    from ..plots import training_curves
+
+    result = table(ch, "components", seeds=[ch.cfg.seed])
+    runs = {r: run(ch, result, r, ch.cfg.seed) for r in rows}
+    fig = training_curves({name: r.history for name, r in runs.items()}, metric="selection_mAP")
+    return result, runs, fig, row_means(result).loc[list(rows)]
+
+
+def gain_text(ch, means: pd.DataFrame, test_set) -> str:
+    gain = means.loc[CCA] - means.loc[GAP_ONLY]
+    return (f"Channel-class attention changes test mAP by {gain['mAP']:+.4f} (head {gain['mAP head']:+.4f}, "
+            f"medium {gain['mAP medium']:+.4f}, tail {gain['mAP tail']:+.4f}) on this run ({ch.cfg.profile} profile, "
+            f"one seed, {len(test_set)} test images).\nOne seed on a small test set: the next chapters repeat runs "
+            f"over seeds and give intervals before calling a difference real.")
+
+
+def localization(ch, model_run, test_set, cohort):
+    """The attention maps of ``model_run`` on the test set scored against the true lesion masks:
+    (probabilities, maps, per-pair scores, the summary by group, the per-class table)."""
+    from ..localization import localization_scores, localization_summary
+    from ..train import predict
+
+    classes, groups = list(cohort.class_set.classes), cohort.groups
+    P, maps = predict(model_run.model, test_set, model_run.mean, model_run.std, ch.device, with_attention=True)
+    scores = localization_scores(maps, test_set, classes, groups)
+    per_class = scores.groupby("class")[["mass", "chance mass", "hit", "chance hit"]].mean()
+    per_class.insert(0, "group", [groups[classes.index(c)] for c in per_class.index])
+    per_class["mass / chance"] = per_class["mass"] / per_class["chance mass"]
+    return P, maps, scores, localization_summary(scores).round(3), \
+        per_class.sort_values("mass / chance", ascending=False).round(3)
+
+
+def attention_figure(P, maps, scores, test_set, cohort, per_group: int = 4):
+    """The best-localised example of each class (four classes per group): map, true lesion."""
+    from ..plots import attention_gallery
+
+    classes, groups = list(cohort.class_set.classes), cohort.groups
+    best = scores.sort_values("mass", ascending=False).drop_duplicates("class")
+    picks = [(int(r["image"]), classes.index(r["class"])) for g in ("head", "medium", "tail")
+             for _, r in best[best.group == g].head(per_group).iterrows()]
+    return attention_gallery([test_set.images[n] / 255 for n, c in picks], [maps[n, c] for n, c in picks],
+                             [test_set.masks(n)[c] for n, c in picks],
+                             [f"{classes[c]} [{groups[c]}]\np={P[n, c]:.2f}" for n, c in picks])

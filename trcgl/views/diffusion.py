@@ -1,0 +1,274 @@
+"""Chapter 2 (prompt-latent diffusion): the text condition, training, sampling, the synthetic
+set and its filter, the oracle's consistency score and the ω sweep."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import stages as S
+
+
+def no_context(cfg):
+    """The comparison model: the same data, seed and schedule, without context vectors (m = 0)."""
+    return cfg.replace({"diffusion.context_vectors": 0})
+
+
+def sweep_requests(cfg) -> dict:
+    """ω -> the sweep samples (the same prompts and starting noise at every ω)."""
+    return {float(w): S.samples(cfg, "sweep", omega=w) for w in cfg.diffusion.guidance_sweep}
+
+
+def needs(cfg) -> list:
+    reqs = [S.train_set(cfg), S.selection_set(cfg), S.test_set(cfg), S.diffusion(cfg), S.diffusion(no_context(cfg)),
+            S.samples(cfg), S.synthetic_set(cfg), S.samples(cfg, "unconditional"), *sweep_requests(cfg).values(),
+            S.samples(cfg, "sweep", model=S.diffusion(no_context(cfg)))]
+    if cfg.data.source == "phantom":
+        reqs.append(S.oracle(cfg))
+    return reqs
+
+
+def setting(ch):
+    """(cohort, train, selection, test sets, target class indices) and the chapter's first line."""
+    from ..diffusion.generate import target_classes
+
+    cfg = ch.cfg
+    cohort = ch.get(S.cohort(cfg))
+    sets = {s: ch.get(S.image_set(cfg, s)) for s in ("train", "selection", "test")}
+    targets = target_classes(cfg, cohort.groups)
+    classes = list(cohort.class_set.classes)
+    text = (f"profile {cfg.profile}: {len(sets['train'])} training / {len(sets['selection'])} selection / "
+            f"{len(sets['test'])} test phantoms at {sets['train'].size}px, device {ch.device}; target classes "
+            f"({', '.join(cfg.diffusion.target_groups)}): {', '.join(classes[c] for c in targets)}")
+    return cohort, sets, targets, text
+
+
+def prompt_walkthrough(ch, cohort, train_set, targets) -> str:
+    """A few training prompts, their word pieces, and the shapes of E_n (Eq. 1) and E_cond (Eq. 2)."""
+    from ..diffusion.training import build_conditioner, training_prompts
+
+    cfg = ch.cfg
+    prompts = training_prompts(train_set, cohort.class_set, cfg.seed)
+    conditioner = build_conditioner(cfg, len(cohort.class_set.classes))
+    tail_rows = [int(np.flatnonzero(train_set.Y[:, c])[0]) for c in targets[:3]]
+    lines = []
+    for i in [0, 1] + tail_rows:
+        tokens = conditioner.tokenizer.tokenize(prompts[i])
+        lines.append(f"{prompts[i]!r}\n   {len(tokens)} tokens: {' '.join(tokens)}")
+    with torch.no_grad():
+        E = conditioner.encode([prompts[0]])
+        E_cond = conditioner.compose(E)
+    frozen = not any(p.requires_grad for p in conditioner.encoder.parameters())
+    lines.append(f"\nE_n (Eq. 1): {tuple(E.shape)}  ->  E_cond (Eq. 2): {tuple(E_cond.shape)}   "
+                 f"(m = {conditioner.m} context vectors, L = {conditioner.max_length} tokens, d = {conditioner.dim}, "
+                 f"encoder: {cfg.diffusion.text_encoder}, frozen: {frozen})")
+    return "\n".join(lines)
+
+
+def training_rows_text(ch, cohort, train_set, targets) -> str:
+    from ..diffusion.training import diffusion_rows
+
+    idx = diffusion_rows(ch.cfg, train_set, ch.cfg.seed)
+    classes = cohort.class_set.classes
+    return (f"the diffusion model learns from {len(idx)} of {len(train_set)} training images; positives of the "
+            f"target classes among them: " + ", ".join(f"{classes[c]} {int(train_set.Y[idx, c].sum())}" for c in targets))
+
+
+def models(ch):
+    """(the model, the m = 0 model) and a line naming the pipeline's components."""
+    start = time.time()
+    run, run_no_ctx = ch.get(S.diffusion(ch.cfg)), ch.get(S.diffusion(no_context(ch.cfg)))
+    text = (f"trained or loaded in {time.time() - start:.0f}s; pipeline components: "
+            + ", ".join(f"{k} ({type(v).__name__})" for k, v in run.pipeline.components.items()))
+    return run, run_no_ctx, text
+
+
+def reconstructions(ch, run, image_set, n: int = 8):
+    """Test images beside their VAE reconstructions (figure) and the mean absolute error (text)."""
+    from ..diffusion.training import encode_latents
+    from ..plots import sample_grid
+
+    vae = run.pipeline.vae
+    with torch.no_grad():
+        mu, _ = encode_latents(vae, image_set.images[:n], ch.device)
+        recon = ((vae.decode(mu.to(ch.device) / vae.config.scaling_factor).sample.clamp(-1, 1) + 1) / 2)[:, 0]
+    recon = recon.cpu().numpy()
+    real = image_set.images[:n] / 255.0
+    text = (f"latents: {tuple(mu.shape[1:])} per {image_set.size}px image; mean absolute reconstruction error "
+            f"{np.abs(recon - real).mean():.4f} (pixel range 0-1)")
+    return sample_grid([list(real), list(recon)], ["test image", "VAE reconstruction"]), text
+
+
+def loss_curves(ch, run, run_no_ctx):
+    """The denoising loss per epoch (training and held-out probe) of both models; None for a loaded pipeline."""
+    from ..plots import loss_curves as draw
+
+    if run.history is None:
+        return None, f"pipeline loaded from {ch.cfg.paths.diffusion_pipeline}: no training curves"
+    hist = {f"m = {ch.cfg.diffusion.context_vectors} context vectors": run.history, "m = 0 (prompts alone)": run_no_ctx.history}
+    last = "; ".join(f"{k}: {h.heldout_loss.iloc[-1]:.4f}" for k, h in hist.items())
+    return draw(hist), f"final held-out loss: {last}"
+
+
+def cfg_speed(ch, run, cohort, train_set, n: int = 16, repeats: int = 5) -> pd.DataFrame:
+    """Guided denoising steps per second: batched (one pass over 2B) against two passes."""
+    from ..diffusion.models import guided_noise, predict_noise
+    from ..diffusion.pipeline import initial_noise
+    from ..diffusion.training import training_prompts
+
+    prompts = training_prompts(train_set, cohort.class_set, ch.cfg.seed)[:n]
+    unet, maker = run.pipeline.unet, run.pipeline.conditioner().eval()
+    timing = {}
+    with torch.no_grad():
+        c, u = maker(prompts), maker.unconditional(len(prompts))
+        z = initial_noise(unet, 0, range(len(prompts))).to(ch.device)
+        t = torch.tensor(500, device=ch.device)
+        for name in ("batched (one pass, 2B)", "two passes (B + B)"):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                if name.startswith("batched"):
+                    guided_noise(unet, z, t, c, u, ch.cfg.diffusion.guidance_scale)
+                else:
+                    predict_noise(unet, z, t, u), predict_noise(unet, z, t, c)
+            timing[name] = repeats * len(prompts) / (time.perf_counter() - start)
+    return pd.Series(timing, name=f"guided denoising steps per second ({n} images)").round(1).to_frame()
+
+
+def figure_3(ch, cohort, train_set, targets):
+    """Fig. 3: per target class, one real training image then synthetic ones; and a few prompts."""
+    from ..plots import sample_grid
+
+    s = ch.get(S.samples(ch.cfg))
+    n_show = min(5, ch.cfg.diffusion.n_per_class)
+    classes = cohort.class_set.classes
+    grid, titles, shown = [], [], []
+    for c in targets:
+        real_i = np.flatnonzero(train_set.Y[:, c])[0]
+        syn = np.flatnonzero(s.plan["target_id"].to_numpy() == c)[:n_show]
+        grid.append([train_set.images[real_i] / 255.0] + [s.images[k] / 255.0 for k in syn])
+        titles.append(f"{classes[c]}\n(real, then synthetic)")
+        shown.extend(s.plan["prompt"].iloc[syn[:2]])
+    fig = sample_grid(grid, titles, ["real"] + [f"synthetic {k + 1}" for k in range(n_show)])
+    return fig, "some of the prompts:\n" + "\n".join(f"  {p}" for p in shown)
+
+
+def synthetic(ch):
+    """The filtered set, a sentence on it, and the per-class report."""
+    res = ch.get(S.synthetic_set(ch.cfg))
+    text = (f"kept {len(res.kept)} of {len(res.plan)} synthetic images ({len(res.kept) / len(res.plan):.0%}), each "
+            f"with loss weight {ch.cfg.diffusion.synthetic_weight}; thresholds calibrated on the selection split")
+    return res, text, res.report.round(3)
+
+
+def judge(ch, cohort, sets, targets):
+    """The judge of the consistency score: the oracle on phantoms (the filter on real images); its
+    scores on real test images (per target class AP and AUC) and sentences saying how far to trust it."""
+    from ..diffusion.oracle import oracle_view
+    from ..metrics import evaluate
+
+    cfg, classes = ch.cfg, list(cohort.class_set.classes)
+    if cfg.data.source == "phantom":
+        oracle = ch.get(S.oracle(cfg))
+        oracle_set = ch.get(S.image_set(cfg, "oracle"))
+        text = (f"oracle: trained on {len(oracle_set)} fresh phantoms (≥ "
+                f"{min(int(oracle_set.Y[:, c].sum()) for c in targets)} per target class)")
+    else:
+        oracle = ch.get(S.filter_classifier(cfg))
+        text = ("real images: no renderer ground truth, so the judge below is the filter classifier itself "
+                "(trained on the same real images: a weaker, biased judge)")
+    test = sets["test"]
+    P, F = oracle_view(oracle, test.images, classes, ch.device)
+    ev = evaluate(test.Y, P, classes, cohort.groups)
+    text += f"\nthe judge on real test images: mAP {ev.means['mAP']:.3f}, tail mAP {ev.means['mAP tail']:.3f}"
+    return oracle, P, ev.per_class.loc[[classes[c] for c in targets], ["AP", "AUC"]], text
+
+
+def consistency(ch, cohort, oracle, P_real, test_set, targets):
+    """The pathology-consistency table (oracle p of the prompted class: synthetic vs unconditional
+    vs real with / without the class, with a bootstrap interval of synthetic − unconditional)."""
+    from ..diffusion.oracle import consistency_table, oracle_view
+
+    classes = list(cohort.class_set.classes)
+    s = ch.get(S.samples(ch.cfg))
+    unc = ch.get(S.samples(ch.cfg, "unconditional"))
+    P_syn, _ = oracle_view(oracle, s.images, classes, ch.device)
+    P_unc, _ = oracle_view(oracle, unc.images, classes, ch.device)
+    table = consistency_table(classes, targets, P_syn, s.plan["target_id"], P_unc, P_real, test_set.Y,
+                              n_boot=ch.cfg.eval.bootstrap, seed=ch.cfg.seed)
+    return table, P_unc
+
+
+def consistency_verdict(ch, consistency_table, judge_scores) -> str:
+    """What the consistency table says, and how far to trust the judge."""
+    t, n = consistency_table, len(consistency_table)
+    above = int(t["above baseline"].sum())
+    lines = [f"At ω = {ch.cfg.diffusion.guidance_scale}, synthetic images of {above} of {n} target classes score above "
+             f"the unconditional baseline on the oracle (95% bootstrap interval of the difference above 0): "
+             f"{'at least half' if above >= n / 2 else 'fewer than half'} of them. Mean oracle probability of the "
+             f"prompted class: synthetic {t['synthetic'].mean():.3f}, unconditional {t['unconditional'].mean():.3f}, "
+             f"real images with the class {t['real with class'].mean():.3f}, real images without it "
+             f"{t['real without class'].mean():.3f}."]
+    auc = judge_scores["AUC"]
+    strength = "well" if auc.mean() >= 0.8 else ("moderately" if auc.mean() >= 0.65 else "barely")
+    lines.append(f"How far to trust this: the judge separates real positives of these classes from real negatives "
+                 f"{strength} (mean AUC {auc.mean():.3f}, from {auc.min():.3f} to {auc.max():.3f}; 0.5 is chance).")
+    if t["synthetic"].mean() < t["real without class"].mean():
+        lines.append("The synthetic images score below even the real images WITHOUT the class: they lie outside the "
+                     "image distribution the judge learnt (the Fréchet distances below say how far), so at this scale "
+                     "the verdict is about their realism as much as about the prompted pathology.")
+    gap = t["real with class"] - t["synthetic"]
+    lines.append(f"The synthetic images reach the real images' score for {(gap <= 0).sum()} of {n} classes; the "
+                 f"largest shortfall is {gap.idxmax()} ({gap.max():+.3f}).")
+    return "\n".join(lines)
+
+
+def guidance_sweep(ch, oracle, sets, targets):
+    """The ω sweep: table (fidelity, Fréchet distance, diversity, with real references), its figure
+    and a sentence."""
+    from ..diffusion.oracle import guidance_sweep_table
+    from ..plots import guidance_sweep as draw
+
+    samples = {w: ch.get(r) for w, r in sweep_requests(ch.cfg).items()}
+    plan = next(iter(samples.values())).plan
+    table = guidance_sweep_table(oracle, {w: s.images for w, s in samples.items()}, plan, sets["train"], sets["test"],
+                                 targets, ch.device)
+    best = table["oracle p(target)"].idxmax()
+    text = (f"The oracle's score of the prompted class is highest at ω = {best} "
+            f"({table.loc[best, 'oracle p(target)']:.3f}; ω = {table.index[0]}: {table['oracle p(target)'].iloc[0]:.3f}); "
+            f"diversity goes from {table['diversity'].iloc[0]:.2f} at ω = {table.index[0]} to "
+            f"{table['diversity'].iloc[-1]:.2f} at ω = {table.index[-1]} (real: {table['diversity (real)'].iloc[0]:.2f}); "
+            f"the Fréchet distance to real images is smallest at ω = {table['Fréchet distance'].idxmin()}.")
+    return table, draw(table), text
+
+
+def sweep_grid(ch, table, targets):
+    """One target class's sweep samples, a row per prompt, a column per ω."""
+    from ..plots import sample_grid
+
+    samples = {w: ch.get(r) for w, r in sweep_requests(ch.cfg).items()}
+    plan = next(iter(samples.values())).plan
+    rows_c = np.flatnonzero(plan["target_id"].to_numpy() == targets[0])[:4]
+    return sample_grid([[samples[w].images[k] / 255.0 for w in table.index] for k in rows_c],
+                       [plan["prompt"].iloc[k] for k in rows_c], [f"ω = {w:g}" for w in table.index])
+
+
+def context_comparison(ch, cohort, oracle, P_unc, P_real, test_set, targets):
+    """The consistency score with and without context vectors, on the same prompts and noise."""
+    from ..diffusion.oracle import consistency_table, oracle_view
+
+    cfg, classes = ch.cfg, list(cohort.class_set.classes)
+    with_ctx = ch.get(S.samples(cfg, "sweep"))
+    without = ch.get(S.samples(cfg, "sweep", model=S.diffusion(no_context(cfg))))
+    compare = {}
+    for name, s in {f"m = {cfg.diffusion.context_vectors}": with_ctx, "m = 0": without}.items():
+        P, _ = oracle_view(oracle, s.images, classes, ch.device)
+        compare[name] = consistency_table(classes, targets, P, s.plan["target_id"], P_unc, P_real, test_set.Y,
+                                          n_boot=cfg.eval.bootstrap, seed=cfg.seed)["synthetic"]
+    compare = pd.DataFrame(compare)
+    compare.loc["mean"] = compare.mean()
+    diff = compare.loc["mean"].iloc[0] - compare.loc["mean"].iloc[1]
+    text = (f"mean oracle probability of the prompted class with context vectors minus without: {diff:+.3f} "
+            f"({len(with_ctx.plan)} images per model, one seed: a difference of a few hundredths is within noise)")
+    return compare.round(3), text

@@ -1,0 +1,215 @@
+"""Chapter 7 (the inpainting paper): the normal DiT, Grad-CAM masks, the entanglement guard,
+RePaint, PIL, the head-to-head with prompt diffusion, and the ablation with its control."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import paper
+from .. import stages as S
+from ..inpaint.experiment import group_means, guard_effect, interval_text, per_class_scores, with_deltas
+from ..seedtables import paired_differences, results_store, seed_means, seed_table
+from ..tables import BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, benchmark_note, tables_config
+from .common import table
+
+PAPER_2_H2H = "Paper 2's columns: its Table 3, real CheXpert / MIMIC-CXR, ResNet-50, one run, macro F1 in %."
+PAPER_2_ABLATION = "Paper 2's columns: the cross-entropy rows of its Table 4 (ResNet-50, macro F1 in %)."
+
+
+def needs(cfg) -> list:
+    return [S.normal_dit(cfg), S.inpainted_set(cfg), S.inpainted_set(cfg, guard="off"),
+            S.table(cfg, "inpaint_h2h"), S.table(cfg, "inpaint_ablation")]
+
+
+def setting(ch):
+    cfg = ch.cfg
+    tcfg = tables_config(cfg)
+    cohort = ch.get(S.cohort(cfg))
+    train_set, test_set = ch.get(S.train_set(tcfg)), ch.get(S.test_set(cfg))
+    normals = ch.get(S.image_set(cfg, "normal"))
+    text = (f"profile {cfg.profile}: {len(train_set)} training images at {train_set.size}px, {len(normals)} normal "
+            f"images for the DiT, seeds {list(cfg.seeds)}, device {ch.device}; every number on the test split")
+    return tcfg, cohort, train_set, test_set, normals, text
+
+
+def dit_samples(ch, normals, n: int = 8):
+    """The DiT's size and loss (text) and its samples beside real normal phantoms (figure)."""
+    from ..inpaint.normal_dit import sample_normals
+    from ..plots import sample_grid
+
+    p, dit = ch.cfg.inpaint, ch.get(S.normal_dit(ch.cfg))
+    hist = dit.history
+    text = (f"DiT: {p.dit_layers} layers × {p.dit_heads * p.dit_head_dim} hidden, patch {p.dit_patch}, "
+            f"{sum(x.numel() for x in dit.pipeline.transformer.parameters()) / 1e6:.2f} M parameters, "
+            f"{len(hist)} epoch(s) on {dit.n_images} normal images; noise-prediction loss "
+            f"{hist.loss.iloc[0]:.4f} (epoch 1) -> {hist.loss.iloc[-1]:.4f} (epoch {len(hist)}).")
+    samples = sample_normals(dit, n, ch.cfg.diffusion.sampling_steps, seed=ch.cfg.seed)
+    return text, sample_grid([list(normals.images[:n] / 255.0), list(samples / 255.0)],
+                             ["real normal phantoms", "DiT samples (DDIM, no guidance)"])
+
+
+def inpainted(ch):
+    """(the inpainting with the configured guard, the one with the guard off)."""
+    return ch.get(S.inpainted_set(ch.cfg)), ch.get(S.inpainted_set(ch.cfg, guard="off"))
+
+
+def cam_table(res) -> tuple[pd.DataFrame | None, str]:
+    """The CAM masks against the true lesion masks, per class, with chance levels; and a verdict."""
+    if not len(res.cams):
+        return None, "Real images carry no lesion masks: the CAM masks cannot be scored here."
+    cams = res.cams.rename(columns={"lesion area": "precision by chance", "mask area": "recall by chance"})
+    cols = ["IoU", "precision", "precision by chance", "recall", "recall by chance"]
+    table_ = cams.groupby("class")[cols].mean()
+    table_.insert(0, "masks", cams.groupby("class").size())
+    m = cams[cols].mean()
+    lift = m["precision"] / max(m["precision by chance"], 1e-9)
+    text = (f"Over {len(cams)} (image, head class) masks: precision {m['precision']:.3f} (chance "
+            f"{m['precision by chance']:.3f}, {lift:.1f}×), recall {m['recall']:.3f} (chance {m['recall by chance']:.3f}), "
+            f"IoU {m['IoU']:.3f}; the masks cover {m['recall by chance']:.0%} of the image on average. "
+            + ("The masks point at the lesions clearly more often than chance" if lift > 2
+               else "The masks are little better than chance")
+            + (", but they are broad, so they erase much more than the lesion." if m["recall by chance"] > 0.25 else "."))
+    return table_.sort_values("masks", ascending=False).round(3), text
+
+
+def entanglement_figure(ch, cohort, train_set):
+    """The entanglement of head classes with kept classes (the guard's priors; PadChest's when off)."""
+    from ..inpaint.guard import guard_matrix
+    from ..plots import entanglement_heatmap
+
+    p = ch.cfg.inpaint
+    source = p.guard if p.guard != "off" else "padchest"
+    E = guard_matrix(ch.cfg.replace({"inpaint.guard": source}), cohort, train_set)
+    classes, groups = list(cohort.class_set.classes), cohort.groups
+    head = [i for i, (c, g) in enumerate(zip(classes, groups)) if g == "head" and c != "normal"]
+    kept = [i for i, g in enumerate(groups) if g in p.keep_groups]
+    return entanglement_heatmap(E[np.ix_(head, kept)], [classes[i] for i in head], [classes[i] for i in kept],
+                                f"Entanglement of head classes (rows) with kept classes (priors: {source}); "
+                                f"τ = {p.guard_threshold}")
+
+
+def guard_text(ch, res, off) -> str:
+    if not (len(res.damage) and len(off.damage)):
+        return ""
+    p = ch.cfg.inpaint
+    d_on, d_off = res.damage["erased share"].mean(), off.damage["erased share"].mean()
+    return (f"With the guard ({p.guard}, τ = {p.guard_threshold}) {res.report['kept by the guard']} of "
+            f"{res.report['head findings']} head findings are kept and {res.report['guard kept the only head finding']} "
+            f"images are left alone. The mean share of a kept lesion painted over is {d_on:.3f} with the guard and "
+            f"{d_off:.3f} without: the guard {'reduces' if d_on < d_off else 'does not reduce'} the damage to the "
+            f"findings the labels still claim.")
+
+
+def gallery(res, train_set, n: int = 6):
+    """Six inpainted images from the smallest mask to the largest (figure) and what changed (text)."""
+    from ..plots import inpaint_gallery
+
+    classes = list(train_set.classes)
+    area = res.masks.mean(axis=(1, 2))
+    order = np.argsort(area, kind="stable")[np.linspace(0, len(area) - 1, min(n, len(area))).round().astype(int)]
+    idx = res.originals[order]
+    plan = res.plan.set_index("index")
+    blank = np.zeros((train_set.size,) * 2, bool)
+    has = train_set.masks_packed is not None
+    head_masks = [train_set.masks(i)[plan.loc[i, "erase"]].any(0) if has else blank for i in idx]
+    kept_masks = [train_set.masks(i)[plan.loc[i, "kept_findings"]].any(0) if has else blank for i in idx]
+    titles = [f"erase {', '.join(classes[c] for c in plan.loc[i, 'erase'])}; keep "
+              f"{', '.join(classes[c] for c in plan.loc[i, 'kept_findings'])}" for i in idx]
+    fig = inpaint_gallery(train_set.images[idx] / 255.0, head_masks, res.masks[order], res.images.images[order] / 255.0,
+                          kept_masks, titles)
+    changed = res.images.images != train_set.images[res.originals]
+    text = (f"{res.report['inpainted']} images inpainted; pixels changed outside the masks: "
+            f"{int(changed[~res.masks].sum())}; mean mask area {res.masks.mean():.3f} of the image. Labels: "
+            f"{res.report['erased']} head labels removed, all other labels kept.")
+    return fig, text
+
+
+def pil_schedule(tcfg, res):
+    """The PIL curve (figure) and how many inpainted images each epoch of this recipe trains on."""
+    from ..inpaint.pil import pil_count
+    from ..plots import pil_curve
+
+    beta, n_epochs = tcfg.train.pil_beta, tcfg.train.warmup_epochs + tcfg.train.finetune_epochs
+    fig = pil_curve(sorted({0.25, beta, 1.0}), max(n_epochs, 10))
+    counts = [pil_count(len(res.images), n, beta) for n in range(1, n_epochs + 1)]
+    return fig, f"β = {beta}: inpainted images per epoch {counts} of {len(res.images)}."
+
+
+def head_to_head(ch, tcfg):
+    result = table(ch, "inpaint_h2h")
+    names = [r["name"] for r in result.rows]
+    extra = {NO_AUG: 0, PROMPT: len(ch.get(S.synthetic_set(ch.cfg)).kept), INPAINT: len(ch.get(S.inpainted_set(ch.cfg)).images)}
+    extra[BOTH] = extra[PROMPT] + extra[INPAINT]
+    h2h = seed_table(results_store(ch.cfg), "inpaint_h2h", ["mAP", "macro-F1", "mAP head", "mAP medium", "mAP tail"],
+                     rows=names)
+    h2h.insert(0, "extra images", [extra.get(r, 0) for r in h2h.index])
+    return result, pd.concat([h2h, paper.inpaint_table(3).reindex(h2h.index)], axis=1), benchmark_note(tcfg, PAPER_2_H2H)
+
+
+def head_to_head_differences(ch) -> tuple[pd.DataFrame, str]:
+    store = results_store(ch.cfg)
+    diffs = pd.concat({m: paired_differences(store, "inpaint_h2h", NO_AUG, m) for m in ["mAP", "mAP head", "mAP tail"]},
+                      axis=1)
+    means = seed_means(store, "inpaint_h2h")
+    d = paired_differences(store, "inpaint_h2h", NO_AUG, "mAP tail").loc[INPAINT]
+    t3 = paper.INPAINT_TABLE_3
+    text = (f"Tail mAP: no augmentation {means.loc[NO_AUG, 'mAP tail']:.4f}, prompt diffusion "
+            f"{means.loc[PROMPT, 'mAP tail']:.4f}, inpainting {means.loc[INPAINT, 'mAP tail']:.4f}, both "
+            f"{means.loc[BOTH, 'mAP tail']:.4f}; the best is {means['mAP tail'].idxmax()}. Inpainting vs no augmentation "
+            f"on the tail: {interval_text(d)} ({'sure' if d['sure'] else 'not sure at this number of seeds'}). The "
+            f"inpainting paper reports +{t3['inpainting'][0] - t3['no augmentation'][0]:.2f} F1 points (CheXpert) for "
+            f"inpainting and +{t3['prompt diffusion'][0] - t3['no augmentation'][0]:.2f} for caption-based generation.")
+    return diffs.round(4), text
+
+
+def per_class(ch, result, test_set, cohort):
+    """Per-class AP (%) with Δ against no augmentation, the group means of F1 and AP, and a line on F1."""
+    names = [r["name"] for r in result.rows]
+    thr = tables_config(ch.cfg).eval.f1_threshold
+    f1 = per_class_scores(result, names, test_set, cohort.groups, thr, "F1")
+    ap = per_class_scores(result, names, test_set, cohort.groups, thr, "AP")
+    zero = int((f1.drop(columns="group") == 0).all(axis=1).sum())
+    return (with_deltas(ap, NO_AUG).round(1), pd.concat({"F1 %": group_means(f1), "AP %": group_means(ap)}, axis=1).round(1),
+            f"{zero} of {len(f1)} classes have F1 = 0 in every arm at threshold {thr}.")
+
+
+def ablation(ch, tcfg):
+    result = table(ch, "inpaint_ablation")
+    names = [r["name"] for r in result.rows]
+    ab = seed_table(results_store(ch.cfg), "inpaint_ablation", ["mAP", "macro-F1", "mAP head", "mAP tail"], rows=names)
+    return result, pd.concat([ab, paper.inpaint_table(4).reindex(ab.index)], axis=1), benchmark_note(tcfg, PAPER_2_ABLATION)
+
+
+def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
+    """Differences against no augmentation, the PIL and guard effects against the seed noise, the
+    method against the unchanged copies, and the verdict on where the gain comes from."""
+    store = results_store(ch.cfg)
+    diffs = paired_differences(store, "inpaint_ablation", NO_AUG, "mAP")
+    m = seed_means(store, "inpaint_ablation")
+    pil_gain = m.loc[METHOD_ROW, "mAP"] - m.loc["+ guard, all at once", "mAP"]
+    guard_gain = m.loc[METHOD_ROW, "mAP"] - m.loc["no guard, + PIL", "mAP"]
+    half = ((diffs["high"] - diffs["low"]) / 2).max()
+    if np.isnan(half):
+        noise = "with one seed there is no interval, so neither effect can be told from seed noise."
+    elif max(abs(pil_gain), abs(guard_gain)) < half:
+        noise = f"the widest interval against no augmentation is ±{half:.4f}, so both effects are inside the seed noise."
+    else:
+        noise = f"the widest interval against no augmentation is ±{half:.4f}, so at least one effect exceeds it."
+    effects = f"PIL changes mAP by {pil_gain:+.4f} (with the guard), the guard by {guard_gain:+.4f} (with PIL); {noise}"
+    vs = pd.concat({k: paired_differences(store, "inpaint_ablation", COPIES_ROW, k).loc[[METHOD_ROW]]
+                    for k in ["mAP", "mAP head", "mAP tail"]}, axis=1)
+    d_all = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP").loc[METHOD_ROW]
+    d_tail = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP tail").loc[METHOD_ROW]
+
+    def verdict(d):
+        if not d["sure"]:
+            return "not distinguishable from the copies"
+        return "better than the copies" if d.iloc[0] > 0 else "worse than the copies"
+
+    helped = (d_all["sure"] and d_all.iloc[0] > 0) or (d_tail["sure"] and d_tail.iloc[0] > 0)
+    text = (f"The method against the unchanged copies: mAP {interval_text(d_all)} ({verdict(d_all)}), tail mAP "
+            f"{interval_text(d_tail)} ({verdict(d_tail)}). "
+            + ("The erasing itself adds something beyond seeing these images again." if helped else
+               "So on this benchmark the gain over no augmentation comes from seeing these images again, not from "
+               "erasing their head lesions."))
+    return diffs.round(4), effects, vs.round(4), text

@@ -1,0 +1,149 @@
+"""Chapter 5 (main results): Tables 1-2 with intervals over seeds, paired differences, Fig. 4 (where
+the models look) and Fig. 5 (multi-label predictions); every number from the test split."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .. import paper
+from .. import stages as S
+from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
+from ..tables import benchmark_note, tables_config
+from .common import run, table
+
+
+def needs(cfg) -> list:
+    return [S.table(cfg, "table1")]
+
+
+def setting(ch):
+    cfg = ch.cfg
+    tcfg = tables_config(cfg)
+    cohort = ch.get(S.cohort(cfg))
+    train_set, test_set = ch.get(S.train_set(tcfg)), ch.get(S.test_set(cfg))
+    synthetic = ch.get(S.synthetic_set(cfg)).kept
+    text = (f"profile {cfg.profile}: table runs on {len(train_set)} training images (+ {len(synthetic)} synthetic, "
+            f"weight {cfg.diffusion.synthetic_weight}), best epoch on {cfg.data.n_selection} selection images, scored "
+            f"on {len(test_set)} test images at {train_set.size}px; {tcfg.train.warmup_epochs} + "
+            f"{tcfg.train.finetune_epochs} epochs; seeds {list(cfg.seeds)}; device {ch.device}")
+    return tcfg, cohort, test_set, text
+
+
+def table_1(ch, tcfg):
+    """Table 1 beside the paper's, the line saying what ours is measured on, and the result."""
+    result = table(ch, "table1")
+    store = results_store(ch.cfg)
+    names = [r["name"] for r in result.rows]
+    notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
+    t1 = seed_table(store, "table1", ["mAP", "mAUC", "macro-F1"], rows=names, notes=notes)
+    t1.insert(0, "model here", pd.Series({r["name"]: r["meta"].get("model here", "") for r in result.rows}))
+    return result, with_paper(t1, paper.table(1)), benchmark_note(tcfg)
+
+
+def map_bars(ch, result):
+    from ..plots import seed_bars
+
+    return seed_bars(seed_summary(results_store(ch.cfg), "table1"), "mAP", rows=[r["name"] for r in result.rows])
+
+
+def differences(ch) -> pd.DataFrame:
+    """mAP differences to the ConvNeXt baseline and to the strongest baseline, paired by seed."""
+    store = results_store(ch.cfg)
+    means = seed_means(store, "table1")
+    strongest = means.loc[[r for r in means.index if r != "Ours"], "mAP"].idxmax()
+    return pd.concat({"vs ConvNeXt": paired_differences(store, "table1", "ConvNeXt", "mAP"),
+                      f"vs {strongest}": paired_differences(store, "table1", strongest, "mAP")}, axis=1).round(4)
+
+
+def ranking_text(ch, result) -> str:
+    store = results_store(ch.cfg)
+    means = seed_means(store, "table1")
+    strongest = means.loc[[r for r in means.index if r != "Ours"], "mAP"].idxmax()
+    d = paired_differences(store, "table1", "ConvNeXt", "mAP").loc["Ours"]
+    order = means["mAP"].sort_values(ascending=False)
+    paper_order = paper.table(1)["mAP (paper)"].sort_values(ascending=False)
+    rank = list(order.index).index("Ours") + 1
+    notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
+    text = (f"Ranking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
+            f"TRCGL-Net ranks {rank} of {len(order)} here, so this run "
+            f"{'reproduces' if rank == 1 else 'does not reproduce'} the paper's headline (first place). Against "
+            f"ConvNeXt it changes mAP by {d.iloc[0]:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (better on "
+            f"{d['better on seeds']} seeds{'; sure' if d['sure'] else '; not sure at this number of seeds'}). The "
+            f"strongest baseline here is {strongest} ({means.loc[strongest, 'mAP']:.4f} mAP).")
+    if notes:
+        text += "\nRows without numbers: " + "; ".join(f"{k}: {v}" for k, v in notes.items()) + "."
+    return text
+
+
+def table_2(ch, tcfg, result):
+    names = [r["name"] for r in result.rows]
+    notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
+    t2 = seed_table(results_store(ch.cfg), "table1", ["mAP head", "mAP medium", "mAP tail", "mAUC head",
+                                                       "mAUC medium", "mAUC tail"], rows=names, notes=notes)
+    return with_paper(t2, paper.table(2)), benchmark_note(tcfg)
+
+
+def tail_text(ch) -> tuple[str, pd.DataFrame]:
+    store = results_store(ch.cfg)
+    means = seed_means(store, "table1")
+    tail = means["mAP tail"].sort_values(ascending=False)
+    gap = means["mAP head"] - means["mAP tail"]
+    text = (f"Tail mAP is highest for {tail.index[0]} ({tail.iloc[0]:.4f}) and lowest for {tail.index[-1]} "
+            f"({tail.iloc[-1]:.4f}). The head-tail gap in mAP is {gap.loc['Ours']:.4f} for TRCGL-Net and "
+            f"{gap.loc['ConvNeXt']:.4f} for ConvNeXt (paper: {paper.TABLE_2['Ours'][0] - paper.TABLE_2['Ours'][2]:+.4f} "
+            f"and {paper.TABLE_2['ConvNeXt'][0] - paper.TABLE_2['ConvNeXt'][2]:+.4f}).")
+    return text, paired_differences(store, "table1", "ConvNeXt", "mAP tail").round(4)
+
+
+def figure_4(ch, result, test_set, cohort, n_pairs: int = 200):
+    """Fig. 4: true lesion, TRCGL-Net's class attention a_c, Grad-CAM of TRCGL-Net and of ConvNeXt
+    (first seed), and over many (image, class) pairs the mass inside the lesion and the pointing
+    game beside their chance levels. None on real images (no masks)."""
+    from ..localization import grad_cam_maps, pair_scores
+    from ..plots import cam_gallery
+    from ..train import predict
+
+    if test_set.masks_packed is None:
+        return None, None, "real images have no lesion masks: Fig. 4 needs the phantom source"
+    classes, groups = list(cohort.class_set.classes), cohort.groups
+    first = ch.cfg.seeds[0]
+    ours, base = run(ch, result, "Ours", first), run(ch, result, "ConvNeXt", first)
+    pairs = [(n, c) for n in range(len(test_set)) for c in np.flatnonzero(test_set.Y[n])
+             if classes[c] != "normal" and test_set.masks(n)[c].any()][:n_pairs]
+    imgs = test_set.images[[n for n, _ in pairs]]
+    cls = [c for _, c in pairs]
+    masks = np.stack([test_set.masks(n)[c] for n, c in pairs])
+    _, att = predict(ours.model, test_set, ours.mean, ours.std, ch.device, with_attention=True)
+    maps = {"TRCGL-Net attention a_c": np.stack([att[n, c] for n, c in pairs]),
+            "TRCGL-Net Grad-CAM": grad_cam_maps(ours.model, imgs, cls, ours.mean, ours.std, ch.device),
+            "ConvNeXt Grad-CAM": grad_cam_maps(base.model, imgs, cls, base.mean, base.std, ch.device)}
+    loc = pd.DataFrame({name: pair_scores(m, masks).mean() for name, m in maps.items()}).T
+    picks, seen = [], set()
+    for k, (n, c) in enumerate(pairs):          # one example per class, up to six classes, tail first
+        if c not in seen:
+            seen.add(c)
+            picks.append(k)
+    picks = sorted(picks, key=lambda k: {"tail": 0, "medium": 1, "head": 2}[groups[cls[k]]])[:6]
+    fig = cam_gallery([imgs[k] / 255 for k in picks], [masks[k] for k in picks],
+                      {name: [m[k] for k in picks] for name, m in maps.items()},
+                      [f"{classes[cls[k]]} ({groups[cls[k]]})" for k in picks])
+    best = loc["mass"].idxmax()
+    text = (f"{len(pairs)} (image, class) pairs with a lesion mask; seed {first}\nThe map with the most mass inside "
+            f"true lesions is {best} ({loc.loc[best, 'mass']:.3f}, chance {loc.loc[best, 'chance mass']:.3f}).")
+    return fig, loc.round(3), text
+
+
+def figure_5(ch, result, test_set, cohort, n: int = 4):
+    """Fig. 5: test images with several findings and TRCGL-Net's most confident classes."""
+    from ..plots import prediction_bars
+
+    probs = result.probs[("Ours", ch.cfg.seeds[0])]
+    multi = np.flatnonzero(test_set.Y.sum(1) >= 3)[:n]
+    if len(multi) < n:
+        multi = np.argsort(-test_set.Y.sum(1), kind="stable")[:n]
+    fig = prediction_bars(test_set.images[multi] / 255, probs[multi], test_set.Y[multi], list(cohort.class_set.classes))
+    hits = [len(set(np.argsort(-probs[i])[: int(test_set.Y[i].sum())]) & set(np.flatnonzero(test_set.Y[i])))
+            for i in multi]
+    text = ("true labels among the top-k predictions (k = number of true labels): "
+            + ", ".join(f"{h}/{int(test_set.Y[i].sum())}" for h, i in zip(hits, multi)))
+    return fig, text
