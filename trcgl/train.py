@@ -87,6 +87,9 @@ NEUTRAL = {
     "train": {"loss": "bce", "ldam_max_margin": 0.5, "drw_epoch": None, "drw_beta": 0.9999,
               "extra_schedule": "all", "pil_beta": 0.5},
 }
+# the released code's options (issue 14), at their defaults (the paper's text)
+NEUTRAL["model"].update({"final_norm": False, "feature_batchnorm": False, "gate_bias": True, "adjacency": "text",
+                         "gcn_cosine_scale": 10.0, "gcn_projection": False})
 
 
 def key_view(section: dict, name: str) -> dict:
