@@ -2,8 +2,10 @@
 
 ``configs/defaults.yaml`` holds every parameter with its default; ``configs/profiles/<name>.yaml``
 overrides some of them for one scale (``smoke`` for CI, ``cpu`` for a laptop, ``paper`` for a GPU
-with real PadChest images). Overrides are dotted keys (``"data.image_size": 128``); a key that
-is not in the defaults is an error, never a silent new setting.
+with real PadChest images). A preset (``configs/presets/<name>.yaml``, e.g. ``released``: the
+authors' released code) is applied on top of the profile: it changes what is trained, not its
+scale. Overrides are dotted keys (``"data.image_size": 128``); a key that is not in the defaults is
+an error, never a silent new setting.
 """
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ import yaml
 from .errors import TrcglError
 
 PROFILES = ("smoke", "cpu", "paper")
+
+
+def presets() -> tuple[str, ...]:
+    """The names of the presets in ``configs/presets/``."""
+    folder = resources.files("trcgl").joinpath("configs", "presets")
+    return tuple(sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")))
 
 #: Notebook parameter name -> dotted config key. A notebook's papermill ``parameters`` cell holds
 #: ``profile``, ``device`` and names from this table; each defaults to ``None`` in the notebook,
@@ -62,6 +70,7 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "guard": "inpaint.guard",
     "guard_threshold": "inpaint.guard_threshold",
     "pil_beta": "train.pil_beta",
+    "preset": "preset",
 }
 
 
@@ -194,16 +203,45 @@ def config_hash(payload: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, **notebook_params) -> Config:
-    """Defaults, then the profile, then dotted overrides, then notebook parameters.
+def _flatten(nested: Mapping, where: str = "") -> dict:
+    out = {}
+    for key, value in nested.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{where}{key}."))
+        else:
+            out[f"{where}{key}"] = value
+    return out
+
+
+def preset_overrides(name: str) -> dict:
+    """The dotted overrides of a preset (its file may hold nested sections or dotted keys)."""
+    if name not in presets():
+        raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(presets())}")
+    return _flatten(_read_yaml("presets", f"{name}.yaml"))
+
+
+def apply_preset(cfg: "Config", name: str) -> "Config":
+    """``cfg`` with a preset's overrides, and ``preset`` set to its name."""
+    return cfg.replace({**preset_overrides(name), "preset": name})
+
+
+def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, preset: str | None = None,
+                **notebook_params) -> Config:
+    """Defaults, then the profile, then the preset (if any), then dotted overrides, then notebook parameters.
 
     Notebook parameters (names in :data:`NOTEBOOK_PARAMETERS`, plus ``device``) that are ``None``
-    keep the profile's value.
+    keep the profile's value. The preset may also come as the override or notebook parameter
+    ``preset``; the resolved configuration records it in ``preset``.
     """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
     data = _merge(_read_yaml("defaults.yaml"), _read_yaml("profiles", f"{profile}.yaml"))
     dotted = dict(overrides or {})
+    asked = {p for p in (preset, dotted.pop("preset", None)) if p is not None}
+    if len(asked) > 1:
+        raise ConfigError(f"two presets asked for: {sorted(asked)}; choose one")
+    if asked:
+        data = apply_preset(Config(data), asked.pop()).to_dict()
     for name, value in notebook_params.items():
         if value is None:
             continue
