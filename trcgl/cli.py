@@ -18,6 +18,8 @@ from .errors import TrcglError
 def _add_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default: cpu)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the profile's)")
+    p.add_argument("--preset", default=None, help="apply a preset on top of the profile, e.g. released "
+                   "(the authors' released code; see book/paper_vs_code.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,17 +98,19 @@ def _run_stages(args) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.command == "config":
         overrides = dict(parse_assignment(s) for s in args.set)
-        cfg = load_config(args.profile, overrides, device=args.device)
+        cfg = load_config(args.profile, overrides, preset=args.preset, device=args.device)
         print(cfg.to_yaml(), end="")
     elif args.command == "info":
         from .runtime import describe, select_device
 
-        cfg = load_config(args.profile, device=args.device)
+        cfg = load_config(args.profile, preset=args.preset, device=args.device)
         print(json.dumps({"profile": cfg.profile, **describe(select_device(cfg.device))}, indent=1))
     elif args.command == "execute":
         if not args.notebook.is_file():
             raise ConfigError(f"no such notebook source: {args.notebook}")
         params = {"profile": args.profile, "device": args.device or "auto"}
+        if args.preset:
+            params["preset"] = args.preset
         params.update({name: yaml.safe_load(value) for name, value in args.parameter})
         check_notebook_parameters(params)  # validate before starting a kernel
         load_config(**params)

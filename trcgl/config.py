@@ -2,8 +2,10 @@
 
 ``configs/defaults.yaml`` holds every parameter with its default; ``configs/profiles/<name>.yaml``
 overrides some of them for one scale (``smoke`` for CI, ``cpu`` for a laptop, ``paper`` for a GPU
-with real PadChest images). Overrides are dotted keys (``"data.image_size": 128``); a key that
-is not in the defaults is an error, never a silent new setting.
+with real PadChest images). A preset (``configs/presets/<name>.yaml``, e.g. ``released``: the
+authors' released code) is applied on top of the profile: it changes what is trained, not its
+scale. Overrides are dotted keys (``"data.image_size": 128``); a key that is not in the defaults is
+an error, never a silent new setting.
 """
 from __future__ import annotations
 
@@ -16,6 +18,12 @@ import yaml
 from .errors import TrcglError
 
 PROFILES = ("smoke", "cpu", "paper")
+
+
+def presets() -> tuple[str, ...]:
+    """The names of the presets in ``configs/presets/``."""
+    folder = resources.files("trcgl").joinpath("configs", "presets")
+    return tuple(sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")))
 
 #: Notebook parameter name -> dotted config key. A notebook's papermill ``parameters`` cell holds
 #: ``profile``, ``device`` and names from this table; each defaults to ``None`` in the notebook,
@@ -61,6 +69,7 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "guard": "inpaint.guard",
     "guard_threshold": "inpaint.guard_threshold",
     "pil_beta": "train.pil_beta",
+    "preset": "preset",
 }
 
 
@@ -267,19 +276,54 @@ def neutral_values() -> dict[str, Any]:
     # TEMPORARY until the config schema lands (it will carry these as data)
     return {"model.arch": "trcgl", "model.head": "linear", "model.head_scale": 10.0, "model.csra_lam": 0.1,
             "model.csra_temperature": 1.0, "train.loss": "bce", "train.ldam_max_margin": 0.5,
-            "train.drw_epoch": None, "train.drw_beta": 0.9999, "train.extra_schedule": "all", "train.pil_beta": 0.5}
+            "train.drw_epoch": None, "train.drw_beta": 0.9999, "train.extra_schedule": "all", "train.pil_beta": 0.5,
+            "model.final_norm": False, "model.feature_batchnorm": False, "model.gate_bias": True,
+            "model.adjacency": "text", "model.gcn_cosine_scale": 10.0, "model.gcn_projection": False,
+            "train.db_beta": 0.9999, "train.db_max_margin": 0.2, "train.db_weight_power": 0.5,
+            "train.counts_include_extra": False, "train.sampler": "none", "train.repeat_threshold": 0.01,
+            "train.max_repeats": 10, "train.ema": False, "train.ema_decay": 0.9999, "train.grad_clip": None,
+            "train.extra_warmup_weight": None, "train.extra_finetune_weight": None, "eval.empty_classes": "exclude"}
 
 
-def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, **notebook_params) -> Config:
-    """Defaults, then the profile, then dotted overrides, then notebook parameters.
+def _flatten(nested: Mapping, where: str = "") -> dict:
+    out = {}
+    for key, value in nested.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{where}{key}."))
+        else:
+            out[f"{where}{key}"] = value
+    return out
+
+
+def preset_overrides(name: str) -> dict:
+    """The dotted overrides of a preset (its file may hold nested sections or dotted keys)."""
+    if name not in presets():
+        raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(presets())}")
+    return _flatten(_read_yaml("presets", f"{name}.yaml"))
+
+
+def apply_preset(cfg: "Config", name: str) -> "Config":
+    """``cfg`` with a preset's overrides, and ``preset`` set to its name."""
+    return cfg.replace({**preset_overrides(name), "preset": name})
+
+
+def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, preset: str | None = None,
+                **notebook_params) -> Config:
+    """Defaults, then the profile, then the preset (if any), then dotted overrides, then notebook parameters.
 
     Notebook parameters (names in :data:`NOTEBOOK_PARAMETERS`, plus ``device``) that are ``None``
-    keep the profile's value.
+    keep the profile's value. The preset may also come as the override or notebook parameter
+    ``preset``; the resolved configuration records it in ``preset``.
     """
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile '{profile}': choose one of {', '.join(PROFILES)}")
     data = _merge(_read_yaml("defaults.yaml"), _read_yaml("profiles", f"{profile}.yaml"))
     dotted = dict(overrides or {})
+    asked = {p for p in (preset, dotted.pop("preset", None)) if p is not None}
+    if len(asked) > 1:
+        raise ConfigError(f"two presets asked for: {sorted(asked)}; choose one")
+    if asked:
+        data = apply_preset(Config(data), asked.pop()).to_dict()
     for name, value in notebook_params.items():
         if value is None:
             continue

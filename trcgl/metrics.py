@@ -4,7 +4,10 @@ Per class: average precision (Eq. 30, scikit-learn's ``average_precision_score``
 at a threshold. Means over all classes and over the head / medium / tail groups. A class with no
 positive (or no negative) in the evaluated split has no defined AP / AUC: by default it is
 reported and left out of the means (``empty="exclude"``); ``empty="released"`` reproduces the
-released code's convention (AP 0, AUC 0.5, kept in the mean) so the two can be compared.
+released code's convention so the two can be compared: a class without positives scores AP 0,
+AUC 0.5 and F1 0, a class whose labels are all positive AP 1 (scikit-learn's value there) and
+AUC 0.5, and both stay in the means. The released code also reads F1 at 0.2
+(``eval.f1_threshold``).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
 GROUPS = ("head", "medium", "tail")
+EMPTY_CONVENTIONS = ("exclude", "released")
 
 
 @dataclass
@@ -48,17 +52,32 @@ def per_class_scores(Y: np.ndarray, P: np.ndarray, threshold: float | np.ndarray
 def evaluate(Y: np.ndarray, P: np.ndarray, classes: Sequence[str], groups: Sequence[str],
              threshold: float | np.ndarray = 0.5, empty: str = "exclude") -> Evaluation:
     """Per-class scores and their means, overall and per group."""
-    if empty not in ("exclude", "released"):
-        raise ValueError(f"empty must be 'exclude' or 'released', got {empty!r}")
+    _check_empty(empty)
     table = per_class_scores(Y, P, threshold)
     table.insert(0, "group", list(groups))
     table.index = pd.Index(list(classes), name="class")
     excluded = list(table.index[table["AP"].isna()])
     if empty == "released":
-        table = table.fillna({"AP": 0.0, "AUC": 0.5, "F1": 0.0})
+        table["AP"], table["AUC"] = _released_fill(table["AP"].to_numpy(float), table["AUC"].to_numpy(float),
+                                                   table["positives"].to_numpy(), len(Y))
+        table = table.fillna({"F1": 0.0})
     means = _group_means({"mAP": table["AP"].to_numpy(float), "mAUC": table["AUC"].to_numpy(float),
                           "macro-F1": table["F1"].to_numpy(float)}, groups)
     return Evaluation(table, means, excluded)
+
+
+def _check_empty(empty: str) -> None:
+    if empty not in EMPTY_CONVENTIONS:
+        raise ValueError(f"empty must be one of {EMPTY_CONVENTIONS}, got {empty!r}")
+
+
+def _released_fill(ap: np.ndarray, auc: np.ndarray, positives: np.ndarray, n: int):
+    """The released convention for undefined classes: no positive AP 0, all positive AP 1; AUC 0.5."""
+    ap, auc = ap.copy(), auc.copy()
+    undefined = np.isnan(ap)
+    ap[undefined] = np.where(positives[undefined] == n, 1.0, 0.0)
+    auc[np.isnan(auc)] = 0.5
+    return ap, auc
 
 
 def _group_means(scores: dict, groups: Sequence[str]) -> dict:
@@ -107,29 +126,34 @@ def _auc_fast(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def _means_fast(Y: np.ndarray, P: np.ndarray, groups: Sequence[str]) -> dict:
-    """mAP and mAUC, overall and per group, with the fast AP / AUC (classes without both labels left out)."""
+def _means_fast(Y: np.ndarray, P: np.ndarray, groups: Sequence[str], empty: str = "exclude") -> dict:
+    """mAP and mAUC, overall and per group, with the fast AP / AUC (classes without both labels left
+    out, or filled as the released code does with ``empty="released"``)."""
     ap, auc = np.full(Y.shape[1], np.nan), np.full(Y.shape[1], np.nan)
+    positives = Y.sum(0)
     for c in range(Y.shape[1]):
-        n = Y[:, c].sum()
-        if 0 < n < len(Y):
+        if 0 < positives[c] < len(Y):
             ap[c], auc[c] = _ap_fast(Y[:, c], P[:, c]), _auc_fast(Y[:, c], P[:, c])
+    if empty == "released":
+        ap, auc = _released_fill(ap, auc, positives, len(Y))
     return _group_means({"mAP": ap, "mAUC": auc}, groups)
 
 
 def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> pd.DataFrame:
+                    level: float = 0.95, empty: str = "exclude") -> pd.DataFrame:
     """Percentile confidence intervals of mAP and mAUC (overall and per group) by resampling images.
 
-    A resample in which a class has no positive leaves that class out of that resample's mean. The
+    A resample in which a class has no positive leaves that class out of that resample's mean
+    (``empty="released"``: scores it as the released code does, see :func:`evaluate`). The
     resamples use a fast AP / AUC that equals scikit-learn's (``tests/test_metrics.py``).
     """
+    _check_empty(empty)
     Y, P = np.asarray(Y), np.asarray(P, dtype=float)
     rng = np.random.default_rng(seed)
-    draws = [_means_fast(Y[idx], P[idx], groups) for idx in (rng.integers(0, len(Y), len(Y)) for _ in range(n))]
+    draws = [_means_fast(Y[idx], P[idx], groups, empty) for idx in (rng.integers(0, len(Y), len(Y)) for _ in range(n))]
     df = pd.DataFrame(draws)
     lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
-    point = evaluate(Y, P, classes, groups).means
+    point = evaluate(Y, P, classes, groups, empty=empty).means
     return pd.DataFrame({"value": pd.Series({k: point[k] for k in df.columns}), "low": df.quantile(lo),
                          "high": df.quantile(hi)})
 

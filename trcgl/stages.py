@@ -234,9 +234,10 @@ def _copies_set(ctx):
 
 # ----------------------------------------------------------------------------- classifiers
 
-CLASSIFIER_READS = ("model", "train", "eval.f1_threshold", "deterministic", "device", "paths.clip_image_encoder")
+CLASSIFIER_READS = ("model", "train", "eval.f1_threshold", "eval.empty_classes", "deterministic", "device",
+                    "paths.clip_image_encoder")
 CLASSIFIER_MODULES = ("trcgl.train", "trcgl.models", "trcgl.losses", "trcgl.metrics", "trcgl.data.datasets",
-                      "trcgl.inpaint.pil")
+                      "trcgl.data.sampling", "trcgl.ema", "trcgl.inpaint.pil")
 
 
 def _classifier_inputs(cfg, params):
@@ -267,10 +268,11 @@ def _groups(value) -> list[str]:
 
 
 def _load_classifier(ctx):
-    from .train import load_classifier
+    from .train import counted_labels, load_classifier
 
-    train = ctx.inputs["train"]
-    return load_classifier(ctx.cfg, ctx.work, len(train.classes), train.Y, _device(ctx.cfg))
+    train, extra = ctx.inputs["train"], ctx.inputs.get("extra")
+    labels = counted_labels(ctx.cfg, train, _as_image_set(extra) if extra is not None else None)
+    return load_classifier(ctx.cfg, ctx.work, len(train.classes), labels, _device(ctx.cfg))
 
 
 @stage("classifier", reads=CLASSIFIER_READS, modules=CLASSIFIER_MODULES, inputs=_classifier_inputs,

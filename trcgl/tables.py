@@ -150,6 +150,13 @@ def inpaint_ablation_rows(cfg) -> list[Row]:
             Row(COPIES_ROW, pil, extra=Extra.of(COPIES))]
 
 
+def released_comparison_rows(cfg) -> list[Row]:
+    """The ablation chapter's text-vs-released comparison (issue 14), with the synthetic tail set."""
+    from .released import released_rows
+
+    return released_rows(cfg, Extra.of(SYNTHETIC))
+
+
 #: table name -> (rows of a configuration, whether it runs on the tables' configuration)
 TABLES: dict[str, tuple[Callable, bool]] = {
     "components": (component_rows, False),
@@ -159,6 +166,7 @@ TABLES: dict[str, tuple[Callable, bool]] = {
     "table5": (alpha_rows, True),
     "inpaint_h2h": (head_to_head_rows, True),
     "inpaint_ablation": (inpaint_ablation_rows, True),
+    "released": (released_comparison_rows, True),
 }
 
 

@@ -8,12 +8,18 @@ their own weight), bf16 autocast on CUDA. After every epoch the model is scored 
 **selection** split and a checkpoint is written; the best epoch by selection mAP is kept. The
 test split is never seen here: reported numbers come from the ``predictions`` stage.
 
+The released code's recipe is a set of options (``trcgl/configs/presets/released.yaml``), each in
+its own module and only called here: the loss (:mod:`trcgl.losses`), repeat-factor sampling
+(:mod:`trcgl.data.sampling`), the EMA of the fine-tuning weights (:mod:`trcgl.ema`), gradient
+clipping, a loss weight of the extra images per stage, and class counts that include the extra rows.
+
 An interrupted run resumes from its last checkpoint and ends with the same weights as an
 uninterrupted one on CPU: the data order of each epoch is drawn from a generator seeded by
 (seed, epoch), and the global random state is saved with the checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,6 +34,8 @@ from tqdm import tqdm
 
 from .cache import atomic_torch_save, atomic_write_json, load_npy, save_npy
 from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
+from .data.sampling import RepeatedDataset, image_repeats
+from .ema import evaluated, restore_ema, stage_ema
 from .losses import TrainingLoss
 from .metrics import evaluate
 from .models import build_model
@@ -75,19 +83,58 @@ def _schedule(cfg) -> list[str]:
     return ["warmup"] * cfg.train.warmup_epochs + ["finetune"] * cfg.train.finetune_epochs
 
 
+SAMPLERS = ("none", "repeat_factor")
+
+
+def counted_labels(cfg, train_set: ImageSet, extra: ImageSet | None = None):
+    """The label rows that class counts (loss, sampler) and the label graph come from: the real
+    training rows, plus the extra rows with ``train.counts_include_extra`` (the released code)."""
+    if extra is None or not cfg.train.counts_include_extra:
+        return train_set.Y
+    return np.concatenate([train_set.Y, extra.Y])
+
+
+def _stage_of(cfg, epoch: int) -> str:
+    return "warmup" if epoch < cfg.train.warmup_epochs else "finetune"
+
+
+def stage_weighted(cfg, extra: ImageSet | None, epoch: int) -> ImageSet | None:
+    """The extra set with the loss weight of the epoch's stage (``train.extra_warmup_weight`` /
+    ``extra_finetune_weight``; null keeps the set's own weights)."""
+    t = cfg.train
+    weight = t.extra_warmup_weight if _stage_of(cfg, epoch) == "warmup" else t.extra_finetune_weight
+    if extra is None or weight is None:
+        return extra
+    return dataclasses.replace(extra, weights=np.full(len(extra), weight, np.float32))
+
+
 def epoch_datasets(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epochs: int,
                    schedule: ExtraSchedule = ALL_AT_ONCE) -> list:
     """The training data of every epoch: the real set plus the part of the extra set that
-    ``schedule`` admits (the same object each epoch unless the schedule varies)."""
+    ``schedule`` admits, weighted for the epoch's stage (:func:`stage_weighted`); with
+    ``train.sampler: repeat_factor`` each image repeated as the released code's sampler says, from
+    the class counts of :func:`counted_labels`. The same object is reused while nothing changes
+    (every epoch, or every epoch of a stage when the extra weight depends on the stage)."""
+    if cfg.train.sampler not in SAMPLERS:
+        raise ValueError(f"train.sampler must be one of {SAMPLERS}, got {cfg.train.sampler!r}")
     norm = normalisation(train_set)
+    counts = counted_labels(cfg, train_set, extra).sum(0)
 
     def data(epoch: int):
         part = schedule.part(extra, epoch, seed) if extra is not None else None
-        return training_dataset(train_set, part, hflip=cfg.train.hflip, seed=seed, norm=norm)
+        part = stage_weighted(cfg, part, epoch)
+        ds = training_dataset(train_set, part, hflip=cfg.train.hflip, seed=seed, norm=norm)
+        if cfg.train.sampler == "repeat_factor":   # the released code's sampler (trcgl.data.sampling)
+            rows = train_set.Y if part is None else np.concatenate([train_set.Y, part.Y])
+            ds = RepeatedDataset(ds, image_repeats(rows, counts, cfg.train.repeat_threshold, cfg.train.max_repeats))
+        return ds
 
-    if extra is None or not schedule.varies:
-        return [data(0)] * epochs
-    return [data(e) for e in range(epochs)]
+    if extra is not None and schedule.varies:
+        return [data(e) for e in range(epochs)]
+    per_stage = {}
+    for e in range(epochs):
+        per_stage.setdefault(_stage_of(cfg, e), data(e))
+    return [per_stage[_stage_of(cfg, e)] for e in range(epochs)]
 
 
 def _optimizer(cfg, model, stage: str, steps: int):
@@ -127,9 +174,10 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     by selection-split mAP is kept (best.pt, selection_probs.npy, history.csv, result.json)."""
     seed_everything(seed, cfg.deterministic)
     classes = train_set.classes
-    model = build_model(cfg, len(classes), train_set.Y).to(device)
+    labels = counted_labels(cfg, train_set, extra)
+    model = build_model(cfg, len(classes), labels).to(device)
     mean, std = normalisation(train_set)
-    loss_fn = TrainingLoss(cfg, train_set.Y.sum(0))
+    loss_fn = TrainingLoss(cfg, labels.sum(0))
     plan = _schedule(cfg)
     sets = epoch_datasets(cfg, train_set, extra, seed, len(plan), schedule)
     batches = [math.ceil(len(ds) / cfg.train.batch_size) for ds in sets]
@@ -140,6 +188,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     ckpt_path = work / "last.pt"
     start, history, best = 0, [], (-1.0, -1)
     stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]))
+    ema = stage_ema(cfg, model, stage)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
@@ -150,6 +199,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
             if ckpt["stage"] == stage:
                 opt.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
+            ema = restore_ema(cfg, model, stage, ckpt.get("ema") if ckpt["stage"] == stage else None)
         torch.set_rng_state(ckpt["rng"])
         log.info("resuming %s at epoch %d of %d", work.name, start + 1, len(plan))
     use_amp = cfg.train.amp and device.type == "cuda"
@@ -158,6 +208,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         if plan[epoch] != stage:
             stage = plan[epoch]
             opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
+            ema = stage_ema(cfg, model, stage, ema)
         model.train()
         ds = sets[epoch]
         for part in getattr(ds, "datasets", [ds]):
@@ -170,21 +221,27 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
             loss = loss_fn(logits.float(), y, w, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.train.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model)
             losses.append(loss.item())
-        P = predict(model, select_set, mean, std, device)
-        ev = evaluate(select_set.Y, P, classes, groups, cfg.eval.f1_threshold)
+        kept = evaluated(model, ema)   # the EMA weights when train.ema is on
+        P = predict(kept, select_set, mean, std, device)
+        ev = evaluate(select_set.Y, P, classes, groups, cfg.eval.f1_threshold, empty=cfg.eval.empty_classes)
         history.append({"epoch": epoch + 1, "stage": stage, "loss": float(np.mean(losses)),
                         "selection_mAP": ev.means["mAP"], "selection_mAUC": ev.means["mAUC"]})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{ev.means['mAP']:.3f}")
         if ev.means["mAP"] > best[0]:
             best = (ev.means["mAP"], epoch + 1)
-            atomic_torch_save(model.state_dict(), work / "best.pt")
+            atomic_torch_save(kept.state_dict(), work / "best.pt")
             save_npy(work / "selection_probs.npy", P)
         atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                             "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
-                            "history": history, "best": list(best), "rng": torch.get_rng_state()}, ckpt_path)
+                            "history": history, "best": list(best), "rng": torch.get_rng_state(),
+                            **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
         _after_epoch(epoch)
     pd.DataFrame(history).to_csv(work / "history.csv", index=False)
     atomic_write_json(work / "result.json", {"best_epoch": best[1], "best_selection_mAP": best[0],

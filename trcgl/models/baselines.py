@@ -2,7 +2,8 @@
 
 * :class:`TimmClassifier`: any timm network (ResNet, EfficientNet, ConvNeXt, ViT) with its own
   global pooling and a linear head, or a cosine head (``head="cosine"``: s · cos(f, w_c), the
-  normalised classifier LDAM {cite}`cao2019ldam` trains with).
+  normalised classifier LDAM {cite}`cao2019ldam` trains with). A local weights file loads
+  through timm's own loader (:func:`~trcgl.models.backbone.create_timm_model`).
 * :class:`CSRAHead`: class-specific residual attention {cite}`zhu2021csra`: per-location class
   scores from unit-norm class vectors, s_c = mean_j s_cj + λ · Σ_j softmax_j(T s_cj) s_cj
   (T = ∞ is max pooling), on the same ConvNeXtV2 feature map as TRCGL-Net.
@@ -18,11 +19,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 
-from .backbone import Backbone, BackboneError
+from .backbone import Backbone, BackboneError, create_timm_model
 
 
 class CosineLinear(nn.Module):
@@ -52,12 +52,7 @@ class TimmClassifier(nn.Module):
                  scale: float = 10.0, checkpoint: str | Path | None = None):
         super().__init__()
         kwargs = {"img_size": image_size} if name.startswith(("vit", "deit")) else {}
-        try:
-            self.backbone = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)
-        except RuntimeError as err:  # timm: unknown model name
-            raise BackboneError(f"timm has no model '{name}': {err}") from None
-        if checkpoint:
-            load_any_checkpoint(self.backbone, checkpoint, in_chans)
+        self.backbone = create_timm_model(name, checkpoint, in_chans, num_classes=0, **kwargs)
         self.head = _head(self.backbone.num_features, num_classes, head, scale)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -65,30 +60,6 @@ class TimmClassifier(nn.Module):
 
     def head_parameters(self):
         return list(self.head.parameters())
-
-
-def load_any_checkpoint(model: nn.Module, path: str | Path, in_chans: int = 1) -> None:
-    """Load a local timm state dict into any timm model, folding an RGB first convolution to
-    ``in_chans`` channels; only classifier keys may be missing or extra."""
-    from timm.models import adapt_input_conv
-
-    path = Path(path)
-    if not path.is_file():
-        raise BackboneError(f"checkpoint not found: {path}. Save the timm weights of this model with "
-                            "torch.save(model.state_dict(), PATH) on a machine with internet and pass PATH")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    own = model.state_dict()
-    for k, v in list(state.items()):
-        if k in own and v.ndim == 4 and v.shape[1] != own[k].shape[1] and own[k].shape[1] == in_chans:
-            state[k] = adapt_input_conv(in_chans, v)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise BackboneError(f"{path} does not fit {type(model).__name__}: {str(err).splitlines()[1].strip()}") from None
-    heads = ("head", "fc", "classifier")
-    bad = [k for k in list(result.missing_keys) + list(result.unexpected_keys) if not k.startswith(heads)]
-    if bad:
-        raise BackboneError(f"{path} does not fit {type(model).__name__}: mismatching keys {bad[:5]}")
 
 
 class CSRAHead(nn.Module):

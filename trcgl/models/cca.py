@@ -8,14 +8,15 @@ from torch import nn
 class ChannelGate(nn.Module):
     """Eq. 8-10: u = GAP(X); g = σ(W2 δ(W1 u)); X_r = X + scale · X ⊙ g.
 
-    ``scale=1`` is the paper's text; the released code uses 0.05.
+    ``scale=1`` is the paper's text; the released code uses 0.05. ``bias=False`` drops the biases
+    of W1 and W2 (the released code's gate is two 1×1 convolutions without bias).
     """
 
-    def __init__(self, channels: int, reduction: int = 16, scale: float = 1.0):
+    def __init__(self, channels: int, reduction: int = 16, scale: float = 1.0, bias: bool = True):
         super().__init__()
         hidden = max(channels // reduction, 1)
-        self.fc1 = nn.Linear(channels, hidden)   # W1
-        self.fc2 = nn.Linear(hidden, channels)   # W2
+        self.fc1 = nn.Linear(channels, hidden, bias=bias)   # W1
+        self.fc2 = nn.Linear(hidden, channels, bias=bias)   # W2
         self.scale = scale
 
     def gate(self, X: torch.Tensor) -> torch.Tensor:
@@ -48,13 +49,15 @@ class ChannelClassAttention(nn.Module):
     The GAP branch pools the un-refined X (Eq. 11); the spatial branch attends over X_r. With
     ``share_classifier`` the spatial scores use the GAP classifier's weights, s_spatial[c] =
     w_c · v_c + b_c (as in the released code); otherwise a class-wise classifier of its own.
-    ``channel_gate=False`` or ``spatial=False`` switch the two parts off for ablations.
+    ``channel_gate=False`` or ``spatial=False`` switch the two parts off for ablations;
+    ``gate_bias=False`` is the released code's gate without biases.
     """
 
     def __init__(self, channels: int, num_classes: int, reduction: int = 16, gate_scale: float = 1.0,
-                 lam: float = 0.1, channel_gate: bool = True, spatial: bool = True, share_classifier: bool = True):
+                 lam: float = 0.1, channel_gate: bool = True, spatial: bool = True, share_classifier: bool = True,
+                 gate_bias: bool = True):
         super().__init__()
-        self.gate = ChannelGate(channels, reduction, gate_scale) if channel_gate else None
+        self.gate = ChannelGate(channels, reduction, gate_scale, gate_bias) if channel_gate else None
         self.classifier = nn.Linear(channels, num_classes)
         self.attention = ClassAwareAttention(channels, num_classes) if spatial else None
         self.spatial_classifier = None

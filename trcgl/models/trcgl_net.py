@@ -7,7 +7,7 @@ from torch import nn
 
 from .backbone import Backbone
 from .cca import ChannelClassAttention
-from .label_gcn import LabelGCN, label_adjacency
+from .label_gcn import LabelGCN, adjacency
 
 
 class TRCGLNet(nn.Module):
@@ -39,9 +39,16 @@ class TRCGLNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
 
+def _backbone(m) -> Backbone:
+    """The ConvNeXtV2 feature extractor of a ``model`` section (TRCGL-Net and the CSRA baseline)."""
+    return Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=m.checkpoint, final_norm=m.final_norm,
+                    batchnorm=m.feature_batchnorm)
+
+
 def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None) -> nn.Module:
     """The model a configuration's ``model`` section describes (``model.arch``: TRCGL-Net or a
-    Table 1 baseline); the label graph needs the training labels."""
+    Table 1 baseline); the label graph needs the training labels (with or without the extra
+    rows, see ``train.counts_include_extra``)."""
     m = cfg.model
     if m.arch != "trcgl":
         from .baselines import ClipClassifier, CSRAClassifier, TimmClassifier
@@ -50,15 +57,14 @@ def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None) -
             return TimmClassifier(m.backbone, num_classes, cfg.data.image_size, head=m.head, scale=m.head_scale,
                                   checkpoint=m.checkpoint)
         if m.arch == "csra":
-            return CSRAClassifier(Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=m.checkpoint),
-                                  num_classes, m.csra_lam, m.csra_temperature)
+            return CSRAClassifier(_backbone(m), num_classes, m.csra_lam, m.csra_temperature)
         if m.arch == "clip":
             return ClipClassifier(cfg.paths.clip_image_encoder, num_classes)
         raise ValueError(f"unknown model.arch '{m.arch}': choose trcgl, timm, csra or clip")
-    backbone = Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=m.checkpoint)
+    backbone = _backbone(m)
     head = ChannelClassAttention(backbone.out_channels, num_classes, m.reduction, m.gate_scale, m.lam,
                                  channel_gate=m.channel_gate, spatial=m.spatial_attention,
-                                 share_classifier=m.share_classifier)
+                                 share_classifier=m.share_classifier, gate_bias=m.gate_bias)
     if m.head == "cosine":  # the normalised classifier LDAM trains with (GAP branch only)
         from .baselines import CosineLinear
 
@@ -72,6 +78,7 @@ def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None) -
     if m.label_gcn:
         if train_labels is None:
             raise ValueError("the label GCN needs the training labels to build its graph (Eq. 15)")
-        A = label_adjacency(train_labels, m.tau, m.tau_diagonal)
-        gcn = LabelGCN(A, backbone.out_channels, m.gcn_embed_dim, m.gcn_hidden_dim, m.gcn_dropout, m.gcn_score)
+        A = adjacency(train_labels, m.adjacency, m.tau, m.tau_diagonal)
+        gcn = LabelGCN(A, backbone.out_channels, m.gcn_embed_dim, m.gcn_hidden_dim, m.gcn_dropout, m.gcn_score,
+                       m.gcn_cosine_scale, m.gcn_projection)
     return TRCGLNet(backbone, head, gcn, m.alpha)
