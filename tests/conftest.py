@@ -42,10 +42,33 @@ CHAPTERS = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
 
 
 @pytest.fixture(scope="session")
-def smoke_book(tmp_path_factory):
+def smoke_stages(tmp_path_factory):
+    """Every stage of the smoke book computed once per test session, as `make reproduce` does
+    before the chapters: two `python -m trcgl run all` processes at once on one empty run folder
+    (the cache's locks must keep them apart, as under `make -j2`). Yields (run dir, exit codes,
+    the results store's text, the finished artifacts)."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path_factory.mktemp("smoke-runs")
+    env = {**os.environ, "TRCGL_RUN_DIR": str(run_dir), "PYTHONHASHSEED": "0"}
+    cmd = [sys.executable, "-m", "trcgl", "run", "all", "--profile", "smoke", "--device", "cpu"]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=open(run_dir / f"run{k}.log", "w")) for k in range(2)]
+    codes = [p.wait() for p in procs]
+    store = run_dir / "results-smoke.json"
+    from trcgl.cache import ArtifactCache
+
+    artifacts = sorted((r["stage"], r["key"]) for r in ArtifactCache(run_dir).listing() if r["bytes"] is not None)
+    return run_dir, codes, store.read_text() if store.exists() else None, artifacts
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory, smoke_stages):
     """The whole book at CI scale in a temporary copy: every chapter executed in the smoke
-    profile (one shared run folder, so chapters share cached artifacts, as in `make reproduce`),
-    then built. Yields (root, {chapter: executed path or the exception}, html dir or exception)."""
+    profile on the stages computed by `smoke_stages` (one shared run folder, as in `make
+    reproduce`), then built. Yields (root, {chapter: executed path or the exception}, html dir
+    or exception)."""
     from trcgl import book
 
     root = tmp_path_factory.mktemp("smoke-book")
@@ -53,7 +76,7 @@ def smoke_book(tmp_path_factory):
         shutil.copy(ROOT / name, root / name)
     shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
     (root / "notebooks").mkdir()
-    run_dir = root / "runs"
+    run_dir = smoke_stages[0]
     results = {}
     for chapter in CHAPTERS:
         source = root / "notebooks" / f"{chapter}.py"

@@ -90,3 +90,70 @@ def test_the_smoke_book_builds_with_measured_times(smoke_book):
     assert "Profile" in page and "smoke" in page and "all chapters" in page
     for chapter in CHAPTERS:
         assert f"{chapter}" in page, f"{chapter} has no measured time on the reproduce page"
+
+
+@pytest.mark.slow
+def test_two_parallel_stage_runs_agree_and_the_chapters_only_load(smoke_stages, smoke_book):
+    """`make -j2` from an empty cache: both processes finish, and a later sequential run finds
+    everything cached and publishes the very same results store; the chapters computed nothing."""
+    import json
+    import subprocess
+    import sys
+
+    run_dir, codes, store, artifacts = smoke_stages
+    assert codes == [0, 0], [(run_dir / f"run{k}.log").read_text()[-2000:] for k in range(2)]
+    env = {**os.environ, "TRCGL_RUN_DIR": str(run_dir)}
+    out = subprocess.run([sys.executable, "-m", "trcgl", "run", "all", "--profile", "smoke", "--device", "cpu"],
+                         cwd=repo_root_path(), env=env, capture_output=True, text=True, check=True)
+    assert " 0 stage(s) computed" in out.stdout, out.stdout
+    assert (run_dir / "results-smoke.json").read_text() == store
+    records = json.loads(store)["records"]
+    assert records and {r["split"] for r in records} == {"test"}
+    _, results, _ = smoke_book
+    from trcgl.cache import ArtifactCache
+
+    after = sorted((r["stage"], r["key"]) for r in ArtifactCache(run_dir).listing() if r["bytes"] is not None)
+    assert after == artifacts, set(after) ^ set(artifacts)      # the chapters only loaded
+    for chapter, nb in results.items():
+        if isinstance(nb, Exception):
+            continue
+        meta = json.loads(nb.read_text())["metadata"]["trcgl"]
+        assert meta["profile"] == "smoke" and meta["device"] == "cpu"
+
+
+def repo_root_path():
+    from .conftest import ROOT
+
+    return ROOT
+
+
+@pytest.mark.slow
+def test_a_changed_stage_or_a_mixed_profile_makes_the_book_stale(smoke_book, smoke_stages, tmp_path, monkeypatch):
+    import json
+
+    root, results, html = smoke_book
+    if isinstance(html, Exception):
+        raise html
+    copy = tmp_path / "book"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("_build"))
+    run_dir = smoke_stages[0]
+    assert len(book.check_fresh(copy, run_dir)) == len(CHAPTERS)
+    # the code of a stage's modules changes: every chapter that shows it is stale
+    real = book_code_digest()
+    monkeypatch.setattr("trcgl.graph.code_digest", lambda modules: real(modules) + ("x" if "trcgl.train" in modules else ""))
+    with pytest.raises(book.BookError, match="05_main_results.ipynb: its stage results changed"):
+        book.check_fresh(copy, run_dir)
+    monkeypatch.undo()
+    # one chapter executed with another profile
+    nb = copy / "notebooks" / "00_overview.ipynb"
+    data = json.loads(nb.read_text())
+    data["metadata"]["trcgl"]["profile"] = "cpu"
+    nb.write_text(json.dumps(data))
+    with pytest.raises(book.BookError, match="different profiles or devices"):
+        book.check_fresh(copy, run_dir)
+
+
+def book_code_digest():
+    from trcgl.graph import code_digest
+
+    return code_digest

@@ -49,3 +49,29 @@ def test_the_check_finds_planted_logic():
     assert any("mean()" in f for f in found) and any("threshold" in f for f in found)
     assert any("ListComp" in f for f in found)
     assert logic_in("# %%\nfig = view.figure(ch)\nplt.show()\nview.table(ch)\n") == []
+
+
+def test_figures_only_draw():
+    """plots.py imports no other trcgl module: what it draws is computed elsewhere."""
+    tree = ast.parse((ROOT / "trcgl" / "plots.py").read_text())
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.level or (n.module or "").startswith("trcgl"))]
+    assert imports == [], [f"line {n.lineno}: from {'.' * n.level}{n.module}" for n in imports]
+
+
+def test_lower_layers_never_import_higher_ones():
+    """The trainer, models, data and method modules import neither the stage graph, the tables, the
+    views nor the book (the one exception the layout had: train.py importing the inpainting code)."""
+    high = ("stages", "graph", "views", "tables", "seedtables", "book", "cli", "released")
+    low = [ROOT / "trcgl" / f for f in ("train.py", "losses.py", "metrics.py", "ema.py", "cache.py", "config.py")]
+    low += sorted((ROOT / "trcgl" / "models").glob("*.py")) + sorted((ROOT / "trcgl" / "data").glob("*.py"))
+    low += sorted((ROOT / "trcgl" / "diffusion").glob("*.py"))
+    bad = []
+    for path in low:
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom):
+                name = (n.module or "").split(".")
+                if (n.level and name and name[0] in high) or (not n.level and len(name) > 1 and name[0] == "trcgl" and name[1] in high):
+                    bad.append(f"{path.name}: from {'.' * n.level}{n.module}")
+            if path.name == "train.py" and isinstance(n, ast.ImportFrom) and "inpaint" in (n.module or ""):
+                bad.append(f"train.py: from {n.module}")
+    assert bad == []

@@ -102,20 +102,18 @@ def long_tail_bars(summary, head_threshold: int, tail_threshold: int, ax: plt.Ax
     return fig
 
 
-def cooccurrence_chord(Q, classes, groups, max_links: int = 90, per_class: int = 2, figsize=(9, 9)) -> plt.Figure:
+def cooccurrence_chord(Q, classes, groups, pairs, figsize=(9, 9)) -> plt.Figure:
     """Fig. 2 (right): a chord diagram of label co-occurrence (pycirclize).
 
     Sector size is proportional to the square root of the class's training count (so that the
-    tail stays visible); a chord joins two classes that appear on the same image, its width at
-    each end proportional to that pair's share of the class's co-occurrences, coloured by the
-    group of the rarer class. Drawn: each class's ``per_class`` most frequent partners, then the
-    most frequent pairs overall, ``max_links`` chords in all.
+    tail stays visible); a chord joins two classes of ``pairs`` (``(count, i, j)``, chosen by
+    :func:`trcgl.data.padchest.strongest_pairs`), its width at each end proportional to that
+    pair's share of the class's drawn co-occurrences, coloured by the group of the rarer class.
     """
     import numpy as np
     from pycirclize import Circos
 
     Q = np.asarray(Q, dtype=float)
-    C = len(classes)
     counts = np.diag(Q)
     sizes = {c: float(np.sqrt(max(n, 1))) for c, n in zip(classes, counts)}
     circos = Circos(sizes, space=1.2)
@@ -123,20 +121,7 @@ def cooccurrence_chord(Q, classes, groups, max_links: int = 90, per_class: int =
         track = sector.add_track((93, 100))
         track.axis(fc=GROUP_COLOURS[g], ec="white")
         sector.text(sector.name, r=103, size=7, orientation="vertical")
-    off = Q.copy()
-    np.fill_diagonal(off, 0)
-    keep = set()
-    for i in range(C):  # every class shows its strongest partners, then the strongest pairs overall
-        for j in np.argsort(-off[i])[:per_class]:
-            if off[i, j] > 0:
-                keep.add((min(i, j), max(i, j)))
-    ranked = sorted(((off[i, j], i, j) for i in range(C) for j in range(i + 1, C) if off[i, j] > 0), reverse=True)
-    for _, i, j in ranked:
-        if len(keep) >= max_links:
-            break
-        keep.add((i, j))
-    pairs = sorted(((off[i, j], i, j) for i, j in keep), reverse=True)
-    shown = np.zeros_like(off)
+    shown = np.zeros_like(Q)
     for v, i, j in pairs:
         shown[i, j] = shown[j, i] = v
     cursor = {c: 0.0 for c in classes}
@@ -154,7 +139,7 @@ def cooccurrence_chord(Q, classes, groups, max_links: int = 90, per_class: int =
         (a0, a1), (b0, b1) = spans[(i, j)], spans[(j, i)]
         circos.link((classes[i], a0, a1), (classes[j], b0, b1), color=GROUP_COLOURS[groups[rarer]], alpha=0.35, lw=0)
     fig = circos.plotfig(figsize=figsize)
-    fig.suptitle(f"Label co-occurrence among the {C} classes ({len(pairs)} chords)", y=0.98)
+    fig.suptitle(f"Label co-occurrence among the {len(classes)} classes ({len(pairs)} chords)", y=0.98)
     return fig
 
 
@@ -355,17 +340,15 @@ def seed_bars(summary, metric: str, rows=None, ax=None) -> plt.Figure:
     return fig
 
 
-def pil_curve(betas, epochs: int, ax: plt.Axes | None = None) -> plt.Figure:
-    """PIL (inpainting paper, Eq. 3): the share 1 - exp(-βn) of the inpainted set per epoch n."""
-    from .inpaint.pil import pil_fraction
-
+def pil_curve(curves: dict, ax: plt.Axes | None = None) -> plt.Figure:
+    """PIL (inpainting paper, Eq. 3): per β, the share of the inpainted set trained on at epoch n
+    (``curves``: β -> (epochs, shares))."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.2, 3.0))
     else:
         fig = ax.figure
-    n = np.arange(0, epochs + 1)
-    for b in betas:
-        ax.plot(n, [pil_fraction(int(k), b) for k in n], marker="o", ms=3, label=f"β = {b:g}")
+    for b, (n, share) in curves.items():
+        ax.plot(n, share, marker="o", ms=3, label=f"β = {b:g}")
     ax.set_xlabel("epoch n")
     ax.set_ylabel("share of D_i trained on")
     ax.set_ylim(0, 1.02)

@@ -234,7 +234,7 @@ def _copies_set(ctx):
 
 # ----------------------------------------------------------------------------- classifiers
 
-CLASSIFIER_READS = ("model", "train", "eval.f1_threshold", "eval.empty_classes", "deterministic", "device",
+CLASSIFIER_READS = ("model", "train", "eval.f1_threshold", "eval.empty_classes", "deterministic", "device", "data.image_size",
                     "paths.clip_image_encoder")
 CLASSIFIER_MODULES = ("trcgl.train", "trcgl.models", "trcgl.losses", "trcgl.metrics", "trcgl.data.datasets",
                       "trcgl.data.sampling", "trcgl.ema", "trcgl.inpaint.pil")

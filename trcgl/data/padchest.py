@@ -261,6 +261,26 @@ def cooccurrence(Y: np.ndarray) -> np.ndarray:
     return Y.T @ Y
 
 
+def strongest_pairs(Q: np.ndarray, max_links: int = 90, per_class: int = 2) -> list[tuple[float, int, int]]:
+    """The class pairs a co-occurrence figure draws: each class's ``per_class`` most frequent
+    partners, then the most frequent pairs overall, ``max_links`` in all; ``(count, i, j)`` with
+    i < j, the most frequent first."""
+    off = np.asarray(Q, dtype=float).copy()
+    np.fill_diagonal(off, 0)
+    C = len(off)
+    keep = set()
+    for i in range(C):
+        for j in np.argsort(-off[i])[:per_class]:
+            if off[i, j] > 0:
+                keep.add((min(i, j), max(int(i), int(j))))
+    ranked = sorted(((off[i, j], i, j) for i in range(C) for j in range(i + 1, C) if off[i, j] > 0), reverse=True)
+    for _, i, j in ranked:
+        if len(keep) >= max_links:
+            break
+        keep.add((i, j))
+    return sorted(((float(off[i, j]), int(i), int(j)) for i, j in keep), reverse=True)
+
+
 def localization_stats(table: LabelTable, class_set: ClassSet) -> dict[str, dict]:
     """Per class, how often each localization token and each side accompanies it.
 

@@ -51,10 +51,11 @@ def imbalance_text(cohort) -> str:
 
 
 def cooccurrence_figure(cohort):
-    from ..data.padchest import cooccurrence
+    from ..data.padchest import cooccurrence, strongest_pairs
     from ..plots import cooccurrence_chord
 
-    return cooccurrence_chord(cooccurrence(cohort.Y[cohort.is_train]), list(cohort.class_set.classes), cohort.groups)
+    Q = cooccurrence(cohort.Y[cohort.is_train])
+    return cooccurrence_chord(Q, list(cohort.class_set.classes), cohort.groups, strongest_pairs(Q))
 
 
 def tail_partners(cohort, top: int = 3) -> pd.DataFrame:

@@ -126,11 +126,12 @@ def gallery(res, train_set, n: int = 6):
 
 def pil_schedule(tcfg, res):
     """The PIL curve (figure) and how many inpainted images each epoch of this recipe trains on."""
-    from ..inpaint.pil import pil_count
+    from ..inpaint.pil import pil_count, pil_fraction
     from ..plots import pil_curve
 
     beta, n_epochs = tcfg.train.pil_beta, tcfg.train.warmup_epochs + tcfg.train.finetune_epochs
-    fig = pil_curve(sorted({0.25, beta, 1.0}), max(n_epochs, 10))
+    epochs = list(range(max(n_epochs, 10) + 1))
+    fig = pil_curve({b: (epochs, [pil_fraction(n, b) for n in epochs]) for b in sorted({0.25, beta, 1.0})})
     counts = [pil_count(len(res.images), n, beta) for n in range(1, n_epochs + 1)]
     return fig, f"β = {beta}: inpainted images per epoch {counts} of {len(res.images)}."
 
