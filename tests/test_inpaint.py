@@ -98,8 +98,10 @@ def test_compose_and_latent_mask():
 # ----------------------------------------------------------------------------- the guard
 
 def test_entanglement_of_planted_priors():
-    a = np.zeros((4, 4)); a[:2] = 1 / 8        # top half
-    b = np.zeros((4, 4)); b[2:] = 1 / 8        # bottom half
+    a = np.zeros((4, 4))
+    a[:2] = 1 / 8                               # top half
+    b = np.zeros((4, 4))
+    b[2:] = 1 / 8                               # bottom half
     c = np.full((4, 4), 1 / 16)                 # everywhere
     E = entanglement(np.stack([a, b, c]))
     assert np.allclose(np.diag(E), 1) and E[0, 1] == 0 and np.isclose(E[0, 2], 0.5)
