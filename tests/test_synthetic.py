@@ -92,7 +92,7 @@ def test_target_groups_and_oracle_rows(paper_cohort):
     assert len(tails) == 6 and all(paper_cohort.groups[i] == "tail" for i in tails)
     both = target_classes(cfg.replace({"diffusion.target_groups": ["tail", "medium"]}), paper_cohort.groups)
     assert len(both) == 17
-    with pytest.raises(ValueError, match="unknown group"):
+    with pytest.raises(ValueError, match="unknown diffusion.target_groups item .rare."):
         target_classes(cfg.replace({"diffusion.target_groups": ["rare"]}), paper_cohort.groups)
     exclude = paper_cohort.frame["ImageID"].iloc[:5000]
     idx = oracle_rows(cfg, paper_cohort, exclude, seed=0)
