@@ -124,9 +124,14 @@ def split_rows(cfg, cohort: Cohort, split: str) -> np.ndarray:
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     train = split == "train"
-    return select_rows(cohort, d.n_train if train else d.n_val, train=train,
-                       min_positives=d.min_train_positives if train else d.min_val_positives,
-                       seed=d.split_seed, projections=d.projections)
+    index = select_rows(cohort, d.n_train if train else d.n_val, train=train,
+                        min_positives=d.min_train_positives if train else d.min_val_positives,
+                        seed=d.split_seed, projections=d.projections)
+    if not len(index):
+        found = sorted(cohort.frame["Projection"].dropna().astype(str).unique())[:10]
+        raise DataError(f"the {split} split has no row with Projection in {list(d.projections)} "
+                        f"(the label table's projections: {found}); check data.projections and the table")
+    return index
 
 
 def build_image_set(cfg, cohort: Cohort, split: str, cache: ArtifactCache | None = None,
@@ -191,6 +196,35 @@ def _build(cfg, cohort: Cohort, index: np.ndarray, split: str, work: Path) -> No
     rows = cohort.frame.iloc[keep_index][META_COLUMNS + ["labels", "sentences"]].reset_index(drop=True)
     rows.to_pickle(work / "rows.pkl")
     (work / "report.json").write_text(json.dumps(report))
+
+
+def check_data(cfg, cache: ArtifactCache | None = None) -> str:
+    """What ``python -m trcgl check-data`` prints: the label table's parsing report, the class
+    set's groups and, per split, the rows the profile uses; with ``data.source: padchest`` the
+    images are read (into the cache a run then reuses) and the read / skipped counts shown.
+    Every problem on the way is the same :class:`DataError` a chapter would raise, in seconds."""
+    from .padchest import cohort_from_config
+
+    cache = cache or ArtifactCache()
+    cohort = cohort_from_config(cfg, cache=cache)
+    lines = [f"label table: {cfg.paths.padchest_csv or 'the PadChest table shipped in torchxrayvision'}"]
+    lines += [f"  {key}: {value}" for key, value in cohort.table.report.items() if value != ""]
+    groups = pd.Series(cohort.groups).value_counts().reindex(["head", "medium", "tail"]).fillna(0).astype(int)
+    lines.append(f"class set {cohort.class_set.name}: {len(cohort.class_set)} classes "
+                 f"({', '.join(f'{n} {g}' for g, n in groups.items())})")
+    for split in ("train", "val"):
+        index = split_rows(cfg, cohort, split)
+        line = f"{split}: {len(index)} rows"
+        if cfg.data.source == "padchest":
+            build_image_set(cfg, cohort, split, cache, index=index)
+            folder = cache.path("image-set", image_set_params(cfg, cohort, split, index))
+            rep = json.loads((folder / "report.json").read_text())
+            line += (f", {rep['read']} images read from {padchest_root(cfg)}, {rep['skipped']} skipped "
+                     f"({len(rep.get('missing', []))} missing, {len(rep.get('unreadable', []))} unreadable listed)")
+        else:
+            line += " (phantom source: rendered by the chapters, nothing to read)"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def repeat_ids(ids) -> list[str]:

@@ -103,7 +103,7 @@ def train_vae(cfg, images: np.ndarray, seed: int, cache: ArtifactCache, device) 
     params = {"stage": "vae-v1", "seed": seed, "images": array_digest(images),
               **{k: d[k] for k in ("vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "batch_size")}}
     folder = cache.get_or_compute("vae", params, lambda work: _fit_vae(cfg, images, seed, device, work))
-    return AutoencoderKL.from_pretrained(folder / "vae").to(device).eval()
+    return AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).to(device).eval()
 
 
 def _fit_vae(cfg, images, seed, device, work: Path) -> None:

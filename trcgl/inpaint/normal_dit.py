@@ -90,7 +90,7 @@ def train_normal_dit(cfg, normal_set, vae, seed: int | None = None, cache: Artif
               "images": array_digest(normal_set.images), "vae": vae_key(vae),
               "schedule": {k: cfg.diffusion[k] for k in ("train_timesteps", "beta_schedule")}}
     folder = cache.get_or_compute("normal-dit", params, lambda work: _fit(cfg, normal_set.images, vae, seed, device, work))
-    pipe = DiTPipeline.from_pretrained(folder / "pipeline").to(device)
+    pipe = DiTPipeline.from_pretrained(folder / "pipeline", local_files_only=True).to(device)
     pipe.set_progress_bar_config(disable=True)
     return NormalDiT(pipe, pd.read_csv(folder / "history.csv"), folder, len(normal_set))
 
