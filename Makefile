@@ -21,13 +21,15 @@ EXECUTED  := $(NOTEBOOKS:.py=.ipynb)
 PACKAGE   := $(shell find trcgl -name '*.py' -o -name '*.yaml' -o -name '*.json' 2>/dev/null)
 STAMP     := _build/.params
 
-.PHONY: help install browser test reproduce notebooks book check-site clean clean-cache distclean FORCE
+.PHONY: help install browser lint test reproduce notebooks book check-site publish clean clean-cache distclean FORCE
 
 help:
 	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...']"
 	@echo "                                                                  execute all chapters, build the book"
 	@echo "make test                                                         run the test suite"
 	@echo "make check-site                                                   open every built page in headless Chromium"
+	@echo "make publish [REMOTE=origin] [FORCE=1]                            push the built book to the gh-pages branch"
+	@echo "make lint | environment.yml                                       ruff check | regenerate the conda mirror of uv.lock"
 	@echo "make install | notebooks | book | clean | clean-cache | distclean"
 
 .tools/bin/uv:
@@ -47,8 +49,15 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
 	  echo "Chromium not installed: the browser check will be skipped"
 
-test: install browser
+lint: install
+	$(PY) -m ruff check trcgl tests tools
+
+test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The conda mirror: every locked runtime package, pinned (tests/test_environment.py checks it).
+environment.yml: uv.lock tools/environment_yml.py | $(UV)
+	$(PY) tools/environment_yml.py $(UV)
 
 # The executed notebooks depend on the profile, device and parameters: this stamp changes only when they do.
 $(STAMP): FORCE
@@ -65,6 +74,12 @@ book: install
 
 check-site: browser
 	$(PY) -m trcgl check-site --if-chromium
+
+# Publish the built book to the gh-pages branch of REMOTE with ghp-import. Refuses a book built
+# from stale chapters, older than its chapters, or executed in the smoke profile (FORCE=1 overrides).
+REMOTE ?= origin
+publish: install
+	$(PY) -m trcgl publish --remote $(REMOTE) $(if $(FORCE),--force)
 
 reproduce: install
 	$(MAKE) --no-print-directory notebooks
