@@ -171,7 +171,15 @@ def read_raw(csv_path: str | Path | None = None) -> pd.DataFrame:
         raise DataError(f"PadChest label table not found: {path} (set paths.padchest_csv to a PadChest "
                         "label CSV, .csv or .csv.gz, or leave it null for the table shipped in torchxrayvision)")
     try:
-        return pd.read_csv(path, dtype=str, usecols=lambda c: c in COLUMNS, keep_default_na=True)
+        frame = pd.read_csv(path, dtype=str, usecols=lambda c: c in COLUMNS, keep_default_na=True)
+        missing = [c for c in REQUIRED if c not in frame.columns]
+        if missing:
+            header = ", ".join(map(str, pd.read_csv(path, nrows=0).columns[:12]))
+            raise DataError(f"the label table {path} lacks the column(s) {missing} (its header: {header[:200]!r}); "
+                            f"a PadChest label CSV has {', '.join(REQUIRED)}")
+        return frame
+    except DataError:
+        raise
     except pd.errors.EmptyDataError:
         raise DataError(f"the label table {path} is empty (expected a PadChest label CSV with a header row)") from None
     except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as err:
