@@ -4,8 +4,9 @@ offending value, exit code 2 and no traceback, or in a counted, logged skip.
 Most cases run the command line in this process (``trcgl.cli.main``, exactly what
 ``python -m trcgl`` runs); a few run it as a real process; the failures of library calls a chapter
 makes (a pipeline folder, a text encoder folder) go through ``trcgl.cli.guarded``, the same
-wrapper ``main`` uses. Checkpoint files (text, truncated, a bare tensor) are tested with the
-checkpoint loaders in tests/test_models.py.
+wrapper ``main`` uses. Bad checkpoint files (a text file, a truncated file, a bare tensor) are
+not in this table: they belong with the checkpoint loaders of trcgl/models, which are being
+replaced by timm's.
 """
 import gzip
 import logging
