@@ -21,7 +21,7 @@ EXECUTED  := $(NOTEBOOKS:.py=.ipynb)
 PACKAGE   := $(shell find trcgl -name '*.py' -o -name '*.yaml' -o -name '*.json' 2>/dev/null)
 STAMP     := _build/.params
 
-.PHONY: help install browser test reproduce stages notebooks book check-site clean clean-cache distclean FORCE
+.PHONY: help install browser lint test reproduce stages notebooks book check-site publish clean clean-cache distclean FORCE
 
 help:
 	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...']"
@@ -29,6 +29,8 @@ help:
 	@echo "make stages                                                       compute every stage the chapters show (python -m trcgl run all)"
 	@echo "make test                                                         run the test suite"
 	@echo "make check-site                                                   open every built page in headless Chromium"
+	@echo "make publish [REMOTE=origin] [FORCE=1]                            push the built book to the gh-pages branch"
+	@echo "make lint | environment.yml                                       ruff check | regenerate the conda mirror of uv.lock"
 	@echo "make install | notebooks | book | clean | clean-cache | distclean"
 
 .tools/bin/uv:
@@ -48,8 +50,15 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null) ; } || \
 	  echo "Chromium not installed: the browser check will be skipped"
 
-test: install browser
+lint: install
+	$(PY) -m ruff check trcgl tests tools
+
+test: install browser lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The conda mirror: every locked runtime package, pinned (tests/test_environment.py checks it).
+environment.yml: uv.lock tools/environment_yml.py | $(UV)
+	$(PY) tools/environment_yml.py $(UV)
 
 # The executed notebooks depend on the profile, device and parameters: this stamp changes only when they do.
 $(STAMP): FORCE
@@ -84,6 +93,12 @@ _build/.site-checked: $(HTML)
 	@touch $@
 
 check-site: browser _build/.site-checked
+
+# Publish the built book to the gh-pages branch of REMOTE with ghp-import. Refuses a book built
+# from stale chapters, older than its chapters, or executed in the smoke profile (FORCE=1 overrides).
+REMOTE ?= origin
+publish: install
+	$(PY) -m trcgl publish --remote $(REMOTE) $(if $(FORCE),--force)
 
 reproduce: install
 	$(MAKE) --no-print-directory notebooks

@@ -118,7 +118,7 @@ plt.show()
 # its label stays on the image.
 
 # %%
-display(view.guard_effect(res, off))
+display(view.guard_table(res, off))
 print(view.guard_text(ch, res, off))
 
 # %% [markdown]

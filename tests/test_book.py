@@ -92,6 +92,71 @@ def test_the_smoke_book_builds_with_measured_times(smoke_book):
         assert f"{chapter}" in page, f"{chapter} has no measured time on the reproduce page"
 
 
+TINY_CHAPTER = '''# %% tags=["parameters"]
+profile = "smoke"
+device = "cpu"
+
+# %%
+import os, time
+from tqdm import tqdm
+for i in tqdm(range(3), desc="counting"):
+    time.sleep(0.1)
+print("finished counting in", profile)
+time.sleep(float(os.environ.get("TINY_SLEEP", "0")))
+'''
+
+
+def _tiny(tmp_path):
+    import subprocess
+    import sys
+
+    source = tmp_path / "notebooks" / "09_tiny.py"
+    source.parent.mkdir()
+    source.write_text(TINY_CHAPTER)
+
+    def start(**env):
+        return subprocess.Popen([sys.executable, "-m", "trcgl", "execute", str(source), "--profile", "smoke"],
+                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "TRCGL_RUN_DIR": str(tmp_path / "runs"), **env})
+    return source, start
+
+
+def test_a_chapter_run_streams_progress_labels_its_parameters_and_cleans_up(tmp_path):
+    source, start = _tiny(tmp_path)
+    leftover = book.staging_folder(source.with_suffix(".ipynb"))
+    leftover.mkdir()
+    (leftover / "09_tiny.ipynb").write_text("{}")            # as a hard-killed run leaves it
+    proc = start()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "counting: 100%" in out and "3/3" in out           # the terminal shows the progress bar
+    assert "finished counting in smoke" in out
+    assert not leftover.exists() and sorted(p.name for p in source.parent.iterdir()) == ["09_tiny.ipynb", "09_tiny.py"]
+    import nbformat
+
+    nb = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and injected[0].source.startswith(book.INJECTED_LABEL)
+    assert 'profile = "smoke"' in injected[0].source
+
+
+def test_a_killed_chapter_run_leaves_no_staging_folder(tmp_path):
+    import signal
+    import time
+
+    source, start = _tiny(tmp_path)
+    staging = book.staging_folder(source.with_suffix(".ipynb"))
+    proc = start(TINY_SLEEP="120")
+    deadline = time.time() + 90
+    while not any(staging.glob("executed-*")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)                                    # papermill has started writing its output
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "trcgl: interrupted" in out
+    assert not staging.exists() and not source.with_suffix(".ipynb").exists()
+
+
 @pytest.mark.slow
 def test_two_parallel_stage_runs_agree_and_the_chapters_only_load(smoke_stages, smoke_book):
     """`make -j2` from an empty cache: both processes finish, and a later sequential run finds
@@ -114,7 +179,7 @@ def test_two_parallel_stage_runs_agree_and_the_chapters_only_load(smoke_stages, 
 
     after = sorted((r["stage"], r["key"]) for r in ArtifactCache(run_dir).listing() if r["bytes"] is not None)
     assert after == artifacts, set(after) ^ set(artifacts)      # the chapters only loaded
-    for chapter, nb in results.items():
+    for nb in results.values():
         if isinstance(nb, Exception):
             continue
         meta = json.loads(nb.read_text())["metadata"]["trcgl"]

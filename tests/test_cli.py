@@ -16,8 +16,8 @@ def test_help_lists_the_commands():
 def test_unknown_profile_is_one_clean_error():
     out = _run("config", "--profile", "huge")
     assert out.returncode == 2
-    assert "unknown profile 'huge'" in out.stderr and "smoke, cpu, paper" in out.stderr
-    assert "Traceback" not in out.stderr
+    assert "invalid choice: 'huge' (choose from 'smoke', 'cpu', 'paper')" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 
 def test_config_prints_the_override():
@@ -49,3 +49,31 @@ def test_a_failing_chapter_is_one_clean_error(repo_root, tmp_path):
     assert "Traceback" not in out.stderr
     assert (tmp_path / "notebooks" / "09_broken.failed.ipynb").exists()
     assert not (tmp_path / "notebooks" / "09_broken.ipynb").exists()
+
+
+def test_version_and_debug():
+    from trcgl import __version__
+
+    out = _run("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"trcgl {__version__}"
+    out = _run("--debug", "config", "--set", "data.image_size=0")
+    assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr
+    assert "ConfigError: data.image_size must be >= 8; got 0" in out.stderr
+
+
+def test_cache_clear_asks_and_without_a_yes_removes_nothing(tmp_path):
+    import os
+
+    from trcgl.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path)
+    cache.get_or_compute("stage", {"a": 1}, lambda work: (work / "x").write_text("x"))
+    env = {**os.environ, "TRCGL_RUN_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "trcgl", "cache", "clear"], capture_output=True, text=True,
+                         env=env, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and "nothing removed" in out.stderr and "--yes" in out.stderr
+    assert cache.exists("stage", {"a": 1})
+    out = subprocess.run([sys.executable, "-m", "trcgl", "cache", "clear", "--yes"], capture_output=True,
+                         text=True, env=env)
+    assert out.returncode == 0 and "removed 1 cached artifacts" in out.stdout
+    assert not cache.exists("stage", {"a": 1})

@@ -4,7 +4,17 @@ import jupytext
 import pytest
 
 from trcgl.cache import digest
-from trcgl.config import NOTEBOOK_PARAMETERS, PROFILES, ConfigError, load_config, parse_assignment
+from trcgl.config import (
+    NOTEBOOK_PARAMETERS,
+    PROFILES,
+    ConfigError,
+    _read_yaml,
+    dotted_keys,
+    load_config,
+    neutral_values,
+    parse_assignment,
+    schema,
+)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -41,7 +51,7 @@ def test_unknown_key_wrong_type_and_unknown_profile_are_errors():
         load_config("cpu", {"data.image_size": 64.5})
     with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
         load_config("gpu")
-    with pytest.raises(ConfigError, match="device must be"):
+    with pytest.raises(ConfigError, match="unknown device 'tpu': choose one of auto, cpu, cuda"):
         load_config("cpu", device="tpu")
 
 
@@ -90,3 +100,75 @@ def test_from_notebook_reads_injected_parameters():
     cfg = from_notebook({"profile": "smoke", "device": "cpu", "difficulty": 2, "seed": None, "other": 1})
     assert cfg.profile == "smoke" and cfg.device == "cpu"
     assert cfg.phantom.difficulty == 2.0 and cfg.seed == load_config("smoke").seed
+
+
+# ----------------------------------------------------------------------------- the schema
+
+def test_every_default_key_has_a_schema_entry_and_every_entry_a_key():
+    """A new option in defaults.yaml needs its rule in schema.yaml (and a removed one, its rule removed)."""
+    defaults = set(dotted_keys(_read_yaml("defaults.yaml")))
+    rules = set(schema())
+    assert not defaults - rules, f"keys without a schema entry: {sorted(defaults - rules)}"
+    assert not rules - defaults, f"schema entries without a key: {sorted(rules - defaults)}"
+    for key, rule in schema().items():
+        assert rule["type"] in ("int", "float", "bool", "str", "path", "list"), key
+        assert set(rule) <= {"type", "nullable", "min", "max", "above", "below", "choices", "items",
+                             "min_items", "neutral"}, key
+        assert rule["type"] != "list" or rule.get("items") in ("int", "float", "str"), key
+
+
+def test_every_profile_and_every_neutral_value_is_allowed():
+    for profile in PROFILES:
+        load_config(profile)                      # validated on load
+    cfg = load_config("cpu", neutral_values())    # neutral values are legal values
+    assert all(cfg[k] == v for k, v in neutral_values().items())
+
+
+def test_neutral_values_are_the_defaults_of_optional_features():
+    """An optional feature is off by default (the paper's text), so its neutral value is its default."""
+    defaults = dotted_keys(_read_yaml("defaults.yaml"))
+    assert neutral_values() and all(defaults[k] == v for k, v in neutral_values().items())
+    assert neutral_values()["train.drw_epoch"] is None and neutral_values()["model.arch"] == "trcgl"
+    assert "model.backbone" not in neutral_values() and "train.loss" in neutral_values()
+
+
+def test_class_set_choices_are_the_shipped_class_sets():
+    from trcgl.data.padchest import class_set_names
+
+    assert schema()["data.class_set"]["choices"] == class_set_names()
+
+
+BAD_VALUES = [
+    ("data.image_size", 0, "data.image_size must be >= 8; got 0"),
+    ("data.n_train", -5, "data.n_train must be >= 1 or null; got -5"),
+    ("seeds", [], "seeds must hold at least 1 item(s); got []"),
+    ("seeds", [0, -1], "seeds item must be >= 0; got -1"),
+    ("train.batch_size", 0, "train.batch_size must be >= 1; got 0"),
+    ("train.warmup_epochs", -2, "train.warmup_epochs must be >= 0; got -2"),
+    ("data.source", "nosuch", "unknown data.source 'nosuch': choose one of phantom, padchest"),
+    ("data.on_missing", "maybe", "unknown data.on_missing 'maybe': choose one of error, skip"),
+    ("model.arch", "mlp", "unknown model.arch 'mlp'"),
+    ("train.loss", "focal", "unknown train.loss 'focal'"),
+    ("data.test_fraction", 1.0, "data.test_fraction must be > 0 and < 1; got 1.0"),
+    ("data.projections", ["XX"], "unknown data.projections item 'XX'"),
+    ("phantom.difficulty", float("nan"), "phantom.difficulty expects a number; got nan"),
+    ("train.drw_epoch", 1.5, "train.drw_epoch expects an integer; got 1.5"),
+    ("diffusion.guidance_sweep", [], "diffusion.guidance_sweep must hold at least 1 item(s)"),
+    ("data.tail_threshold", 9000, "data.tail_threshold (9000) must not exceed data.head_threshold (5000)"),
+    ("model.checkpoint", "", "model.checkpoint expects a path (string); got ''"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BAD_VALUES, ids=[f"{k}={v!r}" for k, v, _ in BAD_VALUES])
+def test_a_value_outside_the_schema_is_one_clear_error(key, value, message):
+    with pytest.raises(ConfigError) as info:
+        load_config("cpu", {key: value})
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_values_are_normalised_and_yaml_words_read_back():
+    cfg = load_config("cpu", {"train.drw_epoch": 2.0, "phantom.difficulty": 2})
+    assert cfg.train.drw_epoch == 2 and isinstance(cfg.train.drw_epoch, int)
+    assert load_config("cpu", dict([parse_assignment("inpaint.guard=off")])).inpaint.guard == "off"
+    with pytest.raises(ConfigError, match=r"not valid YAML: '\[1'"):
+        parse_assignment("data.image_size=[1")

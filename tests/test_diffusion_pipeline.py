@@ -50,14 +50,22 @@ def test_saved_pipeline_loads_back_and_samples_the_same(minilm, tmp_path):
 
 
 def test_missing_or_incomplete_pipeline_folder_is_a_clear_error(minilm, tmp_path):
-    with pytest.raises(PipelineError, match="no trcgl diffusion pipeline at .*missing: the folder"):
+    with pytest.raises(PipelineError, match="no trcgl diffusion pipeline at .*nowhere .no such folder"):
         load_pipeline(tmp_path / "nowhere")
     tiny_pipeline(minilm).save_pretrained(tmp_path / "pipe")
     import shutil
 
     shutil.rmtree(tmp_path / "pipe" / "context")
-    with pytest.raises(PipelineError, match="missing: context"):
+    with pytest.raises(PipelineError, match=r"missing context/ \(no folder\)"):
         load_pipeline(tmp_path / "pipe")
+    # a folder whose component folders are there but empty (an interrupted copy)
+    (tmp_path / "hollow").mkdir()
+    shutil.copy(tmp_path / "pipe" / "model_index.json", tmp_path / "hollow")
+    for name in ("unet", "vae", "scheduler", "text_encoder", "tokenizer", "context"):
+        (tmp_path / "hollow" / name).mkdir()
+    with pytest.raises(PipelineError, match=r"incomplete .*hollow: missing unet/ \(lacks config.json, "
+                                            r"diffusion_pytorch_model.safetensors or .*scheduler/ \(lacks"):
+        load_pipeline(tmp_path / "hollow")
 
 
 def test_noise_and_samples_do_not_depend_on_batching(minilm):

@@ -25,7 +25,7 @@ def _build_double(ctx):
 
 
 def _build_sneaky(ctx):
-    ctx.cfg.model.alpha        # not declared: must fail
+    return ctx.cfg.model.alpha        # not declared: must fail
 
 
 def _load(ctx):
@@ -67,9 +67,9 @@ def test_reading_an_undeclared_key_is_an_error(toy_stages, tmp_path):
     view = load_config("smoke").restrict(("data.image_size", "model"), owner="x")
     assert view.data.image_size == 64 and view.model.alpha == 0.05
     with pytest.raises(UndeclaredKey):
-        view.data.n_train
+        assert view.data.n_train
     with pytest.raises(UndeclaredKey):
-        view.seed
+        assert view.seed
 
 
 def test_the_upstream_content_and_the_code_are_in_the_key(toy_stages, tmp_path, monkeypatch):

@@ -54,3 +54,26 @@ def test_skip_mode_counts_and_logs_and_never_substitutes(padchest_root, caplog):
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="PADCHEST_ROOT"):
         PadChestImages(tmp_path / "nowhere", size=16)
+
+
+def test_missing_and_unreadable_are_two_types_and_a_bad_image_dir_is_unreadable(padchest_root):
+    from trcgl.data.images import MissingImage, UnreadableImage
+
+    reader = PadChestImages(padchest_root, size=16)
+    with pytest.raises(MissingImage):
+        reader.load("0", "nope.png")
+    with pytest.raises(UnreadableImage, match="broken.png"):
+        reader.load("7", "broken.png")
+    with pytest.raises(UnreadableImage, match="ImageDir 'abc', not a PadChest folder number"):
+        reader.read_many([("abc", "a.png")])
+    skipping = PadChestImages(padchest_root, size=16, on_missing="skip")
+    images, kept, report = skipping.read_many([("abc", "a.png"), ("0", "a.png"), (None, "b.png")])
+    assert kept.tolist() == [False, True, False] and len(images) == 1
+    assert (report.read, len(report.missing), len(report.unreadable)) == (1, 0, 2)
+    assert "ImageDir 'abc'" in report.unreadable[0]
+
+
+def test_reading_no_image_at_all_is_an_error_even_when_skipping(padchest_root):
+    reader = PadChestImages(padchest_root, size=16, on_missing="skip")
+    with pytest.raises(DataError, match=r"none of the 2 PadChest images could be read .*\(1 missing, 1 unreadable"):
+        reader.read_many([("0", "nope.png"), ("7", "broken.png")])

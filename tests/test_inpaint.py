@@ -103,8 +103,10 @@ def test_compose_and_latent_mask():
 # ----------------------------------------------------------------------------- the guard
 
 def test_entanglement_of_planted_priors():
-    a = np.zeros((4, 4)); a[:2] = 1 / 8        # top half
-    b = np.zeros((4, 4)); b[2:] = 1 / 8        # bottom half
+    a = np.zeros((4, 4))
+    a[:2] = 1 / 8                               # top half
+    b = np.zeros((4, 4))
+    b[2:] = 1 / 8                               # bottom half
     c = np.full((4, 4), 1 / 16)                 # everywhere
     E = entanglement(np.stack([a, b, c]))
     assert np.allclose(np.diag(E), 1) and E[0, 1] == 0 and np.isclose(E[0, 2], 0.5)
@@ -176,7 +178,6 @@ def test_normal_dit_is_cached_and_saved_as_a_dit_pipeline(tmp_path):
     from diffusers import DiTPipeline
 
     from trcgl.inpaint.normal_dit import sample_normals
-    from trcgl.stages import train_normal_dit
 
     cfg, vae, normals, dit = _tiny_dit_run(tmp_path, epochs=3)
     assert len(dit.history) == 3 and dit.history.loss.iloc[-1] < dit.history.loss.iloc[0]

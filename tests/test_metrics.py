@@ -71,3 +71,14 @@ def test_seed_aggregation_t_interval():
     # t(0.975, 2) = 4.303; sd = 0.02; half = 4.303 * 0.02 / sqrt(3)
     assert agg["high"] - agg["mean"] == pytest.approx(4.3027 * 0.02 / np.sqrt(3), rel=1e-3)
     assert np.isnan(aggregate_seeds([0.3])["low"])
+
+
+def test_seed_aggregation_equals_the_hand_written_t_interval():
+    from scipy import stats
+
+    v = np.array([0.31, 0.29, 0.35, 0.33, 0.30])
+    for level in (0.95, 0.9):
+        half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+        agg = aggregate_seeds(list(v) + [np.nan], level)
+        assert agg["n"] == 5
+        assert np.allclose([agg["low"], agg["high"]], [v.mean() - half, v.mean() + half], rtol=1e-12)

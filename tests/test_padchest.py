@@ -115,3 +115,39 @@ def test_localization_stats_follow_the_sentences(paper_cohort):
     assert ptx["n_sentences"] > 100
     assert next(iter(ptx["locations"])) in ("loc apical", "loc right", "loc left")
     assert stats["pneumoperitoneo"]["locations"]  # even the rarest class is localised
+
+
+def test_vocabulary_file_is_the_shipped_tables_label_strings(real_table):
+    found = {t for row in real_table.frame["labels"] for t in row}
+    assert padchest.label_vocabulary() == found
+    assert real_table.report["labels_unknown"] == 0 and real_table.report["unknown_label_strings"] == ""
+
+
+def _raw(labels):
+    n = len(labels)
+    return pd.DataFrame({"ImageID": [f"{i}.png" for i in range(n)], "ImageDir": ["0"] * n,
+                         "PatientID": [str(i) for i in range(n)], "Projection": ["PA"] * n, "Labels": labels})
+
+
+def test_nested_labels_are_dropped_and_unknown_strings_counted_and_listed(caplog):
+    import logging
+
+    raw = _raw(["['normal']", "[['cardiomegaly'], 'normal']", "['cardiomegaly', 'cardiomegally']",
+                "['foo', 'cardiomegally']"])
+    with caplog.at_level(logging.WARNING):
+        table = parse_table(raw)
+    rep = table.report
+    assert rep["labels_nested"] == 1 and rep["rows_dropped"] == 1 and rep["rows_kept"] == 3
+    assert rep["labels_unknown"] == 3
+    assert rep["unknown_label_strings"] == "cardiomegally (2), foo (1)"
+    assert "1 nested label lists" in caplog.text and "cardiomegally (2)" in caplog.text
+    cs = load_class_set("paper")
+    Y = multi_hot(table.frame["labels"], cs)
+    assert Y[:, cs.index("cardiomegaly")].tolist() == [0, 1, 0] and Y.sum() == 2   # normal, cardiomegaly
+
+
+def test_a_table_without_required_columns_or_usable_rows_is_a_clear_error():
+    with pytest.raises(DataError, match=r"lacks the column\(s\) \['Projection'\]"):
+        parse_table(_raw(["['normal']"]).drop(columns="Projection"))
+    with pytest.raises(DataError, match="has no usable row: 2 read, 1 without labels, 1 malformed"):
+        parse_table(_raw([None, "['oops'"]))

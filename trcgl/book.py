@@ -13,9 +13,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -63,8 +64,15 @@ def chapter_sources(root: Path) -> list[Path]:
     return [root / f"{entry}.py" for entry in toc_files(root) if (root / f"{entry}.py").is_file()]
 
 
+#: The comment that labels papermill's injected-parameters cell in an executed chapter.
+INJECTED_LABEL = (
+    "# Injected by papermill for this run: these values override the defaults in the cell\n"
+    "# above (`python -m trcgl execute CHAPTER -p NAME VALUE`, or `make reproduce PARAMS=...`).\n"
+)
+
+
 def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = None,
-            output: Path | None = None, run_dir: Path | None = None) -> Path:
+            output: Path | None = None, run_dir: Path | None = None, echo: bool = False) -> Path:
     """Execute one chapter with papermill; returns the executed notebook's path.
 
     The kernel runs with the repository root as working directory and ``TRCGL_RUN_DIR`` set, so
@@ -72,6 +80,11 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
     (``timings.json``) for the reproduce page. On failure the partly executed notebook is kept as
     ``NAME.failed.ipynb`` and the error is raised; a stale ``NAME.ipynb`` is removed so it can
     never pass for a successful run.
+
+    ``echo``: stream the chapter's stdout and stderr (its progress bars) to this terminal while it
+    runs; the built page leaves stderr out (``nb_output_stderr: remove`` in ``_config.yml``).
+    The notebook is staged in a hidden folder beside the output (``.NAME.staging``), removed when
+    the run ends, also on Ctrl-C or SIGTERM, and by the next run after a hard kill.
     """
     import jupytext
     import papermill
@@ -88,21 +101,25 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
     nb.metadata["trcgl"] = {"source_sha256": source_digest(source)}   # what check_fresh compares
     output.parent.mkdir(parents=True, exist_ok=True)
     failed = output.with_suffix(".failed.ipynb")
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / source.with_suffix(".ipynb").name
+    tmp = staging_folder(output)
+    shutil.rmtree(tmp, ignore_errors=True)    # left by a run that was killed hard
+    tmp.mkdir()
+    streams = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if echo else {}
+    try:
+        raw = tmp / source.with_suffix(".ipynb").name
         jupytext.write(nb, raw)
-        staged = Path(tmp) / ("executed-" + raw.name)
+        staged = tmp / ("executed-" + raw.name)
         start = time.perf_counter()
         # The kernel inherits this process's environment: one run folder for all chapters, and
         # the inline plotting backend even when the caller set MPLBACKEND=Agg (e.g. pytest).
         # Progress bars update at most every 20 s in a notebook, so the page keeps a few lines of them.
         ledger = Path(tmp) / "ledger.jsonl"
         with _environment(TRCGL_RUN_DIR=str(run_dir), TQDM_MININTERVAL="20", TRCGL_LEDGER=str(ledger),
-                          MPLBACKEND="module://matplotlib_inline.backend_inline"):
+                          MPLBACKEND="module://matplotlib_inline.backend_inline"), _terminate_as_interrupt():
             try:
                 papermill.execute_notebook(
                     str(raw), str(staged), parameters=dict(parameters), kernel_name=KERNEL,
-                    cwd=str(root), progress_bar=False, log_output=False,
+                    cwd=str(root), progress_bar=False, log_output=False, **streams,
                 )
             except Exception as err:
                 output.unlink(missing_ok=True)
@@ -114,8 +131,11 @@ def execute(source: Path, parameters: Mapping[str, Any], root: Path | None = Non
                                     f"(the traceback is in the partly executed notebook {failed})") from None
                 raise
         seconds = time.perf_counter() - start
+        label_injected_parameters(staged)
         _record_provenance(staged, source, parameters, ledger)
         os.replace(staged, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     failed.unlink(missing_ok=True)
     _record_timing(run_dir, source.stem, dict(parameters), seconds)
     return output
@@ -136,6 +156,42 @@ def _record_provenance(notebook: Path, source: Path, parameters: Mapping[str, An
         "stages": [{"stage": s, "key": k, "digest": d} for s, k, d in stages],
     }
     notebook.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def staging_folder(output: Path) -> Path:
+    """Where :func:`execute` stages a chapter's notebooks while it runs (hidden, beside the output)."""
+    output = Path(output)
+    return output.with_name(f".{output.stem}.staging")
+
+
+def label_injected_parameters(path: Path) -> None:
+    """Mark papermill's injected-parameters cell, on the page, as this run's parameters."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            body = cell.source.split("\n", 1)[1] if cell.source.startswith("# Parameters") else cell.source
+            cell.source = INJECTED_LABEL + body.lstrip("\n")
+    nbformat.write(nb, path)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, a CI timeout) raises KeyboardInterrupt, so the kernel is shut down and
+    the staging folder removed as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

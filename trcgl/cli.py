@@ -7,26 +7,43 @@ import logging
 import sys
 from pathlib import Path
 
-import yaml
-
-from . import book
+from . import __version__, book
 from .cache import ArtifactCache, default_run_dir
-from .config import PROFILES, ConfigError, check_notebook_parameters, load_config, parse_assignment
+from .config import (
+    PROFILES,
+    ConfigError,
+    check_notebook_parameters,
+    load_config,
+    parse_assignment,
+    parse_value,
+)
 from .errors import TrcglError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what, and where to read more), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_profile(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)} (default: cpu)")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda (default: the profile's)")
+    p.add_argument("--profile", default="cpu", choices=PROFILES, help="the scale to run at (default: cpu)")
+    p.add_argument("--device", default=None, choices=DEVICES, help="default: the profile's (auto: a GPU when torch sees one)")
     p.add_argument("--preset", default=None, help="apply a preset on top of the profile, e.g. released "
                    "(the authors' released code; see book/paper_vs_code.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m trcgl",
         description="trcgl: the executable companion to TRCGL-Net (arXiv 2607.00975).",
     )
+    parser.add_argument("--version", action="version", version=f"trcgl {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("config", help="print the resolved configuration of a profile")
@@ -37,12 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="print versions and the device a profile would use")
     _add_profile(p)
 
+    p = sub.add_parser("check-data", help="read the label table and the images a profile uses; print the reports")
+    _add_profile(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a dotted key, e.g. --set paths.padchest_csv=labels.csv")
+
     p = sub.add_parser("execute", help="run a chapter (.py) with papermill into its .ipynb")
     p.add_argument("notebook", type=Path, help="a jupytext source, e.g. notebooks/00_overview.py")
     _add_profile(p)
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"), help="a notebook parameter (value read as YAML)")
     p.add_argument("--output", type=Path, default=None, help="executed notebook (default: beside the source)")
+    p.add_argument("--quiet", action="store_true", help="do not stream the chapter's output to the terminal")
 
     p = sub.add_parser("run", help="compute stages (and everything they need) outside the notebooks")
     p.add_argument("target", help="all, or a target: " + ", ".join(_targets()))
@@ -63,9 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshots", type=Path, default=Path("_build/screenshots"))
     p.add_argument("--if-chromium", action="store_true", help="skip (exit 0) when Chromium is not installed")
 
+    p = sub.add_parser("publish", help="push the built book to the gh-pages branch (ghp-import)")
+    p.add_argument("--root", type=Path, default=Path("."))
+    p.add_argument("--remote", default="origin", help="the git remote to push to (default: origin)")
+    p.add_argument("--branch", default="gh-pages", help="the branch that serves the pages (default: gh-pages)")
+    p.add_argument("--force", action="store_true", help="publish even a stale or smoke-profile book")
+    p.add_argument("--no-push", action="store_true", help="commit to the branch, do not push")
+
     p = sub.add_parser("cache", help="list or clear cached artifacts")
     p.add_argument("action", choices=["list", "clear"])
     p.add_argument("--stage", default=None, help="only this stage")
+    p.add_argument("--yes", action="store_true", help="clear without asking")
     return parser
 
 
@@ -81,10 +112,10 @@ def _run_stages(args) -> None:
 
     from .views import run as run_target
 
-    params = {name: yaml.safe_load(value) for name, value in args.parameter}
+    params = {name: parse_value(value, f"the value of parameter {name}") for name, value in args.parameter}
     check_notebook_parameters(params)
     overrides = dict(parse_assignment(s) for s in args.set)
-    cfg = load_config(args.profile, overrides, device=args.device, **params)
+    cfg = load_config(args.profile, overrides, preset=args.preset, device=args.device, **params)
     ledger = run_target(cfg, args.target)
     book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger)
     computed = [e for e in ledger if e.computed]
@@ -111,13 +142,23 @@ def run(args: argparse.Namespace) -> int:
         params = {"profile": args.profile, "device": args.device or "auto"}
         if args.preset:
             params["preset"] = args.preset
-        params.update({name: yaml.safe_load(value) for name, value in args.parameter})
+        params.update({name: parse_value(value, f"the value of parameter {name}") for name, value in args.parameter})
         check_notebook_parameters(params)  # validate before starting a kernel
         load_config(**params)
-        out = book.execute(args.notebook, params, root=Path.cwd(), output=args.output)
+        print(f"executing {args.notebook} ({', '.join(f'{k}={v}' for k, v in params.items())})", flush=True)
+        out = book.execute(args.notebook, params, root=Path.cwd(), output=args.output, echo=not args.quiet)
         print(f"executed {args.notebook} -> {out}")
     elif args.command == "run":
         _run_stages(args)
+    elif args.command == "check-data":
+        from .stages import check_data
+
+        overrides = dict(parse_assignment(s) for s in args.set)
+        print(check_data(load_config(args.profile, overrides, device=args.device)))
+    elif args.command == "publish":
+        from .publish import publish
+
+        print(publish(args.root, remote=args.remote, branch=args.branch, force=args.force, push=not args.no_push))
     elif args.command == "check-book":
         n = len(book.check_fresh(args.root, default_run_dir()))
         print(f"{n} chapter notebooks are executed and up to date")
@@ -145,16 +186,55 @@ def run(args: argparse.Namespace) -> int:
             for row in cache.listing():
                 print(f"{row['stage']:<24} {row['key']:<26} {row['bytes'] if row['bytes'] is not None else 'unfinished'}")
         else:
+            what = f"the '{args.stage}' stage" if args.stage else "every stage"
+            if not args.yes and not _confirm(f"remove the cached artifacts of {what} under {cache.root}? [y/N] "):
+                raise CacheClearRefused(f"nothing removed: clearing the cache of {what} needs a yes "
+                                        "(answer y, or pass --yes)")
             print(f"removed {cache.clear(args.stage)} cached artifacts")
     return 0
 
 
+class CacheClearRefused(TrcglError):
+    """``cache clear`` was not confirmed."""
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; without one (CI, a pipe) the answer is no."""
+    if not sys.stdin or not sys.stdin.isatty():
+        return False
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def one_line(text: str) -> str:
+    """A message's lines joined into one (a list after a colon stays readable: ``a: b; c``)."""
+    out = ""
+    for line in (part.strip() for part in text.splitlines()):
+        if line:
+            out += ("" if not out else " " if out.endswith((":", "(")) else "; ") + line
+    return out
+
+
+def guarded(call, debug: bool = False) -> int:
+    """Run ``call()`` as the command line does: a :class:`TrcglError` (a bad input the user can
+    fix) is one line on stderr and exit code 2; with ``debug`` it keeps its traceback."""
+    try:
+        return call()
+    except TrcglError as err:
+        if debug:
+            raise
+        print(f"trcgl: error: {one_line(str(err))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("trcgl: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except TrcglError as err:
-        print(f"trcgl: error: {err}", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    return guarded(lambda: run(args), debug=args.debug)

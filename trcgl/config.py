@@ -5,11 +5,15 @@ overrides some of them for one scale (``smoke`` for CI, ``cpu`` for a laptop, ``
 with real PadChest images). A preset (``configs/presets/<name>.yaml``, e.g. ``released``: the
 authors' released code) is applied on top of the profile: it changes what is trained, not its
 scale. Overrides are dotted keys (``"data.image_size": 128``); a key that is not in the defaults is
-an error, never a silent new setting.
+an error, never a silent new setting. ``configs/schema.yaml`` says what each key may hold (type,
+range, allowed values); every resolved configuration is checked against it, so a bad value is one
+:class:`ConfigError` naming the key, the value and what is allowed, before anything runs.
 """
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from importlib import resources
 from typing import Any, Mapping
 
@@ -77,6 +81,120 @@ class ConfigError(TrcglError, ValueError):
     """A bad profile name, an unknown key or a value of the wrong type."""
 
 
+@functools.lru_cache(maxsize=1)
+def schema() -> dict[str, dict]:
+    """``configs/schema.yaml``: dotted key -> its rule (type, bounds, choices, nullable, neutral)."""
+    return _read_yaml("schema.yaml")
+
+
+def neutral_values() -> dict[str, Any]:
+    """Dotted key -> the value at which that optional feature is off (the schema's ``neutral``).
+
+    At these values an option changes nothing compared with the code before it existed, so cache
+    keys can leave it out and artifacts computed before the option was added stay valid."""
+    return {key: rule["neutral"] for key, rule in schema().items() if "neutral" in rule}
+
+
+def dotted_keys(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"data": {"image_size": 64}}`` -> ``{"data.image_size": 64}`` (leaves only)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(dotted_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_TYPES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+          "path": "a path (string)", "list": "a list"}
+
+
+def check_value(key: str, value: Any, rule: Mapping | None = None) -> Any:
+    """``value`` checked against the schema rule of ``key``; returns it normalised (an integral
+    float as int, an int as float where a number is expected). Raises :class:`ConfigError`."""
+    rule = schema().get(key) if rule is None else rule
+    if rule is None:
+        raise ConfigError(f"config key '{key}' has no entry in configs/schema.yaml (add one)")
+    if value is None:
+        if rule.get("nullable"):
+            return None
+        raise ConfigError(f"{key} cannot be null: it must be {_allowed(rule)}")
+    kind = rule["type"]
+    if kind == "list":
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} expects {_allowed(rule)}; got {value!r}")
+        if len(value) < rule.get("min_items", 0):
+            raise ConfigError(f"{key} must hold at least {rule['min_items']} item(s); got {list(value)!r}")
+        item_rule = {k: v for k, v in rule.items() if k not in ("items", "min_items", "nullable")}
+        item_rule["type"] = rule["items"]
+        return [_check_scalar(v, rule["items"], item_rule, what=f"{key} item") for v in value]
+    return _check_scalar(value, kind, rule, what=key)
+
+
+def _check_scalar(value: Any, kind: str, rule: Mapping, what: str) -> Any:
+    value = _bool_word(rule, value)
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok and isinstance(value, float) and value.is_integer():
+            value, ok = int(value), True
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str) and (kind == "str" or value.strip() != "")
+    if not ok:
+        raise ConfigError(f"{what} expects {_TYPES[kind]}; got {value!r}")
+    if "choices" in rule and value not in rule["choices"]:
+        raise ConfigError(f"unknown {what} {value!r}: choose one of {', '.join(map(str, rule['choices']))}")
+    if kind in ("int", "float") and not all(_BOUNDS[b][0](value, rule[b]) for b in _BOUNDS if b in rule):
+        raise ConfigError(f"{what} must be {_allowed(rule)}; got {value!r}")
+    return value
+
+
+_BOUNDS = {"min": (lambda v, b: v >= b, ">="), "above": (lambda v, b: v > b, ">"),
+           "max": (lambda v, b: v <= b, "<="), "below": (lambda v, b: v < b, "<")}
+
+
+def _bool_word(rule: Mapping | None, value: Any) -> Any:
+    """YAML reads a bare ``off`` / ``on`` as a boolean: turn it back into the word where the
+    schema expects a string that can be ``off`` or ``on`` (``--set inpaint.guard=off``)."""
+    if rule and isinstance(value, bool) and rule.get("type") in ("str", "path"):
+        word = "on" if value else "off"
+        if word in rule.get("choices", ()):
+            return word
+    return value
+
+
+def _allowed(rule: Mapping) -> str:
+    """What a rule allows, in words: ``one of a, b``, ``>= 1``, ``> 0 and < 1``, ``... or null``."""
+    if "choices" in rule:
+        text = "one of " + ", ".join(map(str, rule["choices"]))
+    else:
+        text = " and ".join(f"{word} {rule[b]}" for b, (_, word) in _BOUNDS.items() if b in rule)
+    if rule["type"] == "list":
+        noun = _TYPES[rule["items"]].split(" ", 1)[-1]
+        text = f"a list of {noun}s" + (f", each {text}" if text else "")
+    text = text or _TYPES[rule["type"]]
+    return text + (" or null" if rule.get("nullable") else "")
+
+
+def validate(data: Mapping) -> dict:
+    """A nested configuration checked against the schema, key by key; returns it normalised."""
+    rules = schema()
+    flat = dotted_keys(data)
+    unchecked = sorted(set(flat) - set(rules))
+    if unchecked:
+        raise ConfigError(f"config key(s) {unchecked} have no entry in configs/schema.yaml (add one)")
+    checked = {key: check_value(key, value, rules[key]) for key, value in flat.items()}
+    if checked["data.tail_threshold"] > checked["data.head_threshold"]:
+        raise ConfigError(f"data.tail_threshold ({checked['data.tail_threshold']}) must not exceed "
+                          f"data.head_threshold ({checked['data.head_threshold']})")
+    return _nest(checked)
+
+
 def _read_yaml(*parts: str) -> dict:
     text = resources.files("trcgl").joinpath("configs", *parts).read_text()
     return yaml.safe_load(text) or {}
@@ -98,6 +216,7 @@ def _merge(base: dict, over: Mapping, where: str = "") -> dict:
 
 
 def _check_type(path: str, default: Any, value: Any) -> Any:
+    value = _bool_word(schema().get(path), value)
     if default is None or value is None:
         return value
     if isinstance(default, bool) or isinstance(value, bool):
@@ -135,7 +254,17 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"expected KEY=VALUE, got {text!r} (e.g. data.image_size=128)")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), parse_value(value, f"the value of {key.strip()}")
+
+
+def parse_value(text: str, what: str = "a value") -> Any:
+    """A command-line value read as YAML (``128``, ``null``, ``[1, 2]``); malformed YAML is one
+    :class:`ConfigError` naming the text."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{what} is not valid YAML: {text!r} ({problem}); quote lists like '[1, 2]'") from None
 
 
 class UndeclaredKey(ConfigError):
@@ -221,10 +350,11 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def replace(self, overrides: Mapping[str, Any]) -> "Config":
-        """A copy with dotted-key overrides applied (unknown keys are an error); a view stays a view."""
+        """A copy with dotted-key overrides applied; unknown keys and values the schema does not
+        allow are a :class:`ConfigError`. A view stays a view."""
         if self._prefix:
             raise ConfigError("replace() works on a whole configuration, not on one section")
-        return Config(_merge(self._data, _nest(overrides)), self._allowed, "", self._owner)
+        return Config(validate(_merge(self._data, _nest(overrides))), self._allowed, "", self._owner)
 
     def restrict(self, keys, owner: str = "") -> "Config":
         """A view that may read only ``keys`` (dotted; a section name allows all of its keys)."""
@@ -268,21 +398,6 @@ class Config:
         from .cache import digest
 
         return digest(self.subset(*keys) if keys else self._data)
-
-
-def neutral_values() -> dict[str, Any]:
-    """``{dotted key: value}`` of options at which an optional feature is off (the behaviour before
-    the option existed); the stage graph leaves such values out of cache keys."""
-    # TEMPORARY until the config schema lands (it will carry these as data)
-    return {"model.arch": "trcgl", "model.head": "linear", "model.head_scale": 10.0, "model.csra_lam": 0.1,
-            "model.csra_temperature": 1.0, "train.loss": "bce", "train.ldam_max_margin": 0.5,
-            "train.drw_epoch": None, "train.drw_beta": 0.9999, "train.extra_schedule": "all", "train.pil_beta": 0.5,
-            "model.final_norm": False, "model.feature_batchnorm": False, "model.gate_bias": True,
-            "model.adjacency": "text", "model.gcn_cosine_scale": 10.0, "model.gcn_projection": False,
-            "train.db_beta": 0.9999, "train.db_max_margin": 0.2, "train.db_weight_power": 0.5,
-            "train.counts_include_extra": False, "train.sampler": "none", "train.repeat_threshold": 0.01,
-            "train.max_repeats": 10, "train.ema": False, "train.ema_decay": 0.9999, "train.grad_clip": None,
-            "train.extra_warmup_weight": None, "train.extra_finetune_weight": None, "eval.empty_classes": "exclude"}
 
 
 def _flatten(nested: Mapping, where: str = "") -> dict:
@@ -335,10 +450,7 @@ def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None
             raise ConfigError(
                 f"unknown notebook parameter '{name}' (known: device, {', '.join(sorted(NOTEBOOK_PARAMETERS))})"
             )
-    cfg = Config(data).replace(dotted)
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda; got '{cfg.device}'")
-    return cfg
+    return Config(data).replace(dotted)
 
 
 def from_notebook(namespace: Mapping[str, Any]) -> Config:

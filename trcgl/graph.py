@@ -207,12 +207,19 @@ class Runner:
         self._memo: dict[str, Artifact] = {}
         self.ledger: list[LedgerEntry] = []
 
-    def _identity(self, req: Request) -> str:
+    def _inputs(self, req: Request) -> tuple[dict, dict]:
+        """(plain parameters, every input: Request-valued parameters and derived ones)."""
         st = get_stage(req.stage)
         plain, nested = _split_params(req.params)
+        derived = {k: v for k, v in (st.inputs(req.cfg, plain) if st.inputs else {}).items() if k not in nested}
+        return plain, {**derived, **nested}     # an input given as a parameter replaces the derived one
+
+    def _identity(self, req: Request) -> str:
+        st = get_stage(req.stage)
+        plain, inputs = self._inputs(req)
         return digest(req.stage, key_config(req.cfg, st.reads_for(plain)), plain,
                       {k: (self._identity(v) if isinstance(v, Request) else v.key if isinstance(v, Const) else None)
-                       for k, v in nested.items()})
+                       for k, v in inputs.items()})
 
     def resolve(self, req: Request) -> Artifact:
         """The artifact of ``req``: from the cache, or computed (its inputs first)."""
@@ -220,9 +227,7 @@ class Runner:
         if ident in self._memo:
             return self._memo[ident]
         st = get_stage(req.stage)
-        plain, nested = _split_params(req.params)
-        derived = {k: v for k, v in (st.inputs(req.cfg, plain) if st.inputs else {}).items() if k not in nested}
-        inputs = {**derived, **nested}     # an input given as a parameter replaces the derived one
+        plain, inputs = self._inputs(req)
         arts = {name: self._input(v) for name, v in inputs.items()}
         reads = st.reads_for(plain)
         payload = {"stage": st.name, "version": st.version, "config": key_config(req.cfg, reads),

@@ -159,7 +159,8 @@ def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000
 
 
 def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict:
-    """Mean over seeds with a t-interval (``n`` seeds; no interval for one seed)."""
+    """Mean over seeds with a t-interval (scipy's ``ttest_1samp(...).confidence_interval``;
+    ``n`` seeds; no interval for one seed)."""
     from scipy import stats
 
     v = np.asarray([x for x in values if not np.isnan(x)], dtype=float)
@@ -168,5 +169,5 @@ def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict:
     mean = float(v.mean())
     if len(v) < 2:
         return {"mean": mean, "low": np.nan, "high": np.nan, "n": 1}
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(len(v))}
+    ci = stats.ttest_1samp(v, 0.0).confidence_interval(confidence_level=level)
+    return {"mean": mean, "low": float(ci.low), "high": float(ci.high), "n": int(len(v))}

@@ -3,8 +3,10 @@
 :func:`check_site` serves a built ``_build/html`` folder on localhost, opens each page with
 Playwright driving the system's Chromium (Debian's ``chromium`` package; no browser download),
 and reports per page: images that did not load, internal links whose target page or anchor does
-not exist, requests to the local server that failed, a Python traceback in the text, and error
-cells of executed notebooks. It also saves screenshots of the index and of one chapter.
+not exist, requests to the local server that failed, any request that would leave localhost
+(blocked and reported: the book must read offline), equations that MathJax did not render, a
+Python traceback in the text, and error cells of executed notebooks. It also saves screenshots
+of the index and of one chapter.
 """
 from __future__ import annotations
 
@@ -34,17 +36,22 @@ class PageReport:
     missing_images: list[str] = field(default_factory=list)
     broken_links: list[str] = field(default_factory=list)
     failed_requests: list[str] = field(default_factory=list)
+    external_requests: list[str] = field(default_factory=list)
     tracebacks: int = 0
     error_cells: int = 0
+    math: int = 0                 # math elements on the page (Sphinx's .math spans and divs)
+    math_rendered: int = 0        # ... that MathJax turned into its output (mjx-container)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_images or self.broken_links or self.failed_requests
-                    or self.tracebacks or self.error_cells)
+        return not (self.missing_images or self.broken_links or self.failed_requests or self.external_requests
+                    or self.tracebacks or self.error_cells or self.math_rendered < self.math)
 
     def problems(self) -> str:
         parts = []
-        for name in ("missing_images", "broken_links", "failed_requests"):
+        if self.math_rendered < self.math:
+            parts.append(f"{self.math - self.math_rendered} of {self.math} equations not rendered by MathJax")
+        for name in ("missing_images", "broken_links", "failed_requests", "external_requests"):
             items = getattr(self, name)
             if items:
                 parts.append(f"{name.replace('_', ' ')}: {', '.join(items[:5])}" + (" ..." if len(items) > 5 else ""))
@@ -111,6 +118,43 @@ _REFRESH = re.compile(r'<meta[^>]+http-equiv="refresh"[^>]+url=([^"]+)"', re.IGN
 
 _MISSING_IMAGES_JS = "els => els.filter(e => !(e.complete && e.naturalWidth > 0)).map(e => e.getAttribute('src'))"
 
+# [math elements, of which rendered]: waits (at most `ms`) for MathJax to finish typesetting.
+_MATH_JS = """async (ms) => {
+  const maths = () => [...document.querySelectorAll('.math')];
+  if (!maths().length) return [0, 0];
+  const started = window.MathJax && MathJax.startup && MathJax.startup.promise;
+  if (started) {
+    await Promise.race([MathJax.startup.promise, new Promise(r => setTimeout(r, ms))]);
+  }
+  return [maths().length, maths().filter(e => e.querySelector('mjx-container')).length];
+}"""
+
+
+def _is_local(url: str, base: str) -> bool:
+    return url.startswith(base) or url.split(":", 1)[0] in ("data", "blob", "about")
+
+
+def _watch(page, base: str, failed: list[str], external: list[str]) -> None:
+    """Record failed local requests and block (and record) every request that leaves localhost."""
+    def on_response(r):
+        if r.url.startswith(base) and r.status >= 400:
+            failed.append(f"{r.url[len(base):]} ({r.status})")
+
+    def on_failed(r):
+        if r.url.startswith(base):
+            failed.append(f"{r.url[len(base):]} (failed)")
+
+    def route(r):
+        if _is_local(r.request.url, base):
+            r.continue_()
+        else:
+            external.append(r.request.url)
+            r.abort("blockedbyclient")
+
+    page.on("response", on_response)
+    page.on("requestfailed", on_failed)
+    page.route("**/*", route)
+
 
 def check_site(html_dir: Path | str, screenshots: Path | str | None = None, chromium: str | None = None,
                timeout_ms: int = 30000) -> list[PageReport]:
@@ -135,10 +179,8 @@ def check_site(html_dir: Path | str, screenshots: Path | str | None = None, chro
             report = PageReport(rel)
             page = context.new_page()
             failed: list[str] = []
-            page.on("response", lambda r: failed.append(f"{r.url[len(base):]} ({r.status})")
-                    if r.url.startswith(base) and r.status >= 400 else None)
-            page.on("requestfailed", lambda r: failed.append(f"{r.url[len(base):]} (failed)")
-                    if r.url.startswith(base) else None)
+            external: list[str] = []
+            _watch(page, base, failed, external)
             redirect = _REFRESH.search(path.read_text(errors="replace"))
             if redirect:  # a redirect page (Jupyter Book's root index.html): check where it points
                 target = urljoin(base + rel, html.unescape(redirect.group(1)))
@@ -149,10 +191,12 @@ def check_site(html_dir: Path | str, screenshots: Path | str | None = None, chro
                     page.goto(target, wait_until="load", timeout=timeout_ms)
                     Path(screenshots).mkdir(parents=True, exist_ok=True)
                     page.screenshot(path=str(Path(screenshots) / "index.png"))
+                report.external_requests = sorted(set(external))
                 page.close()
                 reports.append(report)
                 continue
             page.goto(base + rel, wait_until="load", timeout=timeout_ms)
+            report.math, report.math_rendered = page.evaluate(_MATH_JS, min(timeout_ms, 20000))
             report.missing_images = [s or "?" for s in page.eval_on_selector_all("img", _MISSING_IMAGES_JS)]
             hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
             seen = set()
@@ -167,6 +211,7 @@ def check_site(html_dir: Path | str, screenshots: Path | str | None = None, chro
             report.tracebacks = int("Traceback (most recent call last)" in text)
             report.error_cells = len(page.query_selector_all(".cell_output .output.traceback, .cell_output .output.error"))
             report.failed_requests = sorted(set(failed))
+            report.external_requests = sorted(set(external))
             if screenshots is not None and (rel == "index.html" or path == chapter):
                 Path(screenshots).mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(Path(screenshots) / (path.stem + ".png")), full_page=False)

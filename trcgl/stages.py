@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .cache import atomic_write_json, digest, file_sha256, load_npy, manifest, save_npy
+from .cache import atomic_write_json, digest, file_sha256, load_npy, save_npy
 from .graph import Const, Request, StageError, stage
 from .graph import resolve as _resolve
 from .graph import value as _value
@@ -42,12 +42,21 @@ def file_input(path: str | Path) -> Const:
     return Const(path, file_sha256(path)[:16])
 
 
+_FOLDER_DIGESTS: dict = {}
+
+
 def folder_input(path: str | Path, what: str) -> Const:
-    """A folder outside the cache (saved weights, a pipeline) as an input, keyed by its files."""
+    """A folder outside the cache (saved weights, a pipeline, an image folder) as an input, keyed
+    by its files (names, sizes, modification times; computed once per process and folder state)."""
     path = Path(path)
     if not path.is_dir():
         raise StageError(f"{what}: no folder at {path}")
-    return Const(path, digest(manifest(path)))
+    state = (str(path.resolve()), path.stat().st_mtime_ns)
+    if state not in _FOLDER_DIGESTS:
+        files = sorted((f.relative_to(path).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in path.rglob("*") if f.is_file())
+        _FOLDER_DIGESTS[state] = digest(files)
+    return Const(path, _FOLDER_DIGESTS[state])
 
 
 def _device(cfg):
@@ -59,9 +68,12 @@ def _device(cfg):
 # ----------------------------------------------------------------------------- labels and cohort
 
 def _table_inputs(cfg, params):
-    from .data.padchest import shipped_table_path
+    from .data.padchest import read_raw, shipped_table_path
 
-    return {"csv": file_input(cfg.paths.padchest_csv or shipped_table_path())}
+    path = Path(cfg.paths.padchest_csv or shipped_table_path())
+    if not path.is_file():
+        read_raw(path)      # the label table's own clear error
+    return {"csv": file_input(path)}
 
 
 def _load_table(ctx):
@@ -167,6 +179,10 @@ def _image_inputs(cfg, params):
 
             raise DataError("data.source is 'padchest' but no image folder is set: set PADCHEST_ROOT or "
                             "paths.padchest_root (the `paper` profile reads real PadChest images)")
+        if not root.is_dir():
+            from .data.images import PadChestImages
+
+            PadChestImages(root, cfg.data.image_size)     # its own clear "folder not found"
         inputs["images"] = folder_input(root, "PadChest images (PADCHEST_ROOT)")
     return inputs
 
@@ -718,6 +734,32 @@ def target_requests(cfg, name: str) -> list[Request]:
         raise StageError(f"unknown target '{name}' (known: all, a chapter name, {', '.join(TARGETS)})")
     return TARGETS[name](cfg)
 
+
+
+def check_data(cfg, cache=None) -> str:
+    """What ``python -m trcgl check-data`` prints: the label table's parsing report, the class
+    set's groups and, per split, the rows the profile uses; with ``data.source: padchest`` the
+    images are read (into the cache a run then reuses) and the read / skipped counts shown.
+    Every problem on the way is the same :class:`DataError` a chapter would raise, in seconds."""
+    from .data.datasets import split_rows
+    from .data.padchest import padchest_root
+
+    co = get(cohort(cfg), cache)
+    lines = [f"label table: {cfg.paths.padchest_csv or 'the PadChest table shipped in torchxrayvision'}"]
+    lines += [f"  {key}: {value}" for key, value in co.table.report.items() if value != ""]
+    groups = pd.Series(co.groups).value_counts().reindex(["head", "medium", "tail"]).fillna(0).astype(int)
+    lines.append(f"class set {co.class_set.name}: {len(co.class_set)} classes "
+                 f"({', '.join(f'{n} {g}' for g, n in groups.items())})")
+    for split in ("train", "selection", "test"):
+        line = f"{split}: {len(split_rows(cfg, co, split))} rows"
+        if cfg.data.source == "padchest":
+            rep = json.loads((resolve(image_set(cfg, split), cache).folder / "report.json").read_text())
+            line += (f", {rep['read']} images read from {padchest_root(cfg)}, {rep['skipped']} skipped "
+                     f"({len(rep.get('missing', []))} missing, {len(rep.get('unreadable', []))} unreadable listed)")
+        else:
+            line += " (phantom source: rendered by the stages, nothing to read)"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- in-memory inputs

@@ -99,7 +99,12 @@ def split_rows(cfg, cohort: Cohort, split: str) -> np.ndarray:
     """Indices (into the cohort's frame) of the rows one split of this profile uses
     (``data.n_<split>`` rows with at least ``data.min_<split>_positives`` per class)."""
     d = cfg.data
-    return select_rows(cohort, d[f"n_{split}"], split, d[f"min_{split}_positives"], d.split_seed, d.projections)
+    index = select_rows(cohort, d[f"n_{split}"], split, d[f"min_{split}_positives"], d.split_seed, d.projections)
+    if not len(index):
+        found = sorted(cohort.frame["Projection"].dropna().astype(str).unique())[:10]
+        raise DataError(f"the {split} split has no row with Projection in {list(d.projections)} "
+                        f"(the label table's projections: {found}); check data.projections and the table")
+    return index
 
 
 def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Path) -> None:

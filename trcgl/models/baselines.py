@@ -114,7 +114,12 @@ class ClipClassifier(nn.Module):
                 f"needs pretrained CLIP weights: no CLIP vision model at {path}. On a machine with internet run "
                 "CLIPVisionModel.from_pretrained('openai/clip-vit-base-patch16').save_pretrained(PATH), "
                 "copy PATH here and set paths.clip_image_encoder to it")
-        self.backbone = CLIPVisionModel.from_pretrained(path, local_files_only=True)
+        try:
+            self.backbone = CLIPVisionModel.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ClipWeightsMissing(f"the CLIP vision model at {path} cannot be loaded ({type(err).__name__}: "
+                                     f"{' '.join(str(err).split())[:160]}); save it again with "
+                                     "CLIPVisionModel.from_pretrained(...).save_pretrained(PATH)") from None
         self.size = self.backbone.config.image_size
         self.head = nn.Linear(self.backbone.config.hidden_size, num_classes)
 

@@ -179,7 +179,7 @@ def renderer_speed(ch, cohort, n: int = 32) -> pd.DataFrame:
     for canvas, size in ((128, 64), (256, 128)):
         r = phantom_renderer(ch.cfg.replace({"phantom.render_size": canvas}), cohort)
 
-        def render_batch():
+        def render_batch(r=r, size=size):
             for _, row in rows.iterrows():
                 present = [classes[c] for c in np.flatnonzero(multi_hot([row.labels], cohort.class_set)[0])]
                 img, m = r.render(row.ImageID, present, row.sentences, row.labels)

@@ -88,6 +88,11 @@ def entanglement_figure(ch, cohort, train_set):
                                 f"τ = {p.guard_threshold}")
 
 
+def guard_table(res, off) -> pd.DataFrame:
+    """What the guard prevents (images inpainted, findings erased, damage to kept lesions)."""
+    return guard_effect(res, off)
+
+
 def guard_text(ch, res, off) -> str:
     if not (len(res.damage) and len(off.damage)):
         return ""

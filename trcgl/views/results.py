@@ -119,7 +119,7 @@ def figure_4(ch, result, test_set, cohort, n_pairs: int = 200):
             "ConvNeXt Grad-CAM": grad_cam_maps(base.model, imgs, cls, base.mean, base.std, ch.device)}
     loc = pd.DataFrame({name: pair_scores(m, masks).mean() for name, m in maps.items()}).T
     picks, seen = [], set()
-    for k, (n, c) in enumerate(pairs):          # one example per class, up to six classes, tail first
+    for k, (_, c) in enumerate(pairs):          # one example per class, up to six classes, tail first
         if c not in seen:
             seen.add(c)
             picks.append(k)
