@@ -139,6 +139,30 @@ def _means_fast(Y: np.ndarray, P: np.ndarray, groups: Sequence[str], empty: str 
     return _group_means({"mAP": ap, "mAUC": auc}, groups)
 
 
+def class_scores_fast(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AP and ROC AUC of every column at once, exactly as scikit-learn defines them (ties grouped
+    for AP, average ranks for AUC); NaN where a class lacks positives or negatives."""
+    from scipy.stats import rankdata
+
+    Y = np.asarray(Y).astype(bool)
+    P = np.asarray(P, dtype=float)
+    n = len(Y)
+    pos = Y.sum(0)
+    defined = (pos > 0) & (pos < n)
+    ranks = rankdata(P, axis=0)
+    auc = (np.where(Y, ranks, 0).sum(0) - pos * (pos + 1) / 2) / np.maximum(pos * (n - pos), 1)
+    order = np.argsort(-P, axis=0, kind="mergesort")
+    ps = np.take_along_axis(P, order, 0)
+    ys = np.take_along_axis(Y, order, 0).astype(float)
+    last_of_tie = np.vstack([np.diff(ps, axis=0) != 0, np.ones((1, P.shape[1]), bool)])
+    tps, fps = np.cumsum(ys, 0), np.cumsum(1 - ys, 0)
+    at_end = np.where(last_of_tie, tps, 0.0)
+    prev = np.vstack([np.zeros((1, P.shape[1])), np.maximum.accumulate(at_end, axis=0)[:-1]])
+    precision = tps / np.maximum(tps + fps, 1)
+    ap = np.where(last_of_tie, (tps - prev) * precision, 0.0).sum(0) / np.maximum(pos, 1)
+    return np.where(defined, ap, np.nan), np.where(defined, auc, np.nan)
+
+
 def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000, seed: int = 0,
                     level: float = 0.95, empty: str = "exclude") -> pd.DataFrame:
     """Percentile confidence intervals of mAP and mAUC (overall and per group) by resampling images.

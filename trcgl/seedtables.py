@@ -31,29 +31,57 @@ def publish(store: ResultsStore, table: str, records: list[dict]) -> None:
     store.replace_table(table, records)
 
 
-def seed_summary(store: ResultsStore, table: str, metrics=METRICS, level: float = 0.95) -> pd.DataFrame:
-    """Long form: row, metric, mean over seeds, t-interval (low, high), number of seeds."""
-    df = store.frame(table)
+def _records(store: ResultsStore, table: str, kind: str) -> pd.DataFrame:
+    """A table's records of one kind: ``seed`` (one number per row, seed and metric; records
+    without a kind are seed records), ``interval``, ``difference`` or ``chance``."""
+    df = pd.DataFrame(store.records(table))
     if df.empty:
         raise KeyError(f"no records for table '{table}' in {store.path}")
+    kinds = df["kind"].fillna("seed") if "kind" in df else pd.Series("seed", index=df.index)
+    return df[kinds == kind]
+
+
+def seed_summary(store: ResultsStore, table: str, metrics=METRICS, level: float = 0.95) -> pd.DataFrame:
+    """Long form: row, metric, mean over seeds, interval (low, high), number of seeds. The interval
+    is the table stage's (resampling seeds and test label rows together) where it recorded one,
+    otherwise a t-interval over the seeds."""
+    seeds = _records(store, table, "seed")
+    intervals = _records(store, table, "interval")
+    given = {(r.row, r.metric): r for r in intervals.itertuples()}
     out = []
-    for (row, metric), g in df[df.metric.isin(metrics)].groupby(["row", "metric"], sort=False):
+    for (row, metric), g in seeds[seeds.metric.isin(metrics)].groupby(["row", "metric"], sort=False):
         agg = aggregate_seeds(g.sort_values("seed")["value"].tolist(), level)
+        if (row, metric) in given:
+            r = given[(row, metric)]
+            agg = {"mean": r.value, "low": r.low, "high": r.high, "n": agg["n"]}
         out.append({"row": row, "metric": metric, **agg})
     return pd.DataFrame(out)
+
+
+def chance_row(store: ResultsStore, table: str, metrics=METRICS) -> dict:
+    """The chance level of each metric the table stage recorded (random scores on the test split)."""
+    try:
+        df = _records(store, table, "chance")
+    except KeyError:
+        return {}
+    return {r.metric: r.value for r in df.itertuples() if r.metric in metrics}
+
+
+CHANCE = "chance (random scores)"
 
 
 def seed_table(store: ResultsStore, table: str, metrics=METRICS, rows=None, digits: int = 3,
                notes: dict | None = None) -> pd.DataFrame:
     """Wide form for the book: "mean [low, high]" per row and metric (rows in ``rows`` order; a
-    row with a note, e.g. one that needs unavailable weights, shows the note instead)."""
+    row with a note, e.g. one that needs unavailable weights, shows the note instead), and the
+    chance level of each metric in a last row when the table stage recorded it."""
     s = seed_summary(store, table, metrics)
     order = list(rows) if rows is not None else list(dict.fromkeys(s.row))
 
     def cell(r):
         if r.n == 0:
             return "—"
-        if r.n == 1 or np.isnan(r.low):
+        if np.isnan(r.low):
             return f"{r['mean']:.{digits}f}"
         return f"{r['mean']:.{digits}f} [{r.low:.{digits}f}, {r.high:.{digits}f}]"
 
@@ -68,6 +96,9 @@ def seed_table(store: ResultsStore, table: str, metrics=METRICS, rows=None, digi
     wide.index.name = None
     n = s.groupby("row")["n"].max()
     wide.insert(0, "seeds", [int(n.get(r, 0)) for r in wide.index])
+    chance = chance_row(store, table, metrics)
+    if chance:
+        wide.loc[CHANCE] = ["—"] + [f"{chance[m]:.{digits}f}" if m in chance else "—" for m in wide.columns[1:]]
     return wide
 
 
@@ -80,20 +111,30 @@ def seed_means(store: ResultsStore, table: str, metrics=METRICS) -> pd.DataFrame
 
 def paired_differences(store: ResultsStore, table: str, reference: str, metric: str = "mAP",
                        level: float = 0.95) -> pd.DataFrame:
-    """Per row: the difference to ``reference`` on the same seeds (mean, t-interval) and the
-    number of seeds on which the row is better; ``sure`` when the interval excludes 0."""
-    df = store.frame(table)
-    df = df[df.metric == metric].pivot_table(index="seed", columns="row", values="value")
+    """Per row: the difference to ``reference`` on the same seeds (mean and interval) and the
+    number of seeds on which the row is better; ``sure`` when the interval excludes 0. The interval
+    is the table stage's paired one (seeds and test label rows resampled together, both rows on the
+    same resample) where it recorded one, otherwise a paired t-interval over the seeds."""
+    seeds = _records(store, table, "seed")
+    df = seeds[seeds.metric == metric].pivot_table(index="seed", columns="row", values="value")
     if reference not in df:
         raise KeyError(f"table '{table}' has no row '{reference}' for {metric}")
+    try:
+        recorded = _records(store, table, "difference")
+        recorded = {r.row: r for r in recorded[(recorded.metric == metric) & (recorded.reference == reference)].itertuples()}
+    except (KeyError, AttributeError):
+        recorded = {}
     out = []
-    for row in [c for c in dict.fromkeys(store.frame(table)["row"]) if c in df and c != reference]:
+    for row in [c for c in dict.fromkeys(seeds["row"]) if c in df and c != reference]:
         pair = df[[row, reference]].dropna()
         d = (pair[row] - pair[reference]).to_numpy()
         agg = aggregate_seeds(d, level)
+        if row in recorded:
+            r = recorded[row]
+            agg = {"mean": r.value, "low": r.low, "high": r.high}
         out.append({"row": row, f"Δ{metric} vs {reference}": agg["mean"], "low": agg["low"], "high": agg["high"],
                     "better on seeds": f"{int((d > 0).sum())}/{len(d)}",
-                    "sure": bool(len(d) > 1 and (agg["low"] > 0 or agg["high"] < 0))})
+                    "sure": bool(not np.isnan(agg["low"]) and (agg["low"] > 0 or agg["high"] < 0))})
     return pd.DataFrame(out).set_index("row") if out else pd.DataFrame()
 
 
@@ -104,3 +145,98 @@ def with_paper(ours: pd.DataFrame, paper: pd.DataFrame, names: dict | None = Non
     ref = paper.reindex([names.get(r, r) for r in ours.index])
     ref.index = ours.index
     return pd.concat([ours, ref], axis=1)
+
+
+# ----------------------------------------------------------------------------- intervals over seeds and test rows
+
+def _scores(Y, P, groups) -> dict:
+    from .metrics import _group_means, class_scores_fast
+
+    ap, auc = class_scores_fast(Y, P)
+    return _group_means({"mAP": ap, "mAUC": auc}, groups)
+
+
+def chance_levels(Y: np.ndarray, groups) -> dict:
+    """What random scores reach on an evaluation set: AUC 0.5 for every class, and AP equal to
+    the class's prevalence (classes without positives left out, as in the means)."""
+    from .metrics import _group_means
+
+    Y = np.asarray(Y)
+    prevalence = Y.mean(0).astype(float)
+    defined = (Y.sum(0) > 0) & (Y.sum(0) < len(Y))
+    return _group_means({"mAP": np.where(defined, prevalence, np.nan), "mAUC": np.where(defined, 0.5, np.nan)}, groups)
+
+
+def bootstrap_records(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,
+                      seed: int = 0, level: float = 0.95) -> list[dict]:
+    """Intervals that resample seeds and test label rows together, and paired differences.
+
+    Each of ``n`` resamples draws the seeds with replacement and the test **label rows** with
+    replacement (``clusters``: images rendered from the same label row, e.g. a rare row repeated on
+    new anatomy, move together); a row's value in a resample is its metric averaged over the drawn
+    seeds, on the drawn test rows. Every row is scored on the same resample, so a difference
+    between two rows is paired. Returns ``interval`` records (point value = the mean over seeds on
+    the whole test set, with the percentile interval) and ``difference`` records for every ordered
+    pair of rows (a − b, its interval, and ``sure`` when the interval excludes 0)."""
+    Y = np.asarray(Y)
+    clusters = np.asarray(clusters)
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+    rng = np.random.default_rng(seed)
+    seeds = list(seeds)
+    point = {r: {m: float(np.nanmean([_scores(Y, probs[(r, s)], groups)[m] for s in seeds])) for m in metrics}
+             for r in rows}
+    draws = {r: {m: [] for m in metrics} for r in rows}
+    for _ in range(n):
+        drawn_seeds = rng.choice(seeds, size=len(seeds), replace=True)
+        idx = np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))])
+        per_seed = {(r, s): _scores(Y[idx], probs[(r, s)][idx], groups) for r in rows for s in set(drawn_seeds)}
+        for r in rows:
+            for m in metrics:
+                draws[r][m].append(np.nanmean([per_seed[(r, s)][m] for s in drawn_seeds]))
+    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = []
+    for r in rows:
+        for m in metrics:
+            d = np.asarray(draws[r][m], float)
+            out.append({"row": r, "metric": m, "value": point[r][m], "low": float(np.nanpercentile(d, lo)),
+                        "high": float(np.nanpercentile(d, hi)), "seed": None, "kind": "interval",
+                        "n_seeds": len(seeds), "resamples": n})
+    for a in rows:
+        for b in rows:
+            if a == b:
+                continue
+            for m in metrics:
+                d = np.asarray(draws[a][m], float) - np.asarray(draws[b][m], float)
+                low, high = float(np.nanpercentile(d, lo)), float(np.nanpercentile(d, hi))
+                out.append({"row": a, "reference": b, "metric": m, "value": point[a][m] - point[b][m], "low": low,
+                            "high": high, "sure": bool(low > 0 or high < 0), "seed": None, "kind": "difference",
+                            "n_seeds": len(seeds), "resamples": n})
+    return out
+
+
+def ratio_interval(Y: np.ndarray, probs: dict, clusters, groups, seeds, method: str, baseline: str, ideal: str,
+                   metric: str, n: int = 500, seed: int = 0, level: float = 0.95) -> dict:
+    """The fraction of the ideal gain the method reaches, (method − baseline) / (ideal − baseline),
+    with an interval from the same resamples of seeds and test label rows as
+    :func:`bootstrap_records` (same ``seed``)."""
+    rows = [method, baseline, ideal]
+    Y, clusters = np.asarray(Y), np.asarray(clusters)
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
+    rng = np.random.default_rng(seed)
+    seeds = list(seeds)
+
+    def value(idx, drawn):
+        v = {r: np.nanmean([_scores(Y[idx], probs[(r, s)][idx], groups)[metric] for s in drawn]) for r in rows}
+        gain = v[ideal] - v[baseline]
+        return (v[method] - v[baseline]) / gain if gain != 0 else np.nan
+
+    point = value(np.arange(len(Y)), seeds)
+    draws = []
+    for _ in range(n):
+        drawn = rng.choice(seeds, size=len(seeds), replace=True)
+        draws.append(value(np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))]), drawn))
+    d = np.asarray(draws, float)
+    return {"metric": metric, "value": float(point), "low": float(np.nanpercentile(d, 100 * (1 - level) / 2)),
+            "high": float(np.nanpercentile(d, 100 * (1 + level) / 2))}

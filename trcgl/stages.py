@@ -150,14 +150,15 @@ def _normal_rows(cfg, cohort):
 ROWS: dict[str, Rows] = {
     "train": Rows(_split_reads("train"), _split_rows("train")),
     "selection": Rows(_split_reads("selection"), _split_rows("selection")),
-    "test": Rows(_split_reads("test"), _split_rows("test")),
+    "test": Rows(_split_reads("test") + ("data.test_repeats",), _split_rows("test")),
     # fresh, class-balanced renders of train-split rows the experiment does not train on
     "oracle": Rows(_split_reads("train") + ("diffusion.oracle_per_class", "seed"), _oracle_rows),
     # rows labelled exactly 'normal' that the experiment does not train on (the DiT's data)
     "normal": Rows(_split_reads("train") + ("inpaint.n_normal", "seed"), _normal_rows),
 }
 
-IMAGE_READS = ("data.source", "data.image_size", "data.on_missing", "phantom", "paths.padchest_root")
+IMAGE_READS = ("data.source", "data.image_size", "data.on_missing", "data.cooccurrence", "phantom",
+               "paths.padchest_root")
 IMAGE_MODULES = ("trcgl.data.datasets", "trcgl.data.phantom", "trcgl.data.images", "trcgl.data.padchest",
                  "data/locations.json", "trcgl.diffusion.oracle", "trcgl.inpaint.normal_dit")
 
@@ -447,6 +448,39 @@ def _synthetic_set(ctx):
     save_npy(ctx.work / "thresholds.npy", res.thresholds)
 
 
+# ----------------------------------------------------------------------------- controls of the synthetic claim
+
+CONTROL_KINDS = ("oversampled", "ideal", "shuffled")
+
+
+def _control_reads(params) -> tuple[str, ...]:
+    if params.get("kind") not in CONTROL_KINDS:
+        raise StageError(f"control-set: unknown kind {params.get('kind')!r} (known: {', '.join(CONTROL_KINDS)})")
+    return ("phantom", "data.image_size", "data.source") if params["kind"] == "ideal" else ()
+
+
+@stage("control-set", reads=_control_reads, modules=("trcgl.controls", "trcgl.data.datasets", "trcgl.data.phantom"),
+       load=_load_plain_set)
+def _control_set(ctx):
+    """A control of the synthetic tail set: real tail rows oversampled to its count and weight, its
+    label sets rendered by the phantom renderer (ideal generator), or its labels shuffled."""
+    from . import controls
+    from .data.datasets import phantom_renderer, save_image_set
+
+    kind, seed = ctx.params["kind"], ctx.params["seed"]
+    synthetic, train = ctx.inputs["synthetic"].kept, ctx.inputs["train"]
+    if kind == "oversampled":
+        out = controls.oversampled(train, synthetic, seed)
+    elif kind == "shuffled":
+        out = controls.shuffled_labels(synthetic, seed)
+    else:
+        if ctx.cfg.data.source != "phantom":
+            raise StageError("the ideal generator renders phantoms: it needs data.source = phantom")
+        renderer = phantom_renderer(ctx.cfg, ctx.inputs["cohort"])
+        out = controls.ideal_renders(renderer, synthetic, train, ctx.cfg.data.image_size, seed)
+    save_image_set(out, ctx.work)
+
+
 # ----------------------------------------------------------------------------- the inpainting paper
 
 DIT_READS = tuple(f"inpaint.{k}" for k in ("n_normal", "dit_layers", "dit_heads", "dit_head_dim", "dit_patch", "epochs",
@@ -495,13 +529,14 @@ def _inpainted_set(ctx):
 
 # ----------------------------------------------------------------------------- tables
 
-TABLE_READS = ("eval.f1_threshold", "eval.empty_classes")
+TABLE_READS = ("eval.f1_threshold", "eval.empty_classes", "eval.bootstrap")
+INTERVAL_METRICS = ("mAP", "mAUC", "mAP head", "mAP medium", "mAP tail", "mAUC head", "mAUC medium", "mAUC tail")
 
 
 @dataclass
 class TableResult:
     name: str
-    records: list[dict]                 # one per (row, seed, metric), on the test split
+    records: list[dict]                 # per (row, seed, metric) values, intervals, differences, chance; test split
     rows: list[dict]                    # name, meta, unavailable
     seeds: list[int]
     probs: dict                         # (row, seed) -> test probabilities (N, C)
@@ -519,32 +554,39 @@ def _load_table_result(ctx):
 @stage("table", reads=TABLE_READS, modules=("trcgl.metrics", "trcgl.seedtables", "trcgl.tables"),
        load=_load_table_result)
 def _table(ctx):
-    """Every (row, seed) of a table scored on the test split: the records of the results store."""
+    """Every (row, seed) of a table scored on the test split: per-seed values, intervals that
+    resample seeds and test label rows together, paired differences, and the chance levels."""
     import io
 
     from .cache import atomic_write_bytes
     from .metrics import evaluate
-    from .seedtables import METRICS
+    from .seedtables import METRICS, bootstrap_records, chance_levels
 
     test = ctx.inputs["test"]
     groups = _groups(ctx.inputs["cohort"])
     e = ctx.cfg.eval
+    seeds = ctx.params["seeds"]
     records, probs = [], {}
-    for row in ctx.params["rows"]:
-        if row["unavailable"]:
-            continue
-        for seed in ctx.params["seeds"]:
-            P = ctx.inputs[f"run|{row['name']}|{seed}"]
+    names = [row["name"] for row in ctx.params["rows"] if not row["unavailable"]]
+    for name in names:
+        for seed in seeds:
+            P = ctx.inputs[f"run|{name}|{seed}"]
             ev = evaluate(test.Y, P, test.classes, groups, e.f1_threshold, empty=e.empty_classes)
             for metric in METRICS:
-                records.append({"row": row["name"], "metric": metric, "value": float(ev.means[metric]),
-                                "seed": int(seed), "group": None, "split": "test"})
-            probs[f"{row['name']}|{seed}"] = P.astype(np.float32)
+                records.append({"row": name, "metric": metric, "value": float(ev.means[metric]), "seed": int(seed),
+                                "group": None, "split": "test", "kind": "seed"})
+            probs[(name, seed)] = P.astype(np.float32)
+    records += [{**r, "group": None, "split": "test"} for r in
+                bootstrap_records(test.Y, probs, test.rows["ImageID"].to_numpy(), groups, names, seeds,
+                                  INTERVAL_METRICS, n=e.bootstrap, seed=0)]
+    chance = chance_levels(test.Y, groups)
+    records += [{"row": "chance (random scores)", "metric": m, "value": float(chance[m]), "seed": None, "group": None,
+                 "split": "test", "kind": "chance"} for m in INTERVAL_METRICS]
     buffer = io.BytesIO()
-    np.savez(buffer, **probs)
+    np.savez(buffer, **{f"{r}|{s}": P for (r, s), P in probs.items()})
     atomic_write_bytes(ctx.work / "probs.npz", buffer.getvalue())
     atomic_write_json(ctx.work / "table.json", {"name": ctx.params["name"], "records": records,
-                                                "rows": ctx.params["rows"], "seeds": ctx.params["seeds"]})
+                                                "rows": ctx.params["rows"], "seeds": seeds})
 
 
 # ============================================================================= requests
@@ -622,6 +664,12 @@ def synthetic_set(cfg) -> Request:
                    select=selection_set(cfg), cohort=cohort(cfg))
 
 
+def control_set(cfg, kind: str) -> Request:
+    """A control of the synthetic set (chapters 2 and 5): ``oversampled``, ``ideal`` or ``shuffled``."""
+    return Request("control-set", cfg, kind=kind, seed=int(cfg.seed), synthetic=synthetic_set(cfg),
+                   train=train_set(cfg), cohort=cohort(cfg))
+
+
 def oracle(cfg) -> Request:
     """The oracle (chapter 2): GAP-only on fresh balanced renders."""
     from .diffusion.oracle import oracle_config
@@ -662,6 +710,7 @@ def extra_request(cfg, extra) -> Request | None:
         return None
     kinds = {SYNTHETIC: lambda: synthetic_set(cfg), INPAINTED: lambda: inpainted_set(cfg),
              INPAINTED_UNGUARDED: lambda: inpainted_set(cfg, guard="off"),
+             **{kind: (lambda k: lambda: control_set(cfg, k))(kind) for kind in CONTROL_KINDS},
              COPIES: lambda: Request("copies-set", cfg, train=train_set(tables_config(cfg)),
                                      inpainted=inpainted_set(cfg))}
     parts = []
@@ -724,7 +773,8 @@ TARGETS: dict[str, Callable] = {
     "dit": lambda cfg: [normal_dit(cfg)],
     "inpainted": lambda cfg: [inpainted_set(cfg), inpainted_set(cfg, guard="off")],
     **{name: (lambda n: lambda cfg: [table(cfg, n)])(name)
-       for name in ("table1", "table3", "table4", "table5", "inpaint_h2h", "inpaint_ablation")},
+       for name in ("table1", "table3", "table4", "table5", "inpaint_h2h", "inpaint_ablation", "released", "controls",
+                    "gcn_conditions", "cca")},
     "components": lambda cfg: [table(cfg, "components", seeds=[cfg.seed])],
 }
 

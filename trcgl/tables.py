@@ -13,6 +13,7 @@ from typing import Callable
 
 #: Kinds of extra training images (each a stage of :mod:`trcgl.stages`).
 SYNTHETIC, INPAINTED, INPAINTED_UNGUARDED, COPIES = "synthetic", "inpainted", "inpainted-unguarded", "copies"
+OVERSAMPLED, IDEAL, SHUFFLED = "oversampled", "ideal", "shuffled"     # controls (trcgl.controls)
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,62 @@ def inpaint_ablation_rows(cfg) -> list[Row]:
             Row(COPIES_ROW, pil, extra=Extra.of(COPIES))]
 
 
+BASELINE, OVERSAMPLING, METHOD, IDEAL_ROW, SHUFFLED_ROW = (
+    "no extra images", "real tail rows oversampled", "prompt diffusion (the method)",
+    "ideal generator (positive control)", "labels shuffled (negative control)")
+
+
+def control_rows(cfg) -> list[Row]:
+    """The synthetic-image claim against its controls, the full model in every row, the same real
+    rows, seeds and loss weight: no extra images; the real tail rows repeated to the synthetic set's
+    count (oversampling); the synthetic set; the same label sets rendered by the phantom renderer
+    (ideal generator: the positive control); the synthetic images with shuffled labels (negative)."""
+    ideal = (Row(IDEAL_ROW, cfg, extra=Extra.of(IDEAL)) if cfg.data.source == "phantom" else
+             Row(IDEAL_ROW, unavailable="needs the phantom renderer (data.source: phantom)"))
+    return [Row(BASELINE, cfg), Row(OVERSAMPLING, cfg, extra=Extra.of(OVERSAMPLED)),
+            Row(METHOD, cfg, extra=Extra.of(SYNTHETIC)), ideal,
+            Row(SHUFFLED_ROW, cfg, extra=Extra.of(SHUFFLED))]
+
+
+#: The label-graph conditions: how the images are rendered (config overrides) and what they test.
+GCN_CONDITIONS = {
+    "normal": ({}, "labels and lesions as in the data"),
+    "tail hidden": ({"phantom.hidden_classes": "tail"}, "tail lesions not drawn, labels kept: only co-occurrence predicts them"),
+    "co-occurrence broken": ({"data.cooccurrence": "broken"}, "tail labels permuted across rows before rendering"),
+}
+
+
+def gcn_condition_rows(cfg) -> list[Row]:
+    """Channel-class attention with and without the label GCN, in each condition of
+    :data:`GCN_CONDITIONS` (the images of every split rendered under that condition)."""
+    rows = []
+    for condition, (over, what) in GCN_CONDITIONS.items():
+        if over and cfg.data.source != "phantom":
+            rows += [Row(f"{condition}: {m} GCN", unavailable="needs the phantom renderer") for m in ("without", "with")]
+            continue
+        ccfg = cfg.replace(over)
+        rows += [Row(f"{condition}: without GCN", ccfg.replace({"model.label_gcn": False}), meta={"condition": what}),
+                 Row(f"{condition}: with GCN", ccfg.replace({"model.label_gcn": True}), meta={"condition": what})]
+    return rows
+
+
+#: The channel-class attention conditions: the findings as drawn, or rare findings also subtle.
+CCA_CONDITIONS = {"normal": {}, "subtle tail": {"phantom.tail_subtlety": 0.5}}
+GATE_ONLY = "+ channel gate"
+
+
+def cca_rows(cfg) -> list[Row]:
+    """GAP only, + the channel gate, + class-aware attention (no GCN), on feature maps of
+    ``tables.cca_feature_stage`` (8 × 8 or finer), in each of :data:`CCA_CONDITIONS`."""
+    rows = []
+    for condition, over in CCA_CONDITIONS.items():
+        ccfg = cfg.replace({**over, "model.feature_stage": cfg.tables.cca_feature_stage, "model.label_gcn": False})
+        rows += [Row(f"{condition}: {GAP_ONLY}", gap_only(ccfg)),
+                 Row(f"{condition}: {GATE_ONLY}", ccfg.replace({"model.spatial_attention": False})),
+                 Row(f"{condition}: {CCA}", ccfg)]
+    return rows
+
+
 def released_comparison_rows(cfg) -> list[Row]:
     """The ablation chapter's text-vs-released comparison (issue 14), with the synthetic tail set."""
     from .released import released_rows
@@ -167,6 +224,9 @@ TABLES: dict[str, tuple[Callable, bool]] = {
     "inpaint_h2h": (head_to_head_rows, True),
     "inpaint_ablation": (inpaint_ablation_rows, True),
     "released": (released_comparison_rows, True),
+    "controls": (control_rows, True),
+    "gcn_conditions": (gcn_condition_rows, True),
+    "cca": (cca_rows, True),
 }
 
 

@@ -100,11 +100,47 @@ def split_rows(cfg, cohort: Cohort, split: str) -> np.ndarray:
     (``data.n_<split>`` rows with at least ``data.min_<split>_positives`` per class)."""
     d = cfg.data
     index = select_rows(cohort, d[f"n_{split}"], split, d[f"min_{split}_positives"], d.split_seed, d.projections)
+    if split == "test" and d.source == "phantom" and d.test_repeats > 1:
+        index = with_repeats(cohort, index, d.min_test_positives, d.test_repeats)
     if not len(index):
         found = sorted(cohort.frame["Projection"].dropna().astype(str).unique())[:10]
         raise DataError(f"the {split} split has no row with Projection in {list(d.projections)} "
                         f"(the label table's projections: {found}); check data.projections and the table")
     return index
+
+
+def labels_as_rendered(cfg, cohort: Cohort, index: np.ndarray, name: str) -> np.ndarray:
+    """The label vectors an image set is rendered from: the rows' own, or with
+    ``data.cooccurrence: broken`` every tail class's column permuted across the set's rows (seeded
+    by the split seed and the set's name), so a tail label keeps its prevalence but no longer goes
+    with the findings it co-occurs with in the data (chapter 4's control of the label graph)."""
+    Y = cohort.Y[index].copy()
+    if cfg.data.cooccurrence == "broken":
+        from ..cache import digest
+
+        rng = np.random.default_rng(int(digest(cfg.data.split_seed, name), 16) % 2**63)
+        for c in [c for c, g in enumerate(cohort.groups) if g == "tail"]:
+            Y[:, c] = Y[rng.permutation(len(Y)), c]
+    return Y
+
+
+def with_repeats(cohort: Cohort, index: np.ndarray, min_positives: int, max_renders: int) -> np.ndarray:
+    """``index`` plus repeats of rare classes' rows until every class has ``min_positives``
+    positives, each row rendered at most ``max_renders`` times: a repeat is the same label row on a
+    fresh patient anatomy (:func:`repeat_ids`), so a class with few test rows can still be scored.
+    Repeats are not independent label rows: intervals resample label rows (``ImageID``), not images."""
+    Y = cohort.Y
+    out = [int(i) for i in index]
+    have = Y[index].sum(0).astype(int)
+    for c in np.argsort(have, kind="stable"):
+        rows = [int(i) for i in index if Y[i, c]]
+        need = min_positives - int(have[c])
+        if need <= 0 or not rows:
+            continue
+        extra = (rows * (max_renders - 1))[:need]
+        out += extra
+        have += Y[extra].sum(0).astype(int)
+    return np.asarray(out, dtype=np.int64)
 
 
 def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Path) -> None:
@@ -119,6 +155,7 @@ def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Pat
     frame = cohort.frame.iloc[index]
     size = cfg.data.image_size
     render_ids = repeat_ids(frame["ImageID"].tolist())
+    Y = labels_as_rendered(cfg, cohort, index, name)
     if cfg.data.source == "phantom":
         renderer = phantom_renderer(cfg, cohort)
         names = np.asarray(cohort.class_set.classes)
@@ -133,7 +170,7 @@ def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Pat
                 imgs, masks = [], []
                 for j in range(lo, hi):
                     row = frame.iloc[j]
-                    present = names[cohort.Y[index[j]] == 1]
+                    present = names[Y[j] == 1]
                     img, m = renderer.render(render_ids[j], present, row["sentences"], row["labels"])
                     img, m = downsample(img, m, size)
                     imgs.append(np.round(img * 255).astype(np.uint8))
@@ -166,7 +203,7 @@ def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Pat
         save_npy(work / "images.npy", np.round(imgs * 255).astype(np.uint8))
         report = {"read": rep.read, "skipped": rep.skipped, "missing": rep.missing[:20], "unreadable": rep.unreadable[:20]}
     keep_index = index[kept]
-    save_npy(work / "Y.npy", cohort.Y[keep_index])
+    save_npy(work / "Y.npy", Y[kept])
     rows = cohort.frame.iloc[keep_index][META_COLUMNS + ["labels", "sentences"]].reset_index(drop=True)
     rows["render_id"] = [r for r, k in zip(render_ids, kept) if k]
     write_rows(rows, work / "rows.json")

@@ -45,18 +45,27 @@ def _head(in_features: int, num_classes: int, kind: str, scale: float) -> nn.Mod
     raise ValueError(f"unknown head '{kind}': choose linear or cosine")
 
 
+def timm_backbone(name: str, image_size: int, in_chans: int = 1, checkpoint: str | Path | None = None) -> nn.Module:
+    """A whole timm network without its classifier (its own pooling): pooled features (B, D)."""
+    kwargs = {"img_size": image_size} if name.startswith(("vit", "deit")) else {}
+    return create_timm_model(name, checkpoint, in_chans, num_classes=0, **kwargs)
+
+
 class TimmClassifier(nn.Module):
     """A timm network (its own pooling) and a linear or cosine head."""
 
     def __init__(self, name: str, num_classes: int, image_size: int, in_chans: int = 1, head: str = "linear",
                  scale: float = 10.0, checkpoint: str | Path | None = None):
         super().__init__()
-        kwargs = {"img_size": image_size} if name.startswith(("vit", "deit")) else {}
-        self.backbone = create_timm_model(name, checkpoint, in_chans, num_classes=0, **kwargs)
+        self.backbone = timm_backbone(name, image_size, in_chans, checkpoint)
         self.head = _head(self.backbone.num_features, num_classes, head, scale)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"logits": self.head(self.backbone(x))}
+        return self.forward_head(self.backbone(x))
+
+    def forward_head(self, f: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The head on the backbone's pooled features."""
+        return {"logits": self.head(f)}
 
     def head_parameters(self):
         return list(self.head.parameters())
@@ -90,7 +99,11 @@ class CSRAClassifier(nn.Module):
         self.head = CSRAHead(backbone.out_channels, num_classes, lam, temperature)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"logits": self.head(self.backbone(x))}
+        return self.forward_head(self.backbone(x))
+
+    def forward_head(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The CSRA head on the backbone's feature map."""
+        return {"logits": self.head(X)}
 
     def head_parameters(self):
         return list(self.head.parameters())

@@ -23,7 +23,10 @@ class TRCGLNet(nn.Module):
         self.backbone, self.head, self.gcn, self.alpha = backbone, head, gcn, alpha
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        X = self.backbone(x)                                   # Eq. 7
+        return self.forward_head(self.backbone(x))             # Eq. 7
+
+    def forward_head(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Everything after the backbone, from its feature map X (cached features train this)."""
         out = self.head(X)
         logits = out["s_img"]
         if self.gcn is not None:
@@ -39,29 +42,48 @@ class TRCGLNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
 
-def _backbone(m) -> Backbone:
+def _backbone(m, checkpoint=None) -> Backbone:
     """The ConvNeXtV2 feature extractor of a ``model`` section (TRCGL-Net and the CSRA baseline)."""
-    return Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=m.checkpoint, final_norm=m.final_norm,
-                    batchnorm=m.feature_batchnorm)
+    return Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=checkpoint or m.checkpoint,
+                    final_norm=m.final_norm, batchnorm=m.feature_batchnorm)
 
 
-def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None) -> nn.Module:
+#: The config keys that decide a model's backbone (what cached features depend on).
+BACKBONE_KEYS = ("model.arch", "model.backbone", "model.feature_stage", "model.final_norm", "model.feature_batchnorm",
+                 "model.checkpoint", "data.image_size")
+
+
+def build_backbone(cfg, checkpoint=None) -> nn.Module:
+    """The backbone a configuration describes, alone (reads only :data:`BACKBONE_KEYS`): the
+    module whose output :meth:`forward_head` of the full model takes. ``checkpoint`` overrides
+    ``model.checkpoint`` (e.g. the pretraining stage's weights)."""
+    m = cfg.model
+    if m.arch == "timm":
+        from .baselines import timm_backbone
+
+        return timm_backbone(m.backbone, cfg.data.image_size, checkpoint=checkpoint or m.checkpoint)
+    if m.arch in ("trcgl", "csra"):
+        return _backbone(m, checkpoint)
+    raise ValueError(f"model.arch '{m.arch}' has no separable backbone (cached features need trcgl, csra or timm)")
+
+
+def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None, checkpoint=None) -> nn.Module:
     """The model a configuration's ``model`` section describes (``model.arch``: TRCGL-Net or a
     Table 1 baseline); the label graph needs the training labels (with or without the extra
-    rows, see ``train.counts_include_extra``)."""
+    rows, see ``train.counts_include_extra``). ``checkpoint`` overrides ``model.checkpoint``."""
     m = cfg.model
     if m.arch != "trcgl":
         from .baselines import ClipClassifier, CSRAClassifier, TimmClassifier
 
         if m.arch == "timm":
             return TimmClassifier(m.backbone, num_classes, cfg.data.image_size, head=m.head, scale=m.head_scale,
-                                  checkpoint=m.checkpoint)
+                                  checkpoint=checkpoint or m.checkpoint)
         if m.arch == "csra":
-            return CSRAClassifier(_backbone(m), num_classes, m.csra_lam, m.csra_temperature)
+            return CSRAClassifier(_backbone(m, checkpoint), num_classes, m.csra_lam, m.csra_temperature)
         if m.arch == "clip":
             return ClipClassifier(cfg.paths.clip_image_encoder, num_classes)
         raise ValueError(f"unknown model.arch '{m.arch}': choose trcgl, timm, csra or clip")
-    backbone = _backbone(m)
+    backbone = _backbone(m, checkpoint)
     head = ChannelClassAttention(backbone.out_channels, num_classes, m.reduction, m.gate_scale, m.lam,
                                  channel_gate=m.channel_gate, spatial=m.spatial_attention,
                                  share_classifier=m.share_classifier, gate_bias=m.gate_bias)

@@ -14,6 +14,7 @@ def table(ch, name: str, seeds=None):
 def row_means(result) -> pd.DataFrame:
     """Per row: every metric's mean over the table's seeds (rows in the table's order)."""
     df = pd.DataFrame(result.records)
+    df = df[df["kind"].fillna("seed") == "seed"] if "kind" in df else df
     out = df.pivot_table(index="row", columns="metric", values="value", aggfunc="mean")
     order = [r["name"] for r in result.rows if r["name"] in out.index]
     return out.reindex(index=order, columns=list(dict.fromkeys(df.metric)))

@@ -1,0 +1,79 @@
+"""Controls for the synthetic-image claim (not in the paper): what the generated tail images are
+compared with, on the same real rows, seeds and loss weight.
+
+- :func:`oversampled`: the real training rows of each target class, repeated to the count and
+  weight of the kept synthetic images of that class (more passes over real data, nothing new);
+- :func:`ideal_renders`: the very label sets of the kept synthetic images, rendered by the phantom
+  renderer on fresh anatomy: a generator that is always right, the **positive control** and upper
+  bound of what tail images can add on this benchmark;
+- :func:`shuffled_labels`: the kept synthetic images with their label vectors permuted among them,
+  the **negative control**: images that carry no information about their labels.
+
+If the ideal generator does not improve the tail, the benchmark cannot detect what the method
+claims, whatever the method does.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from .data.datasets import ImageSet, take
+
+
+def oversampled(train_set: ImageSet, synthetic: ImageSet, seed: int) -> ImageSet:
+    """Real training images of each target class, as many as kept synthetic images of that class,
+    with the synthetic images' loss weights (rows cycled in a seeded order)."""
+    rng = np.random.default_rng([seed, 4231])
+    picks, weights = [], []
+    for target, group in synthetic.rows.groupby("target_id", sort=True):
+        rows = np.flatnonzero(train_set.Y[:, int(target)] == 1)
+        if not len(rows):
+            continue
+        order = rng.permutation(rows)
+        picks.extend(np.resize(order, len(group)).tolist())
+        weights.extend(synthetic.weights[group.index.to_numpy()].tolist())
+    out = take(train_set, np.asarray(picks, dtype=np.int64))
+    rows = out.rows.assign(ImageID=[f"{i}~over{k}" for k, i in enumerate(out.rows["ImageID"].astype(str))])
+    return dataclasses.replace(out, rows=rows, weights=np.asarray(weights, np.float32), masks_packed=None,
+                               source="oversampled")
+
+
+def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int, seed: int) -> ImageSet:
+    """The kept synthetic images' label sets rendered by the phantom renderer on fresh anatomy
+    (the finding placed where the source row's sentences put it), same labels and weights."""
+    from .data.phantom import downsample
+
+    names = list(synthetic.classes)
+    imgs, masks = [], []
+    for k in range(len(synthetic)):
+        row = synthetic.rows.iloc[k]
+        src = train_set.rows.iloc[int(row["source_row"])]
+        present = [names[c] for c in np.flatnonzero(synthetic.Y[k])]
+        img, m = renderer.render(f"ideal-{seed}-{k}", present, src["sentences"], src["labels"])
+        img, m = downsample(img, m, size)
+        imgs.append(np.round(img * 255).astype(np.uint8))
+        masks.append(np.packbits(m.reshape(len(names), -1), axis=-1))
+    rows = synthetic.rows.assign(ImageID=[f"ideal-{seed}-{k}" for k in range(len(synthetic))])
+    return dataclasses.replace(synthetic, images=np.stack(imgs), masks_packed=np.stack(masks), rows=rows,
+                               source="ideal")
+
+
+def shuffled_labels(synthetic: ImageSet, seed: int) -> ImageSet:
+    """The same images with their label vectors permuted among them (a seeded derangement where
+    possible): the images no longer say anything about their labels."""
+    rng = np.random.default_rng([seed, 977])
+    n = len(synthetic)
+    perm = rng.permutation(n)
+    if n > 1:                    # no image keeps its own label vector
+        fixed = perm == np.arange(n)
+        perm[fixed] = np.roll(perm[fixed], 1) if fixed.sum() > 1 else perm[fixed]
+        if (perm == np.arange(n)).any():
+            perm = np.roll(np.arange(n), 1)
+    rows = synthetic.rows.copy()
+    for col in ("findings", "target", "target_id", "prompt"):
+        if col in rows:
+            rows[col] = rows[col].to_numpy()[perm]
+    rows = rows.assign(ImageID=[f"{i}~shuffled" for i in synthetic.rows["ImageID"].astype(str)])
+    return dataclasses.replace(synthetic, Y=synthetic.Y[perm], rows=pd.DataFrame(rows), source="shuffled")
