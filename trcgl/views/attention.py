@@ -2,6 +2,7 @@
 attention, and whether the attention maps look at the lesions."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 
