@@ -52,6 +52,36 @@ seed_everything(cfg.seed, cfg.deterministic)
 pd.Series({"profile": cfg.profile, "config hash": cfg.hash(), **describe(dev)}, name="this run").to_frame()
 
 # %% [markdown]
+# ## How to read the numbers: a benchmark built to be able to fail
+#
+# The paper makes three claims: generated tail images help the tail; channel-class attention
+# finds small findings; a label co-occurrence graph lets rare classes borrow evidence. A table
+# that shows a method ahead of a baseline does not test any of them unless the same table could
+# have shown it behind. Every chapter here follows one protocol, so each claim *can* fail:
+#
+# - **Three patient-disjoint splits.** The model learns on *train*, every choice (the best epoch,
+#   F1 thresholds, the synthetic images' filter) is made on *selection*, and every reported number
+#   comes from *test*, which chose nothing. The paper reports on the split it selected on.
+# - **One set of real rows for every arm.** The diffusion model, its filter, the label sets it
+#   draws from, the Grad-CAM classifier of the inpainting chapter and every classifier of every
+#   table learn from the experiment's one training set. A method that brings extra data by design
+#   gets a control arm that adds that same data directly.
+# - **A positive and a negative control for every claim.** For the synthetic images, an *ideal
+#   generator* (the phantom renderer drawing the same label sets: always right) must help the
+#   tail, or the benchmark has no power to see a generator help; images with *shuffled labels*
+#   must not. For the label graph, a condition where the tail's lesions are not drawn (only
+#   co-occurrence can predict it) and one where co-occurrence is broken. For attention, finer
+#   feature maps and a condition where rare findings are also subtle.
+# - **Statistics that separate effects from noise.** Several seeds per arm; intervals that
+#   resample the seeds and the test label rows together; differences between arms paired (both on
+#   the same resample); the chance level of every metric in every table. The primary endpoint is
+#   the tail's mean AUC; tail AP stands beside its chance level (the tail's prevalence).
+# - **A fair task and a fair start.** The phantom renderer draws a rare finding as visibly as a
+#   frequent one (chapter 1 measures each class's learnability ceiling), and the backbone starts
+#   from a pretraining on other training rows with the head classes' labels only, as the paper's
+#   starts from a model trained on chest radiographs.
+
+# %% [markdown]
 # ## The profile
 #
 # A profile is a YAML file of settings (`trcgl/configs/profiles/`). `smoke` is the CI scale,

@@ -422,6 +422,11 @@ def apply_preset(cfg: "Config", name: str) -> "Config":
     return cfg.replace({**preset_overrides(name), "preset": name})
 
 
+def defaults() -> Config:
+    """The package defaults alone (no profile): fixed recipes derive from them."""
+    return Config(validate(_read_yaml("defaults.yaml")))
+
+
 def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, preset: str | None = None,
                 **notebook_params) -> Config:
     """Defaults, then the profile, then the preset (if any), then dotted overrides, then notebook parameters.

@@ -271,6 +271,21 @@ class Runner:
     def value(self, req: Request) -> Any:
         return self.resolve(req).value
 
+    def upstream(self, req: Request) -> list[Request]:
+        """Every request ``req`` depends on, transitively (nothing is resolved)."""
+        out, todo = [], [req]
+        while todo:
+            _, inputs = self._inputs(todo.pop())
+            for v in inputs.values():
+                if isinstance(v, Request):
+                    out.append(v)
+                    todo.append(v)
+        return out
+
+    def identity(self, req: Request) -> str:
+        """What makes two requests the same artifact (without resolving anything)."""
+        return self._identity(req)
+
 
 LEDGER_ENV = "TRCGL_LEDGER"
 

@@ -147,12 +147,24 @@ def _normal_rows(cfg, cohort):
     return normal_rows(cfg, cohort, split_rows(cfg, cohort, "train"), cfg.inpaint.n_normal, cfg.seed)
 
 
+def _pool_rows(cfg, cohort):
+    from .data.datasets import split_rows
+
+    allowed = (cohort.split == "train") & cohort.frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
+    allowed[split_rows(cfg, cohort, "train")] = False
+    pool = np.flatnonzero(allowed)
+    rng = np.random.default_rng([cfg.seed, 5171])
+    return np.sort(rng.choice(pool, size=min(cfg.pretrain.n_pool, len(pool)), replace=False))
+
+
 ROWS: dict[str, Rows] = {
     "train": Rows(_split_reads("train"), _split_rows("train")),
     "selection": Rows(_split_reads("selection"), _split_rows("selection")),
     "test": Rows(_split_reads("test") + ("data.test_repeats",), _split_rows("test")),
     # fresh, class-balanced renders of train-split rows the experiment does not train on
     "oracle": Rows(_split_reads("train") + ("diffusion.oracle_per_class", "seed"), _oracle_rows),
+    # train-split rows the experiment does not train on: the pretraining pool
+    "pool": Rows(_split_reads("train") + ("pretrain.n_pool", "seed"), _pool_rows),
     # rows labelled exactly 'normal' that the experiment does not train on (the DiT's data)
     "normal": Rows(_split_reads("train") + ("inpaint.n_normal", "seed"), _normal_rows),
 }
@@ -257,8 +269,21 @@ CLASSIFIER_MODULES = ("trcgl.train", "trcgl.models", "trcgl.losses", "trcgl.metr
                       "trcgl.data.sampling", "trcgl.ema", "trcgl.inpaint.pil")
 
 
+def uses_pretraining(cfg) -> bool:
+    """Whether a configuration's backbone starts from the ``pretrain`` stage."""
+    return bool(cfg.pretrain.enabled and not cfg.model.checkpoint and cfg.model.arch in ("trcgl", "csra", "timm"))
+
+
+def pretrain(cfg) -> Request:
+    """The pretrained backbone of ``cfg``'s architecture (``model.backbone``)."""
+    return Request("pretrain", cfg, seed=int(cfg.seed), pool=image_set(cfg, "pool"), select=selection_set(cfg),
+                   cohort=cohort(cfg))
+
+
 def _classifier_inputs(cfg, params):
     inputs = {}
+    if uses_pretraining(cfg):
+        inputs["backbone"] = pretrain(cfg)
     if cfg.model.checkpoint:
         inputs["checkpoint"] = file_input(cfg.model.checkpoint)
     if cfg.model.arch == "clip" and cfg.paths.clip_image_encoder:
@@ -312,6 +337,61 @@ def _predictions(ctx):
 
     run = ctx.inputs["model"]
     save_npy(ctx.work / "probs.npy", predict(run.model, ctx.inputs["images"], run.mean, run.std, _device(ctx.cfg)))
+
+
+# ----------------------------------------------------------------------------- the pretrained backbone and its features
+
+PRETRAIN_READS = ("model.backbone", "pretrain", "data.image_size", "deterministic", "device")
+
+
+def _load_pretrain(ctx):
+    return json.loads((ctx.work / "pretrain.json").read_text())
+
+
+@stage("pretrain", reads=PRETRAIN_READS, modules=("trcgl.pretraining", "trcgl.train", "trcgl.models",
+                                                   "trcgl.losses", "trcgl.metrics", "configs/defaults.yaml"),
+       load=_load_pretrain)
+def _pretrain(ctx):
+    """A backbone pretrained on a pool of train-split rows disjoint from the experiment's, with
+    only the head classes in the loss (no medium or tail label is ever seen): the analogue of the
+    paper's PadChest-pretrained start."""
+    from .pretraining import pretrain_backbone
+
+    pretrain_backbone(ctx.cfg, ctx.inputs["pool"], ctx.inputs["select"], _groups(ctx.inputs["cohort"]),
+                      ctx.params["seed"], _device(ctx.cfg), ctx.work)
+
+
+def pretrained_checkpoint(ctx, name: str = "backbone") -> str | None:
+    """The weights file of a stage's pretrained-backbone input (None when it has none)."""
+    art = ctx.artifacts.get(name)
+    return None if art is None else str(art.folder / "backbone.pth")
+
+
+@stage("features", reads=("model.arch", "model.backbone", "model.feature_stage", "model.final_norm",
+                           "model.feature_batchnorm", "model.checkpoint", "data.image_size", "device"),
+       modules=("trcgl.features", "trcgl.models"), load=lambda ctx: load_npy(ctx.work / "features.npy"))
+def _features(ctx):
+    """A frozen backbone's outputs for every image of a set (normalised as the training set is)."""
+    from .features import compute_features, feature_normalisation
+    from .models import build_backbone
+
+    backbone = build_backbone(ctx.cfg, checkpoint=pretrained_checkpoint(ctx))
+    mean, std = feature_normalisation(ctx.inputs["norm"])
+    save_npy(ctx.work / "features.npy", compute_features(backbone, _as_image_set(ctx.inputs["images"]), mean, std,
+                                                         _device(ctx.cfg)))
+
+
+def uses_features(cfg) -> bool:
+    """Whether a recipe never trains the backbone, so its heads can learn from cached features."""
+    return cfg.train.finetune_epochs == 0 and not cfg.train.hflip and cfg.model.arch in ("trcgl", "csra", "timm")
+
+
+def features(cfg, images: Request, train: Request | None = None) -> Request:
+    """The cached features of ``images`` under ``cfg``'s backbone (pretrained when configured)."""
+    extra = {"backbone": pretrain(cfg)} if uses_pretraining(cfg) else {}
+    if cfg.model.checkpoint:
+        extra["checkpoint"] = file_input(cfg.model.checkpoint)
+    return Request("features", cfg, images=images, norm=train or train_set(cfg), **extra)
 
 
 # ----------------------------------------------------------------------------- prompt-latent diffusion

@@ -44,10 +44,9 @@ class Row:
 
 
 def tables_config(cfg):
-    """The configuration of the table runs: ``tables`` overrides of data size and epochs."""
+    """The configuration of the table runs: the ``tables`` recipe (epochs). Every arm of every
+    table learns from the experiment's one training set (``data.n_train`` rows)."""
     t, over = cfg.tables, {}
-    if t.n_train is not None:
-        over["data.n_train"] = t.n_train
     if t.warmup_epochs is not None:
         over["train.warmup_epochs"] = t.warmup_epochs
     if t.finetune_epochs is not None:

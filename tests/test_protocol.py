@@ -1,0 +1,63 @@
+"""The benchmark's protocol, checked on the stage graph itself: every arm, generator, filter and
+CAM classifier learns from the experiment's one training set, chooses on the selection split,
+and every table scores the test split only."""
+import pytest
+
+from trcgl import load_config
+from trcgl import stages as S
+from trcgl.graph import Runner
+from trcgl.tables import TABLES, table_rows
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    from trcgl.cache import ArtifactCache
+
+    cfg = load_config("smoke", device="cpu")
+    return cfg, Runner(ArtifactCache(tmp_path_factory.mktemp("runs")))
+
+
+def _train_sets(runner, req):
+    return [r for r in [req, *runner.upstream(req)] if r.stage == "image-set" and r.params.get("rows") == "train"]
+
+
+def test_every_learner_sees_the_experiment_training_set_and_nothing_else(setting):
+    cfg, runner = setting
+    train = runner.identity(S.train_set(cfg))
+    learners = {"VAE": S.vae(cfg), "diffusion UNet": S.diffusion(cfg), "filter": S.filter_classifier(cfg),
+                "synthetic set": S.synthetic_set(cfg), "CAM classifier": S.cam_classifier(cfg),
+                "inpainted set": S.inpainted_set(cfg), **{f"{k} control": S.control_set(cfg, k) for k in S.CONTROL_KINDS}}
+    for name, req in learners.items():
+        found = {runner.identity(r) for r in _train_sets(runner, req)}
+        assert found == {train}, f"{name} learns from another training set"
+
+
+@pytest.mark.parametrize("table", [t for t in TABLES if t not in ("gcn_conditions", "cca")])
+def test_every_table_run_trains_on_the_train_split_chooses_on_selection_and_scores_test(setting, table):
+    cfg, runner = setting
+    train, select = runner.identity(S.train_set(cfg)), runner.identity(S.selection_set(cfg))
+    req = S.table(cfg, table)
+    assert req.params["test"].params["rows"] == "test"
+    for row in table_rows(cfg, table):
+        if row.unavailable:
+            continue
+        run = S.row_run(cfg, row, cfg.seeds[0])
+        assert runner.identity(run.params["train"]) == train, row.name
+        assert runner.identity(run.params["select"]) == select, row.name
+        assert {runner.identity(r) for r in _train_sets(runner, run)} == {train}, row.name
+    preds = [v for k, v in req.params.items() if k.startswith("run|")]
+    assert preds and all(p.params["images"].params["rows"] == "test" for p in preds)
+
+
+def test_condition_tables_train_on_their_own_rendering_of_the_same_rows(setting):
+    """The label-graph and attention conditions re-render the same rows differently: the row
+    selection keys are the experiment's, only how the pixels are drawn changes."""
+    cfg, runner = setting
+    for table in ("gcn_conditions", "cca"):
+        for row in table_rows(cfg, table):
+            if row.unavailable:
+                continue
+            t = S.train_set(row.cfg)
+            assert t.params["rows"] == "train"
+            for key in ("data.n_train", "data.min_train_positives", "data.split_seed", "data.projections"):
+                assert row.cfg[key] == cfg[key]

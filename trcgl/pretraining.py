@@ -1,0 +1,49 @@
+"""A domain-pretrained backbone: the analogue of the paper's PadChest-trained initialisation.
+
+The paper starts its ConvNeXtV2 from weights already trained on chest radiographs. No such
+weights exist here, and starting from random weights with a few epochs leaves the tail at chance,
+so the benchmark could not tell a working method from a broken one. This stage pretrains the
+whole backbone (its timm network with global pooling and a linear head) on a **pool** of
+train-split rows that the experiment never trains on, with **only the head classes in the loss**:
+medium and tail labels are masked out, so no knowledge of the classes the paper's methods target
+leaks into the start point. The best epoch is chosen by head-class mAP on the selection split.
+Every ConvNeXtV2 row (and each timm baseline, for its own architecture) then starts from it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .cache import atomic_torch_save, atomic_write_json
+from .config import Config, defaults
+from .train import fit_classifier, load_classifier
+
+
+def pretraining_config(view) -> Config:
+    """The fixed pretraining recipe (the package defaults), for the declared backbone, image size
+    and ``pretrain`` settings: the whole network learns from the first epoch (no warm-up)."""
+    p = view.pretrain
+    return defaults().replace({
+        "model.arch": "timm", "model.backbone": view.model.backbone, "model.head": "linear",
+        "data.image_size": view.data.image_size, "deterministic": view.deterministic, "device": view.device,
+        "train.warmup_epochs": 0, "train.finetune_epochs": p.epochs, "train.backbone_lr": p.lr,
+        "train.head_lr": p.lr, "train.batch_size": p.batch_size,
+    })
+
+
+def pretrain_backbone(view, pool, select, groups, seed: int, device, work: Path) -> None:
+    """Train on ``pool`` with head-class labels only; write the backbone's weights (timm's own
+    state dict, loadable by :func:`trcgl.models.backbone.create_timm_model`) and a summary."""
+    cfg = pretraining_config(view)
+    head = np.asarray([g == "head" for g in groups])
+    fit_dir = Path(work) / "training"
+    fit_dir.mkdir(exist_ok=True)
+    fit_classifier(cfg, pool, select, groups, None, seed, device, fit_dir, class_mask=head)
+    run = load_classifier(cfg, fit_dir, len(pool.classes), pool.Y, torch.device("cpu"))
+    atomic_torch_save(run.model.backbone.state_dict(), Path(work) / "backbone.pth")
+    atomic_write_json(Path(work) / "pretrain.json", {
+        "backbone": view.model.backbone, "pool images": int(len(pool)), "classes in the loss": int(head.sum()),
+        "best epoch": int(run.best_epoch), "epochs": int(cfg.train.finetune_epochs),
+        "selection head mAP": float(run.history["selection_mAP"].max())})
