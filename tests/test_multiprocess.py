@@ -1,0 +1,66 @@
+"""Two processes (HF Accelerate's launcher, gloo on the CPU) train the same weights as one process
+with the same global batch: the classifier, the autoencoder, the UNet with its context vectors
+and the DiT, each through the stage graph (the processes build every trainer stage together).
+The two-process run is first interrupted after the classifier's first epoch and then launched
+again: it resumes from the checkpoint both processes read in the stage's .partial folder.
+
+"Within float tolerance" here: the losses of every epoch and the selection probabilities agree
+to 1e-5, and every model's weights to 1e-3 in relative L2 norm. Single elements may differ by up
+to about a learning rate: Adam turns the rounding noise of a gradient that is zero in exact
+arithmetic (a convolution's bias right before a GroupNorm) into a step of size ~lr, whatever the
+order in which the two processes' gradients were summed.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import ROOT
+
+
+def _weights(folder):
+    return torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_weights_of_one_process(tmp_path):
+    from .multiprocess_train import main
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0", "ACCELERATE_USE_CPU": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "tests.multiprocess_train", str(tmp_path / "two")]
+    killed = subprocess.run(cmd + ["--interrupt"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode != 0 and "KeyboardInterrupt" in killed.stderr, killed.stderr[-3000:]
+    partial = list((tmp_path / "two" / "runs" / "cache" / "classifier").glob("*.partial/last.pt"))
+    assert len(partial) == 1 and not list((tmp_path / "two" / "runs" / "cache").glob("*/*/meta.json"))
+    launched = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    main(tmp_path / "one")                      # meanwhile, the same in this (single) process
+    _, err = launched.communicate(timeout=600)
+    assert launched.returncode == 0, err[-3000:]
+    assert "resuming" in err                    # the classifier went on from its checkpoint
+
+    one, two = (json.loads((tmp_path / k / "history.json").read_text()) for k in ("one", "two"))
+    assert (one["processes"], two["processes"]) == (1, 2)          # the launch really trained in two
+    for trainer in ("classifier", "unet", "dit"):
+        np.testing.assert_allclose(two[trainer], one[trainer], rtol=1e-5)
+    assert one["best_epoch"] == two["best_epoch"]
+    np.testing.assert_allclose(two["selection_probs"], one["selection_probs"], atol=1e-5)
+
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for model in ("classifier", "vae", "unet", "context", "dit"):
+        keys = [k for k in a if k.split(".")[0] == model]
+        A = torch.cat([a[k].float().flatten() for k in keys])
+        B = torch.cat([b[k].float().flatten() for k in keys])
+        assert (A - B).norm() <= 1e-3 * A.norm(), model
+        assert (A - B).abs().max() < 2e-3, model                   # at most ~ one Adam step (lr ≤ 2e-3)
+    # one finished artifact per trainer stage, nothing half-built left behind
+    cache = tmp_path / "two" / "runs" / "cache"
+    assert sorted(p.parent.parent.name for p in cache.glob("*/*/meta.json")) == ["classifier", "normal-dit",
+                                                                        "prompt-diffusion", "vae"]
+    assert not list(cache.glob("*/*.partial"))
