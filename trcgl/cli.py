@@ -118,6 +118,8 @@ def _run_stages(args) -> None:
     overrides = dict(parse_assignment(s) for s in args.set)
     cfg = load_config(args.profile, overrides, preset=args.preset, device=args.device, **params)
     procs = processes()     # under accelerate launch / torchrun: join the group first (each process its GPU)
+    if procs.size > 1 and procs.is_main:
+        print(f"run {args.target}: {procs.size} processes on {procs.device.type} train together", flush=True)
     ledger = run_target(cfg, args.target)
     if not procs.is_main:   # every process resolved the same stages; the main one reports them
         return
