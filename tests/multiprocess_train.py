@@ -2,9 +2,7 @@
 final weights (the main process): ``python -m tests.multiprocess_train OUT`` in one process, or
 ``ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m tests.multiprocess_train OUT``
 in two (gloo). tests/test_multiprocess.py runs both and compares. The sizes leave every short
-last batch with a single row, so the second process trains on a stand-in row there. With
-``--interrupt`` every process stops after the classifier's first epoch, as a killed run would
-(its checkpoint stays in the stage's .partial folder)."""
+last batch with a single row, so the second process trains on a stand-in row there."""
 import json
 import sys
 from pathlib import Path
@@ -37,21 +35,13 @@ def diffusion_cfg():
         "inpaint.dit_head_dim": 8}, device="cpu")
 
 
-def main(out: Path, interrupt: bool = False) -> None:
+def main(out: Path) -> None:
     from tests.test_diffusion_pipeline import TOY
     from tests.test_diffusion_pipeline import toy_set as diffusion_set
     from tests.test_train import GROUPS, toy_set
 
     from trcgl.diffusion.models import build_vae
 
-    if interrupt:
-        from trcgl import train as train_mod
-
-        def stop(epoch):
-            if epoch == 0:
-                raise KeyboardInterrupt
-
-        train_mod._after_epoch = stop
     cache = ArtifactCache(out / "runs")
     train, extra = toy_set(41, 0), toy_set(8, 4)     # 49 rows in global batches of 16: 16, 16, 16, 1
     clf = train_classifier(classifier_cfg(), train, toy_set(24, 1), GROUPS, extra=extra, cache=cache)
@@ -77,4 +67,4 @@ if __name__ == "__main__":
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(Path(sys.argv[1]), interrupt="--interrupt" in sys.argv[2:])
+    main(Path(sys.argv[1]))

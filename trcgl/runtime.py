@@ -1,15 +1,16 @@
 """Device selection, seeding, and the processes that train together.
 
-**Several processes** (``accelerate launch -m trcgl run STAGE``, on GPUs or ``--cpu``): HF
-Accelerate starts the processes, sets up the process group (NCCL on GPUs, gloo on CPUs) and gives
-each its device; :func:`processes` describes them. We chose Accelerate over a bare torchrun + DDP
-because it is the field's launcher for 1..N GPUs and N nodes with one command (its ``--cpu`` mode
-runs the same code on CPUs with gloo, which is how it is tested here), it picks the backend and
-device per process, and its ``prepare_model`` is the same DistributedDataParallel a hand-written
-torchrun script would build; ``torchrun --nproc_per_node N -m trcgl run ...`` works too, since
-Accelerate reads torchrun's environment. Mixed precision does not come from Accelerate's
-``--mixed_precision`` but from the configuration (``train.amp``, ``diffusion.amp``): bf16 autocast
-on CUDA, none on CPU, so a CPU run repeats bit for bit.
+**Several processes** (``accelerate launch --multi_gpu --num_processes N -m trcgl run STAGE``):
+HF Accelerate starts the processes, sets up the process group (NCCL on GPUs, gloo on CPUs) and
+gives each its device; :func:`processes` describes them. Where torch sees no GPU (or with
+``ACCELERATE_USE_CPU=1``) the processes train on CPUs over gloo, which is how it is tested here
+(Accelerate's ``--cpu`` flag starts several processes only through MPI). We chose Accelerate over
+a bare torchrun + DDP because it is the field's launcher for 1..N GPUs and N nodes with one
+command, it picks the backend and device per process, and its ``prepare_model`` is the same
+DistributedDataParallel a hand-written torchrun script would build; ``torchrun --nproc_per_node N
+-m trcgl run ...`` works too, since Accelerate reads torchrun's environment. Mixed precision does
+not come from Accelerate's ``--mixed_precision`` but from the configuration (``train.amp``,
+``diffusion.amp``): bf16 autocast on CUDA, none on CPU, so a CPU run repeats bit for bit.
 
 Each trainer takes a *global* batch of ``batch_size`` rows from one seeded permutation and every
 process trains on its contiguous share of it (:mod:`trcgl.data.batches`); its loss is scaled by

@@ -54,7 +54,7 @@ from .ema import evaluated, restore_ema, stage_ema
 from .losses import TrainingLoss
 from .metrics import evaluate
 from .models import build_model
-from .runtime import Processes, autocast, processes, seed_everything
+from .runtime import Processes, autocast, images_per_second, processes, seed_everything, training_throughput
 
 log = logging.getLogger(__name__)
 
@@ -352,8 +352,6 @@ def trainer_benchmark(cfg, steps: int = 10, repeats: int = 3, device=None, num_c
     model (``cfg``'s, e.g. ``model.arch: timm`` for a plain timm network), image size and batch
     size; each the best of ``repeats`` runs of ``steps`` steps after one warm-up run. Not a test:
     a measurement for the reproduce page (``tools/benchmark_trainer.py``)."""
-    from .runtime import training_throughput
-
     device = torch.device(device or "cpu")
     size, batch = cfg.data.image_size, cfg.train.batch_size
     rng = np.random.default_rng(seed)
@@ -371,8 +369,6 @@ def trainer_benchmark(cfg, steps: int = 10, repeats: int = 3, device=None, num_c
     def trainer():
         losses = train_steps(cfg, model, model, data, seeded_order(n, seed), loss_fn, opt, sched, None, 0, device, procs)
         losses[-1].item()                       # wait for the last step (asynchronous on a GPU)
-
-    from .runtime import images_per_second
 
     trainer()   # warm-up
     ours = images_per_second(trainer, n, repeats)
