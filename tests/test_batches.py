@@ -130,3 +130,17 @@ def test_predict_matches_the_per_sample_loader():
     assert np.array_equal(P, ref.numpy())
     data = TensorBatches(s.images, "cpu", Normalised(mean, std))
     assert np.array_equal(predict_batches(model, data, 16, procs=Processes()), P)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_cuda_a_set_on_the_device_and_a_pinned_one_give_the_same_batches():
+    s = image_set(40)
+    on_gpu = TensorBatches(s.images, "cuda", Normalised(0.5, 0.25), y=s.Y.astype(np.float32))
+    pinned = TensorBatches(DeviceTensor(s.images, "cuda", share=0.0), "cuda", Normalised(0.5, 0.25),
+                           y=s.Y.astype(np.float32))
+    assert on_gpu.inputs.data.is_cuda and pinned.inputs.data.is_pinned() and not pinned.inputs.on_device
+    order = seeded_order(40, 3)
+    for a, b in zip(on_gpu.batches(order, 16), pinned.batches(order, 16)):
+        assert a.x.is_cuda and b.x.is_cuda and torch.equal(a.x, b.x) and torch.equal(a.targets["y"], b.targets["y"])
+    cpu, _ = TensorBatches(s.images, "cpu", Normalised(0.5, 0.25)).gather(order[:16])
+    assert torch.allclose(next(iter(on_gpu.batches(order, 16))).x.cpu(), cpu, atol=1e-6)

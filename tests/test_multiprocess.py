@@ -74,3 +74,70 @@ def test_two_processes_train_the_weights_of_one_process(tmp_path, monkeypatch):
     assert sorted(p.parent.parent.name for p in cache.glob("*/*/meta.json")) == ["classifier", "normal-dit",
                                                                         "prompt-diffusion", "vae"]
     assert not list(cache.glob("*/*.partial"))
+
+
+class _Group:
+    """A stand-in for the processes of a launch, seen from one of them (the cache's protocol)."""
+
+    def __init__(self, rank, flag_from_main=None):
+        self.rank, self.size, self.is_main, self.flag = rank, 2, rank == 0, flag_from_main
+        self.calls = []
+
+    def broadcast_flag(self, flag):
+        self.calls.append(("broadcast", flag))
+        return flag if self.is_main else self.flag
+
+    def barrier(self):
+        self.calls.append(("barrier",))
+
+
+def test_the_main_process_decides_and_seals_the_others_build_in_the_same_folder(tmp_path):
+    from trcgl.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path)
+    seen = []
+
+    def build(work):
+        seen.append(work)
+        (work / "weights.txt").write_text("w")
+
+    main = _Group(0)
+    folder, computed = cache.fetch("classifier", {"k": 1}, build, group=main)
+    assert computed and seen == [cache.partial_path("classifier", {"k": 1})]
+    assert (folder / "meta.json").is_file() and (folder / "weights.txt").read_text() == "w"
+    assert main.calls == [("broadcast", True), ("barrier",), ("barrier",)]
+    again = _Group(0)
+    assert cache.fetch("classifier", {"k": 1}, build, group=again) == (folder, False)
+    assert again.calls == [("broadcast", False)] and len(seen) == 1          # a hit: nobody builds
+
+    cache.partial_path("classifier", {"k": 2}).mkdir()    # as the main process does before it says "build"
+    other = _Group(1, flag_from_main=True)      # ... then the others build into the same folder
+    folder2, computed = cache.fetch("classifier", {"k": 2}, build, group=other)
+    assert computed and seen[-1] == cache.partial_path("classifier", {"k": 2})
+    assert not (seen[-1] / "meta.json").exists() and not folder2.exists()   # sealing is the main process's
+    told = _Group(1, flag_from_main=False)      # ... or load: no build
+    assert cache.fetch("classifier", {"k": 3}, build, group=told) == (cache.path("classifier", {"k": 3}), False)
+    assert len(seen) == 2
+    locks = {p.name for p in (tmp_path / "cache" / "classifier").glob("*.lock")}
+    assert locks == {cache.path("classifier", {"k": 1}).name + ".lock"}     # only the main process locks
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_trainers_run_on_cuda_with_bf16_autocast(tmp_path):
+    from .multiprocess_train import main
+
+    main(tmp_path / "gpu", "cuda")
+    h = json.loads((tmp_path / "gpu" / "history.json").read_text())
+    assert h["processes"] == 1 and all(np.isfinite(h[k]).all() for k in ("classifier", "unet", "dit"))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpus_train_together(tmp_path):
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "tests.multiprocess_train", str(tmp_path / "two"), "cuda"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    h = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert h["processes"] == 2 and all(np.isfinite(h[k]).all() for k in ("classifier", "unet", "dit"))
