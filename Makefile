@@ -5,6 +5,10 @@ PROFILE ?= cpu
 DEVICE  ?= auto
 PARAMS  ?=
 PYTEST_ARGS ?=
+# A launcher for the stage computation (the trainers then run on N processes through HF Accelerate),
+# e.g. LAUNCH="accelerate launch --multi_gpu --num_processes 2": two GPUs, or two gloo processes on a
+# machine without one (Accelerate's --cpu starts several processes only through MPI). Empty: one process.
+LAUNCH  ?=
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
@@ -24,7 +28,7 @@ STAMP     := _build/.params
 .PHONY: help install browser lint test reproduce stages notebooks book check-site publish clean clean-cache distclean FORCE
 
 help:
-	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...']"
+	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...'] [LAUNCH='accelerate launch ...']"
 	@echo "                                                                  compute every stage, execute all chapters, build the book"
 	@echo "make stages                                                       compute every stage the chapters show (python -m trcgl run all)"
 	@echo "make test                                                         run the test suite"
@@ -68,9 +72,12 @@ $(STAMP): FORCE
 # Every expensive step is a stage of trcgl/stages.py, computed here, outside the notebooks (the
 # cache's per-key locks keep parallel runs safe); the chapters then load their results.
 STAGES := runs/.stages-done
+# Under LAUNCH the launcher runs `-m trcgl` in every process (the venv's bin first on PATH, so that
+# `accelerate` and `torchrun` are the locked ones); the chapters below only load what it computed.
+TRCGL_STAGES := $(if $(strip $(LAUNCH)),PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(LAUNCH) -m trcgl,$(PY) -m trcgl)
 
 $(STAGES): $(STAMP) $(PACKAGE) $(VENV)/.installed
-	$(PY) -m trcgl run all --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
+	$(TRCGL_STAGES) run all --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
 	@touch $@
 
 stages: $(STAGES)

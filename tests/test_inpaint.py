@@ -15,7 +15,7 @@ from trcgl.inpaint.masks import mask_overlap, threshold_map
 from trcgl.inpaint.pil import pil_count, pil_fraction, pil_subset
 from trcgl.inpaint.repaint import compose, latent_mask, remove_labels, repaint
 from trcgl.graph import key_config
-from trcgl.train import epoch_datasets
+from trcgl.train import epoch_rows
 
 CLASSES = ("h1", "h2", "t1")
 
@@ -58,10 +58,13 @@ def test_trainer_epoch_data_follows_pil_and_all_is_the_neutral_default():
     from trcgl.config import ConfigError
     from trcgl.stages import _schedule
 
-    assert [len(d) for d in epoch_datasets(cfg, real, extra, 0, 4, _schedule(cfg))] == [70] * 4
+    assert [len(d) for d in epoch_rows(cfg, real, extra, 0, 4, _schedule(cfg))] == [70] * 4
     pil = cfg.replace({"train.extra_schedule": "pil", "train.pil_beta": 0.5})
-    assert [len(d) for d in epoch_datasets(pil, real, extra, 0, 4, _schedule(pil))] == \
-        [30 + pil_count(40, n, 0.5) for n in (1, 2, 3, 4)]
+    epochs = epoch_rows(pil, real, extra, 0, 4, _schedule(pil))
+    assert [len(d) for d in epochs] == [30 + pil_count(40, n, 0.5) for n in (1, 2, 3, 4)]
+    for epoch, d in enumerate(epochs):      # the stored extra rows (after the 30 real ones) are PIL's subset
+        part = pil_subset(extra, epoch, 0.5, seed=0)
+        assert extra.rows["ImageID"].iloc[d.members[30:] - 30].tolist() == part.rows["ImageID"].tolist()
     assert "train.extra_schedule" not in key_config(cfg, ("train",))    # neutral: out of the key
     assert key_config(pil, ("train",))["train.extra_schedule"] == "pil"
     with pytest.raises(ConfigError, match="extra_schedule"):

@@ -11,14 +11,14 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from trcgl import load_config
 from trcgl.config import ConfigError, apply_preset, preset_overrides, presets
 from trcgl.data.datasets import ImageSet
-from trcgl.data.sampling import RepeatedDataset, class_repeat_factors, image_repeats
+from trcgl.data.sampling import class_repeat_factors, image_repeats
 from trcgl.ema import evaluated, restore_ema, stage_ema
 from trcgl.losses import TrainingLoss, released_db_loss, released_db_terms
 from trcgl.metrics import bootstrap_means, evaluate
 from trcgl.models import Backbone, ChannelGate, LabelGCN, build_model, label_adjacency, released_label_adjacency
 from trcgl.config import neutral_values
 from trcgl.graph import key_config
-from trcgl.train import counted_labels, epoch_datasets
+from trcgl.train import counted_labels, epoch_rows
 
 # ----------------------------------------------------------------------------- hand computations
 
@@ -164,8 +164,6 @@ def test_repeat_factor_counts_by_hand():
     assert image_repeats(Y, counts, max_repeats=5).tolist() == [1, 1, 3, 1, 5, 5]
     # by default the counts are Y's own: here f ≥ 1/7 > t for every class, so nothing repeats
     assert image_repeats(Y).tolist() == [1] * 6
-    ds = RepeatedDataset(list("abc"), [2, 1, 3])
-    assert [ds[i] for i in range(len(ds))] == list("aabccc")
 
 
 def toy(n, C, seed, weight=1.0):
@@ -185,18 +183,22 @@ def test_epoch_data_repeats_images_weights_extra_per_stage_and_counts_extra_rows
                         "train.extra_finetune_weight": 0.5})
     rows = counted_labels(cfg, real, extra)
     assert rows.shape == (40, 3) and rows.sum(0)[0] == real.Y.sum(0)[0] + 10
-    sets = epoch_datasets(cfg, real, extra, 0, 3)
+    sets = epoch_rows(cfg, real, extra, 0, 3)
     repeats = image_repeats(rows, rows.sum(0), 1.0, 10)
     assert all(len(s) == repeats.sum() for s in sets) and repeats.max() > 1
+    assert all(s.members.tolist() == np.repeat(np.arange(40), repeats).tolist() for s in sets)   # each row r_i times
     assert sets[1] is sets[2] and sets[0] is not sets[1]
-    weights = [np.array([float(s[i][2]) for i in range(len(s))]) for s in sets[:2]]
+    weights = [s.weights[s.members] for s in sets[:2]]
     from_extra = np.repeat(np.arange(40), repeats) >= 30
     assert np.all(weights[0][from_extra] == 0.0) and np.all(weights[1][from_extra] == 0.5)
     assert np.all(weights[0][~from_extra] == 1.0)
-    untouched = epoch_datasets(base, real, extra, 0, 3)
-    assert len(untouched[0]) == 40 and float(untouched[0][35][2]) == pytest.approx(0.7)
+    order = sets[0].order(5)     # a seeded shuffle of the repeated list, the same for the same seed
+    assert sorted(order.tolist()) == sorted(sets[0].members.tolist()) and order.equal(sets[0].order(5))
+    assert not order.equal(sets[0].order(6))
+    untouched = epoch_rows(base, real, extra, 0, 3)
+    assert len(untouched[0]) == 40 and float(untouched[0].weights[35]) == pytest.approx(0.7)
     with pytest.raises(ValueError, match="train.sampler"):
-        epoch_datasets(base.replace({"train.sampler": "balanced"}), real, extra, 0, 1)
+        epoch_rows(base.replace({"train.sampler": "balanced"}), real, extra, 0, 1)
 
 
 def test_ema_update_by_hand_fine_tuning_only():

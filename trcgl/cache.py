@@ -15,6 +15,15 @@ stage depends on (the stage graph, :mod:`trcgl.graph`, derives that payload). Th
   it, and the stage is computed again.
 - **No pickles.** Artifacts are NumPy arrays, JSON, CSV, safetensors and torch state dicts that
   load with ``weights_only=True``.
+- **Several processes, one build** (``accelerate launch``, :mod:`trcgl.runtime`): every process
+  resolves the same stages in the same order. A stage that only one process computes takes the
+  ordinary path above (whichever process gets the lock builds; the others wait on the lock and
+  load). A stage the processes build *together* (a trainer, ``fetch(..., group=...)``): the main
+  process alone checks the cache and takes the lock, and tells the others whether to load or to
+  build; all then call ``build`` with the same ``.partial`` folder (a trainer reads its
+  checkpoints there in every process and writes files from the main one only), and the main
+  process seals and renames it while the others wait. The lock and the folder are thus touched
+  by one process only, and no process can load or compute a half-finished artifact.
 """
 from __future__ import annotations
 
@@ -218,7 +227,7 @@ class ArtifactCache:
         """The artifact folder (see :meth:`fetch`)."""
         return self.fetch(stage, payload, build)[0]
 
-    def fetch(self, stage: str, payload: Any, build: Callable[[Path], None]) -> tuple[Path, bool]:
+    def fetch(self, stage: str, payload: Any, build: Callable[[Path], None], group=None) -> tuple[Path, bool]:
         """The verified artifact folder and whether this call computed it; ``build(folder)`` fills
         it on a miss.
 
@@ -226,10 +235,13 @@ class ArtifactCache:
         already hold checkpoints from an interrupted earlier call). When it returns, the folder
         is sealed with ``meta.json`` (the payload and every file's checksum) and renamed into
         place. A per-key lock makes a second process wait for the first instead of computing
-        the same artifact in the same folder.
+        the same artifact in the same folder. ``group`` (:class:`trcgl.runtime.Processes` of
+        several processes): they build it together (see the module docstring).
         """
         from filelock import FileLock
 
+        if group is not None and group.size > 1:
+            return self._fetch_together(stage, payload, build, group)
         final = self.path(stage, payload)
         if self._finished(final) is not None:
             self.hits += 1
@@ -246,15 +258,52 @@ class ArtifactCache:
             work.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             build(work)
-            (work / META).unlink(missing_ok=True)    # a stage's own meta.json must not shadow ours
-            files = manifest(work)
-            meta = {"stage": stage, "key": final.name, "params": payload, "files": files,
-                    "digest": digest(files), "seconds": round(time.perf_counter() - start, 3),
-                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-            atomic_write_json(work / META, meta)
-            os.replace(work, final)   # final does not exist: we hold its lock and found none
-            self._verified[final] = tuple(sorted((rel, (final / rel).stat().st_mtime_ns) for rel in files))
+            self._seal(stage, payload, final, work, start)
         return final, True
+
+    def _seal(self, stage: str, payload: Any, final: Path, work: Path, start: float) -> None:
+        """Checksum the built folder into meta.json and rename it into place (under the lock)."""
+        (work / META).unlink(missing_ok=True)    # a stage's own meta.json must not shadow ours
+        files = manifest(work)
+        meta = {"stage": stage, "key": final.name, "params": payload, "files": files,
+                "digest": digest(files), "seconds": round(time.perf_counter() - start, 3),
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_json(work / META, meta)
+        os.replace(work, final)   # final does not exist: we hold its lock and found none
+        self._verified[final] = tuple(sorted((rel, (final / rel).stat().st_mtime_ns) for rel in files))
+
+    def _fetch_together(self, stage: str, payload: Any, build: Callable[[Path], None], group) -> tuple[Path, bool]:
+        """:meth:`fetch` for a stage that the processes of ``group`` build together: the main
+        process decides under the lock, every process builds, the main process seals."""
+        from filelock import FileLock
+
+        final = self.path(stage, payload)
+        work = final.with_name(final.name + ".partial")
+        lock, compute = None, False
+        try:
+            if group.is_main and self._finished(final) is None:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                lock = FileLock(str(final.with_name(final.name + ".lock")))
+                lock.acquire()
+                compute = self._finished(final) is None   # another run may have finished it meanwhile
+                if compute:
+                    work.mkdir(parents=True, exist_ok=True)
+            if not group.broadcast_flag(compute):
+                self.hits += 1
+                return final, False
+            self.misses += 1
+            if group.is_main:
+                log.info("cache miss: %s/%s, computing in %d processes", stage, final.name, group.size)
+            start = time.perf_counter()
+            build(work)
+            group.barrier()                 # every process is done with the folder
+            if group.is_main:
+                self._seal(stage, payload, final, work, start)
+            group.barrier()                 # the artifact is in place for everyone
+            return final, True
+        finally:
+            if lock is not None:
+                lock.release()
 
     # -- housekeeping
     def clear(self, stage: str | None = None) -> int:

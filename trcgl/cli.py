@@ -110,13 +110,19 @@ def _targets() -> list[str]:
 def _run_stages(args) -> None:
     from collections import Counter
 
+    from .runtime import processes
     from .views import run as run_target
 
     params = {name: parse_value(value, f"the value of parameter {name}") for name, value in args.parameter}
     check_notebook_parameters(params)
     overrides = dict(parse_assignment(s) for s in args.set)
     cfg = load_config(args.profile, overrides, preset=args.preset, device=args.device, **params)
+    procs = processes()     # under accelerate launch / torchrun: join the group first (each process its GPU)
+    if procs.size > 1 and procs.is_main:
+        print(f"run {args.target}: {procs.size} processes on {procs.device.type} train together", flush=True)
     ledger = run_target(cfg, args.target)
+    if not procs.is_main:   # every process resolved the same stages; the main one reports them
+        return
     book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger)
     computed = [e for e in ledger if e.computed]
     for e in computed:

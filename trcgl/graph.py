@@ -23,6 +23,14 @@ recomputes the image sets, and everything downstream only where the pixels reall
 :class:`Runner` resolves requests depth-first (each at most once per process), through the
 locked, verified :class:`~trcgl.cache.ArtifactCache`, and keeps a ledger of what it resolved:
 executed chapters record it, and ``check-book`` compares it with the current keys.
+
+**Several processes** (``accelerate launch -m trcgl run STAGE``): every process runs the same
+resolution. A stage declared ``together`` (the trainers: classifier, vae, prompt-diffusion,
+normal-dit) is built by all of them in one :meth:`~trcgl.cache.ArtifactCache.fetch` call: the
+main process alone takes the lock and decides, all train in the same ``.partial`` folder, the main
+process writes and seals. Any other stage is built by one process under the lock while the
+others wait on it, then load it. The number of processes does not enter the keys: it changes
+the numbers only within float tolerance (the device type, cpu or cuda, does enter them).
 """
 from __future__ import annotations
 
@@ -61,6 +69,7 @@ class Stage:
     inputs: Callable[[Config, Mapping[str, Any]], Mapping[str, "Request | None"]] | None = None
     version: int = 1
     doc: str = ""
+    together: bool = False      # under a launcher, every process takes part in ``build`` (a trainer)
 
     def reads_for(self, params: Mapping[str, Any]) -> tuple[str, ...]:
         return tuple(self.reads(params) if callable(self.reads) else self.reads)
@@ -69,13 +78,13 @@ class Stage:
 REGISTRY: dict[str, Stage] = {}
 
 
-def stage(name: str, *, reads, modules, load, inputs=None, version: int = 1):
+def stage(name: str, *, reads, modules, load, inputs=None, version: int = 1, together: bool = False):
     """Decorator: register ``build`` as the stage ``name`` (see :class:`Stage`)."""
     def register(build):
         if name in REGISTRY:
             raise StageError(f"stage '{name}' is declared twice")
         REGISTRY[name] = Stage(name, build, load, reads if callable(reads) else tuple(reads), tuple(modules),
-                               inputs, version, (build.__doc__ or "").strip())
+                               inputs, version, (build.__doc__ or "").strip(), together)
         return build
     return register
 
@@ -248,7 +257,12 @@ class Runner:
             art = Artifact(st.name, key, meta["digest"], final, False)
         else:
             start = time.perf_counter()
-            folder, computed = self.cache.fetch(st.name, payload, lambda work: st.build(context(work)))
+            group = None
+            if st.together:
+                from .runtime import processes
+
+                group = processes()
+            folder, computed = self.cache.fetch(st.name, payload, lambda work: st.build(context(work)), group=group)
             seconds = time.perf_counter() - start
             log.info("stage %s/%s: %s (%.1f s)", st.name, key, "computed" if computed else "cached", seconds)
             meta = self.cache.verify(folder)

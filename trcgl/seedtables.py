@@ -27,8 +27,12 @@ def results_store(cfg) -> ResultsStore:
 
 
 def publish(store: ResultsStore, table: str, records: list[dict]) -> None:
-    """Replace ``table``'s records in the store with ``records`` (a table stage's output)."""
-    store.replace_table(table, records)
+    """Replace ``table``'s records in the store with ``records`` (a table stage's output); under a
+    launcher only the main process writes (every process resolved the same tables)."""
+    from .runtime import processes
+
+    if processes().is_main:
+        store.replace_table(table, records)
 
 
 def _records(store: ResultsStore, table: str, kind: str) -> pd.DataFrame:

@@ -266,7 +266,7 @@ def _copies_set(ctx):
 CLASSIFIER_READS = ("model", "train", "eval.f1_threshold", "eval.empty_classes", "deterministic", "device", "data.image_size",
                     "paths.clip_image_encoder")
 CLASSIFIER_MODULES = ("trcgl.train", "trcgl.models", "trcgl.losses", "trcgl.metrics", "trcgl.data.datasets",
-                      "trcgl.data.sampling", "trcgl.ema", "trcgl.inpaint.pil")
+                      "trcgl.data.sampling", "trcgl.data.batches", "trcgl.ema", "trcgl.inpaint.pil")
 
 
 def uses_pretraining(cfg) -> bool:
@@ -318,7 +318,7 @@ def _load_classifier(ctx):
 
 
 @stage("classifier", reads=CLASSIFIER_READS, modules=CLASSIFIER_MODULES, inputs=_classifier_inputs,
-       load=_load_classifier)
+       load=_load_classifier, together=True)
 def _classifier(ctx):
     """A classifier trained on the train split (+ extra images), its best epoch chosen on selection."""
     from .train import fit_classifier
@@ -329,7 +329,7 @@ def _classifier(ctx):
                    ctx.work, _schedule(ctx.cfg))
 
 
-@stage("predictions", reads=("device",), modules=("trcgl.train", "trcgl.data.datasets"),
+@stage("predictions", reads=("device",), modules=("trcgl.train", "trcgl.data.datasets", "trcgl.data.batches"),
        load=lambda ctx: load_npy(ctx.work / "probs.npy"))
 def _predictions(ctx):
     """A trained classifier's probabilities on an image set (the test split, for every reported number)."""
@@ -396,7 +396,7 @@ def features(cfg, images: Request, train: Request | None = None) -> Request:
 
 # ----------------------------------------------------------------------------- prompt-latent diffusion
 
-VAE_KEYS = ("n_train", "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "batch_size")
+VAE_KEYS = ("n_train", "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "batch_size", "amp")
 
 
 def _load_vae(ctx):
@@ -406,7 +406,8 @@ def _load_vae(ctx):
 
 
 @stage("vae", reads=tuple(f"diffusion.{k}" for k in VAE_KEYS) + ("deterministic", "device"),
-       modules=("trcgl.diffusion.training", "trcgl.diffusion.models"), load=_load_vae)
+       modules=("trcgl.diffusion.training", "trcgl.diffusion.models", "trcgl.data.batches"), load=_load_vae,
+       together=True)
 def _vae(ctx):
     """The autoencoder of the latent diffusion (trained on the train split's images)."""
     from .diffusion.training import diffusion_rows, fit_vae
@@ -438,15 +439,18 @@ def _load_diffusion(ctx):
 
 @stage("prompt-diffusion", reads=_diffusion_reads,
        modules=("trcgl.diffusion.training", "trcgl.diffusion.models", "trcgl.diffusion.text",
-                "trcgl.diffusion.pipeline", "trcgl.data.prompts"),
-       inputs=_diffusion_inputs, load=_load_diffusion)
+                "trcgl.diffusion.pipeline", "trcgl.data.prompts", "trcgl.data.batches"),
+       inputs=_diffusion_inputs, load=_load_diffusion, together=True)
 def _prompt_diffusion(ctx):
     """The UNet and context vectors (Eq. 1-3), or a saved pipeline folder copied in."""
     if "pipeline" in ctx.inputs:
         from .diffusion.pipeline import load_pipeline
 
+        from .runtime import processes
+
         load_pipeline(ctx.inputs["pipeline"])     # one clear error for an incomplete folder
-        shutil.copytree(ctx.inputs["pipeline"], ctx.work / "pipeline", dirs_exist_ok=True)
+        if processes().is_main:                   # several processes: one copies
+            shutil.copytree(ctx.inputs["pipeline"], ctx.work / "pipeline", dirs_exist_ok=True)
         return
     from .diffusion.training import fit_prompt_diffusion
 
@@ -565,7 +569,7 @@ def _control_set(ctx):
 
 DIT_READS = tuple(f"inpaint.{k}" for k in ("n_normal", "dit_layers", "dit_heads", "dit_head_dim", "dit_patch", "epochs",
                                             "lr", "batch_size", "ema_decay")) + \
-    ("diffusion.train_timesteps", "diffusion.beta_schedule", "deterministic", "device")
+    ("diffusion.train_timesteps", "diffusion.beta_schedule", "diffusion.amp", "deterministic", "device")
 
 
 def _load_dit(ctx):
@@ -574,8 +578,9 @@ def _load_dit(ctx):
     return load_normal_dit(ctx.work, _device(ctx.cfg))
 
 
-@stage("normal-dit", reads=DIT_READS, modules=("trcgl.inpaint.normal_dit", "trcgl.diffusion.training"),
-       load=_load_dit)
+@stage("normal-dit", reads=DIT_READS,
+       modules=("trcgl.inpaint.normal_dit", "trcgl.diffusion.training", "trcgl.data.batches"),
+       load=_load_dit, together=True)
 def _normal_dit(ctx):
     """A DiT trained on normal radiographs only, in the diffusion VAE's latent space."""
     from .inpaint.normal_dit import fit_normal_dit

@@ -16,10 +16,23 @@ clipping, a loss weight of the extra images per stage, and class counts that inc
 An interrupted run resumes from its last checkpoint and ends with the same weights as an
 uninterrupted one on CPU: the data order of each epoch is drawn from a generator seeded by
 (seed, epoch), and the global random state is saved with the checkpoint.
+
+**Input pipeline** (:mod:`trcgl.data.batches`): the real images and the whole extra set are held
+as one uint8 tensor [real; extra] on the device (or pinned), with the labels beside it. An epoch is
+a list of row indices (:class:`EpochRows`: the real rows and the extra rows the schedule admits,
+each repeated as the sampler says), permuted by a generator seeded by (seed, epoch); batches are
+gathered and normalised on the device. The loss weights of the epoch (the stage's extra weight)
+and the horizontal flips (drawn from (seed, epoch) for every stored row) are per-row tensors too.
+
+**Several processes** (``accelerate launch -m trcgl run ...``, :mod:`trcgl.runtime`): every
+process builds the same model from the same seed and walks the same epoch lists; each trains on
+its share of every global batch of ``train.batch_size`` rows, the model wrapped in
+DistributedDataParallel (wrapped again when the fine-tuning stage unfreezes the backbone). The
+selection split is scored in shares and gathered. Only the main process writes files
+(checkpoints, best weights, history); every process resumes from the same checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -33,13 +46,15 @@ from torch import nn
 from tqdm import tqdm
 
 from .cache import atomic_torch_save, atomic_write_json, load_npy, save_npy
-from .data.datasets import ImageSet, XrayDataset, make_loader, normalisation, training_dataset
-from .data.sampling import RepeatedDataset, image_repeats
+from .data.batches import Normalised, TensorBatches, seeded_order, split_range
+from .data.datasets import ImageSet, normalisation, take
+from .data.padchest import DataError
+from .data.sampling import image_repeats
 from .ema import evaluated, restore_ema, stage_ema
 from .losses import TrainingLoss
 from .metrics import evaluate
 from .models import build_model
-from .runtime import seed_everything
+from .runtime import Processes, autocast, images_per_second, processes, seed_everything, training_throughput
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +81,18 @@ class ExtraSchedule:
 
     name = "all"
 
+    def rows(self, extra: ImageSet, epoch: int, seed: int) -> np.ndarray:
+        """Indices of the extra rows 0-based ``epoch`` trains on (empty: none this epoch)."""
+        return np.arange(len(extra))
+
     def part(self, extra: ImageSet, epoch: int, seed: int) -> ImageSet | None:
         """The extra images of 0-based ``epoch`` (None: none this epoch)."""
-        return extra
+        rows = self.rows(extra, epoch, seed)
+        return take(extra, rows) if len(rows) else None
 
     @property
     def varies(self) -> bool:
-        """Whether the part changes from epoch to epoch (then each epoch gets its own dataset)."""
+        """Whether the part changes from epoch to epoch (then each epoch gets its own rows)."""
         return False
 
 
@@ -98,36 +118,52 @@ def _stage_of(cfg, epoch: int) -> str:
     return "warmup" if epoch < cfg.train.warmup_epochs else "finetune"
 
 
-def stage_weighted(cfg, extra: ImageSet | None, epoch: int) -> ImageSet | None:
-    """The extra set with the loss weight of the epoch's stage (``train.extra_warmup_weight`` /
-    ``extra_finetune_weight``; null keeps the set's own weights)."""
+def extra_weights(cfg, extra: ImageSet, epoch: int) -> np.ndarray:
+    """The loss weights of the extra rows in ``epoch``: the stage's ``train.extra_warmup_weight`` /
+    ``extra_finetune_weight`` for every row, or the set's own weights where that is null."""
     t = cfg.train
     weight = t.extra_warmup_weight if _stage_of(cfg, epoch) == "warmup" else t.extra_finetune_weight
-    if extra is None or weight is None:
-        return extra
-    return dataclasses.replace(extra, weights=np.full(len(extra), weight, np.float32))
+    return extra.weights.astype(np.float32) if weight is None else np.full(len(extra), weight, np.float32)
 
 
-def epoch_datasets(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epochs: int,
-                   schedule: ExtraSchedule = ALL_AT_ONCE) -> list:
-    """The training data of every epoch: the real set plus the part of the extra set that
-    ``schedule`` admits, weighted for the epoch's stage (:func:`stage_weighted`); with
-    ``train.sampler: repeat_factor`` each image repeated as the released code's sampler says, from
-    the class counts of :func:`counted_labels`. The same object is reused while nothing changes
-    (every epoch, or every epoch of a stage when the extra weight depends on the stage)."""
+@dataclass
+class EpochRows:
+    """The training data of one epoch, as indices into the stored rows [real set; whole extra set]."""
+
+    members: np.ndarray   # stored-row indices in dataset order, each as often as the sampler repeats it
+    weights: np.ndarray   # (stored rows,) the epoch's loss weight of every stored row
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def order(self, seed: int) -> torch.Tensor:
+        """The epoch's rows in training order: ``members`` permuted by a generator seeded by ``seed``."""
+        return seeded_order(self.members, seed)
+
+
+def epoch_rows(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epochs: int,
+               schedule: ExtraSchedule = ALL_AT_ONCE) -> list[EpochRows]:
+    """The training data of every epoch: the real rows plus the extra rows that ``schedule``
+    admits, weighted for the epoch's stage (:func:`extra_weights`); with ``train.sampler:
+    repeat_factor`` each row repeated as the released code's sampler says, from the class counts
+    of :func:`counted_labels`. The same object is reused while nothing changes (every epoch, or
+    every epoch of a stage when the extra weight depends on the stage)."""
     if cfg.train.sampler not in SAMPLERS:
         raise ValueError(f"train.sampler must be one of {SAMPLERS}, got {cfg.train.sampler!r}")
-    norm = normalisation(train_set)
     counts = counted_labels(cfg, train_set, extra).sum(0)
+    n = len(train_set)
 
-    def data(epoch: int):
-        part = schedule.part(extra, epoch, seed) if extra is not None else None
-        part = stage_weighted(cfg, part, epoch)
-        ds = training_dataset(train_set, part, hflip=cfg.train.hflip, seed=seed, norm=norm)
+    def data(epoch: int) -> EpochRows:
+        part = schedule.rows(extra, epoch, seed) if extra is not None else np.zeros(0, np.int64)
+        members = np.concatenate([np.arange(n), n + np.asarray(part, dtype=np.int64)])
+        weights = train_set.weights.astype(np.float32)
+        if extra is not None:
+            weights = np.concatenate([weights, extra_weights(cfg, extra, epoch)])
         if cfg.train.sampler == "repeat_factor":   # the released code's sampler (trcgl.data.sampling)
-            rows = train_set.Y if part is None else np.concatenate([train_set.Y, part.Y])
-            ds = RepeatedDataset(ds, image_repeats(rows, counts, cfg.train.repeat_threshold, cfg.train.max_repeats))
-        return ds
+            rows = train_set.Y if extra is None else np.concatenate([train_set.Y, extra.Y])
+            members = np.repeat(members, image_repeats(rows[members], counts, cfg.train.repeat_threshold,
+                                                       cfg.train.max_repeats))
+        return EpochRows(members, weights)
 
     if extra is not None and schedule.varies:
         return [data(e) for e in range(epochs)]
@@ -135,6 +171,27 @@ def epoch_datasets(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, 
     for e in range(epochs):
         per_stage.setdefault(_stage_of(cfg, e), data(e))
     return [per_stage[_stage_of(cfg, e)] for e in range(epochs)]
+
+
+def training_batches(train_set: ImageSet, extra: ImageSet | None, mean: float, std: float, device) -> TensorBatches:
+    """The stored rows [real set; whole extra set] (uint8 pixels, normalised on the device by the
+    real pixels' ``mean`` and ``std``) and their labels ``y``."""
+    if extra is None:
+        images, Y = train_set.images, train_set.Y
+    else:
+        if extra.classes != train_set.classes:
+            raise DataError("the extra image set has other classes than the training set")
+        if extra.size != train_set.size:
+            raise DataError(f"the extra image set is {extra.size}px, the training set {train_set.size}px")
+        images, Y = np.concatenate([train_set.images, extra.images]), np.concatenate([train_set.Y, extra.Y])
+    return TensorBatches(images, device, Normalised(mean, std), y=Y.astype(np.float32))
+
+
+def hflips(n_real: int, n_extra: int, seed: int, epoch: int) -> np.ndarray:
+    """Which stored rows are flipped left-right in ``epoch`` (``train.hflip``): a draw from (seed,
+    epoch) per real row, from (seed + 1, epoch) per extra row, so a resumed run repeats them."""
+    real = np.random.default_rng([seed, epoch]).random(n_real) < 0.5
+    return np.concatenate([real, np.random.default_rng([seed + 1, epoch]).random(n_extra) < 0.5])
 
 
 def _optimizer(cfg, model, stage: str, steps: int):
@@ -157,21 +214,64 @@ def _optimizer(cfg, model, stage: str, steps: int):
 def predict(model: nn.Module, image_set: ImageSet, mean: float, std: float, device: torch.device,
             batch_size: int = 128, with_attention: bool = False):
     """Sigmoid probabilities (N, C), and the attention maps (N, C, h, w) when asked."""
+    data = TensorBatches(image_set.images, device, Normalised(mean, std))
+    return predict_batches(model, data, batch_size, with_attention)
+
+
+@torch.no_grad()
+def predict_batches(model: nn.Module, data: TensorBatches, batch_size: int = 128, with_attention: bool = False,
+                    procs: Processes | None = None):
+    """:func:`predict` on stored rows; with ``procs``, each process scores its share of the rows
+    and every process gets all the probabilities (in row order)."""
     model.eval()
+    n = len(data)
+    lo, hi = split_range(n, procs.rank, procs.size) if procs is not None else (0, n)
+    if procs is not None and with_attention:
+        raise ValueError("attention maps are not gathered across processes")
+    a, b = (lo, hi) if hi > lo or n == 0 else (n - 1, n)   # an empty share still runs (and drops) one row
     probs, maps = [], []
-    for x, _, _ in make_loader(XrayDataset(image_set, mean, std), batch_size, shuffle=False):
-        out = model(x.to(device))
-        probs.append(torch.sigmoid(out["logits"].float()).cpu())
+    for x, _ in data.in_order(batch_size, a, b):
+        out = model(x)
+        probs.append(torch.sigmoid(out["logits"].float()))
         if with_attention and "attention" in out:
             maps.append(out["attention"].float().cpu())
-    P = torch.cat(probs).numpy()
+    P = torch.cat(probs)[:hi - lo] if probs else torch.zeros((0, 0))
+    if procs is not None:
+        P = procs.gather_rows(P, n)
+    P = P.cpu().numpy()
     return (P, torch.cat(maps).numpy() if maps else None) if with_attention else P
+
+
+def train_steps(cfg, net: nn.Module, model: nn.Module, data: TensorBatches, order: torch.Tensor, loss_fn, opt, sched,
+                ema, epoch: int, device, procs: Processes) -> list[torch.Tensor]:
+    """One epoch's optimiser steps over ``order`` (stored-row indices) in global batches of
+    ``train.batch_size``, this process's share of each; ``net`` is the module to run (``model``,
+    or its DistributedDataParallel wrapper). Returns each step's scaled loss (not synchronised)."""
+    use_amp = cfg.train.amp
+    losses = []
+    for b in data.batches(order, cfg.train.batch_size, procs.rank, procs.size):
+        with autocast(device, use_amp):
+            logits = net(b.x)["logits"]
+        loss = loss_fn(logits.float(), b.targets["y"], b.targets["w"], epoch) * b.shard.scale
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        opt.step()
+        sched.step()
+        if ema is not None:
+            ema.update(model)
+        losses.append(loss.detach())
+    return losses
 
 
 def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra: ImageSet | None, seed: int,
                    device, work: Path, schedule: ExtraSchedule = ALL_AT_ONCE) -> None:
     """Train the model ``cfg`` describes into ``work`` (the ``classifier`` stage): the best epoch
-    by selection-split mAP is kept (best.pt, selection_probs.npy, history.csv, result.json)."""
+    by selection-split mAP is kept (best.pt, selection_probs.npy, history.csv, result.json).
+    Under a launcher every process calls this with the same arguments (see the module docstring)."""
+    procs = processes()
+    procs.check_device(device)
     seed_everything(seed, cfg.deterministic)
     classes = train_set.classes
     labels = counted_labels(cfg, train_set, extra)
@@ -179,8 +279,10 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     mean, std = normalisation(train_set)
     loss_fn = TrainingLoss(cfg, labels.sum(0))
     plan = _schedule(cfg)
-    sets = epoch_datasets(cfg, train_set, extra, seed, len(plan), schedule)
-    batches = [math.ceil(len(ds) / cfg.train.batch_size) for ds in sets]
+    epochs = epoch_rows(cfg, train_set, extra, seed, len(plan), schedule)
+    data = training_batches(train_set, extra, mean, std, device)
+    select = TensorBatches(select_set.images, device, Normalised(mean, std))
+    batches = [math.ceil(len(e) / cfg.train.batch_size) for e in epochs]
 
     def stage_steps(stage: str) -> int:
         return sum(b for b, s in zip(batches, plan) if s == stage)
@@ -202,51 +304,80 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
             ema = restore_ema(cfg, model, stage, ckpt.get("ema") if ckpt["stage"] == stage else None)
         torch.set_rng_state(ckpt["rng"])
         log.info("resuming %s at epoch %d of %d", work.name, start + 1, len(plan))
-    use_amp = cfg.train.amp and device.type == "cuda"
-    bar = tqdm(range(start, len(plan)), desc="training", unit="epoch", initial=start, total=len(plan))
+    procs.barrier()    # every process has read the checkpoint before the main one writes the next
+    net = procs.wrap(model)
+    bar = tqdm(range(start, len(plan)), desc="training", unit="epoch", initial=start, total=len(plan),
+               disable=not procs.is_main)
     for epoch in bar:
         if plan[epoch] != stage:
             stage = plan[epoch]
             opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
             ema = stage_ema(cfg, model, stage, ema)
-        model.train()
-        ds = sets[epoch]
-        for part in getattr(ds, "datasets", [ds]):
-            part.set_epoch(epoch)
-        losses = []
-        for x, y, w in make_loader(ds, cfg.train.batch_size, shuffle=True, seed=seed * 100_003 + epoch):
-            x, y, w = x.to(device), y.to(device), w.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)["logits"]
-            loss = loss_fn(logits.float(), y, w, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            opt.step()
-            sched.step()
-            if ema is not None:
-                ema.update(model)
-            losses.append(loss.item())
+            net = procs.wrap(model)     # DDP over the parameters that learn in this stage
+        net.train()
+        rows = epochs[epoch]
+        data.set("w", rows.weights)
+        data.set("flip", hflips(len(train_set), len(data) - len(train_set), seed, epoch) if cfg.train.hflip else None)
+        losses = train_steps(cfg, net, model, data, rows.order(seed * 100_003 + epoch), loss_fn, opt, sched, ema,
+                             epoch, device, procs)
         kept = evaluated(model, ema)   # the EMA weights when train.ema is on
-        P = predict(kept, select_set, mean, std, device)
+        P = predict_batches(kept, select, procs=procs)
         ev = evaluate(select_set.Y, P, classes, groups, cfg.eval.f1_threshold, empty=cfg.eval.empty_classes)
-        history.append({"epoch": epoch + 1, "stage": stage, "loss": float(np.mean(losses)),
+        history.append({"epoch": epoch + 1, "stage": stage, "loss": procs.mean_of_steps(losses),
                         "selection_mAP": ev.means["mAP"], "selection_mAUC": ev.means["mAUC"]})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{ev.means['mAP']:.3f}")
         if ev.means["mAP"] > best[0]:
             best = (ev.means["mAP"], epoch + 1)
-            atomic_torch_save(kept.state_dict(), work / "best.pt")
-            save_npy(work / "selection_probs.npy", P)
-        atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
-                            "history": history, "best": list(best), "rng": torch.get_rng_state(),
-                            **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
+            if procs.is_main:
+                atomic_torch_save(kept.state_dict(), work / "best.pt")
+                save_npy(work / "selection_probs.npy", P)
+        if procs.is_main:
+            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
+                                "history": history, "best": list(best), "rng": torch.get_rng_state(),
+                                **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
         _after_epoch(epoch)
-    pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-    atomic_write_json(work / "result.json", {"best_epoch": best[1], "best_selection_mAP": best[0],
-                                             "mean": mean, "std": std, "device": str(device)})
-    ckpt_path.unlink()  # the finished artifact keeps only the best weights
+    if procs.is_main:
+        pd.DataFrame(history).to_csv(work / "history.csv", index=False)
+        atomic_write_json(work / "result.json", {"best_epoch": best[1], "best_selection_mAP": best[0],
+                                                 "mean": mean, "std": std, "device": str(device),
+                                                 "processes": procs.size})
+        ckpt_path.unlink()  # the finished artifact keeps only the best weights
+
+
+def trainer_benchmark(cfg, steps: int = 10, repeats: int = 3, device=None, num_classes: int = 30, seed: int = 0) -> dict:
+    """Images per second of the trainer's optimiser steps (:func:`train_steps`: the input pipeline
+    on stored uint8 images, the weighted loss, AdamW with its schedule) and of a bare timm loop
+    (:func:`trcgl.runtime.training_throughput`: one fixed random batch, BCE, AdamW) on the same
+    model (``cfg``'s, e.g. ``model.arch: timm`` for a plain timm network), image size and batch
+    size; each the best of ``repeats`` runs of ``steps`` steps after one warm-up run. Not a test:
+    a measurement for the reproduce page (``tools/benchmark_trainer.py``)."""
+    device = torch.device(device or "cpu")
+    size, batch = cfg.data.image_size, cfg.train.batch_size
+    rng = np.random.default_rng(seed)
+    n = steps * batch
+    images = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+    Y = (rng.random((n, num_classes)) < 0.1).astype(np.uint8)
+    torch.manual_seed(seed)
+    model = build_model(cfg, num_classes, Y).to(device).train()
+    data = TensorBatches(images, device, Normalised(float(images.mean() / 255), float(images.std() / 255)),
+                         y=Y.astype(np.float32), w=np.ones(n, np.float32))
+    loss_fn = TrainingLoss(cfg, Y.sum(0))
+    opt, sched = _optimizer(cfg, model, "finetune", steps * (repeats + 1))
+    procs = Processes()
+
+    def trainer():
+        losses = train_steps(cfg, model, model, data, seeded_order(n, seed), loss_fn, opt, sched, None, 0, device, procs)
+        losses[-1].item()                       # wait for the last step (asynchronous on a GPU)
+
+    trainer()   # warm-up
+    ours = images_per_second(trainer, n, repeats)
+    torch.manual_seed(seed)
+    bare_model = build_model(cfg, num_classes, Y)
+    bare = training_throughput(bare_model, size, batch, device, num_classes=num_classes, steps=steps, repeats=repeats)
+    return {"model": f"{cfg.model.arch}:{cfg.model.backbone}", "image_size": size, "batch_size": batch,
+            "steps": steps, "device": str(device), "threads": torch.get_num_threads(),
+            "trainer_images_per_s": ours, "bare_images_per_s": bare, "ratio": ours / bare}
 
 
 def load_classifier(cfg, folder: Path, num_classes: int, label_matrix: np.ndarray, device) -> TrainResult:

@@ -285,7 +285,9 @@ def image_set_digest(image_set: ImageSet) -> str:
 # ----------------------------------------------------------------------------- torch side
 
 class XrayDataset(Dataset):
-    """(image 1×H×W normalised, label vector C, loss weight) triples from an :class:`ImageSet`."""
+    """(image 1×H×W normalised, label vector C, loss weight) triples from an :class:`ImageSet`,
+    one sample at a time (for a few images; the trainers and ``predict`` batch whole stored
+    tensors on the device instead, :mod:`trcgl.data.batches`)."""
 
     def __init__(self, image_set: ImageSet, mean: float, std: float, hflip: bool = False, seed: int = 0):
         self.set = image_set

@@ -3,13 +3,13 @@
 Class c's frequency is f_c = n_c / Σ_k n_k (its positives over all class positives); its repeat
 factor r_c = max(1, sqrt(t / f_c)) with t = 0.01; an image repeats round(min(10, max_c r_c)) times
 per epoch, the maximum over the classes it shows (1 for an image without findings). The repeats
-are deterministic: the epoch's list of images holds each image that many times, and the seeded
-loader shuffles that list. ``round`` is Python's (halves to even), as ``numpy.round``.
+are deterministic: the epoch's list of rows holds each image that many times, and the trainer's
+seeded permutation shuffles that list (:class:`trcgl.train.EpochRows`). ``round`` is Python's
+(halves to even), as ``numpy.round``.
 """
 from __future__ import annotations
 
 import numpy as np
-from torch.utils.data import Dataset, Subset
 
 
 def class_repeat_factors(counts, threshold: float = 0.01) -> np.ndarray:
@@ -28,19 +28,3 @@ def image_repeats(Y: np.ndarray, counts=None, threshold: float = 0.01, max_repea
     r = class_repeat_factors(Y.sum(0) if counts is None else counts, threshold)
     per_image = np.where(Y, r[None, :], 1.0).max(axis=1, initial=1.0)
     return np.round(np.minimum(max_repeats, per_image)).astype(np.int64)
-
-
-class RepeatedDataset(Subset):
-    """A dataset with each item repeated ``repeats[i]`` times (in order; the loader shuffles)."""
-
-    def __init__(self, dataset: Dataset, repeats: np.ndarray):
-        repeats = np.asarray(repeats, dtype=np.int64)
-        if len(repeats) != len(dataset):
-            raise ValueError(f"{len(repeats)} repeat counts for {len(dataset)} items")
-        super().__init__(dataset, np.repeat(np.arange(len(dataset)), repeats).tolist())
-        self.repeats = repeats
-
-    def set_epoch(self, epoch: int) -> None:
-        """Forwarded to the underlying datasets (their augmentation draws depend on the epoch)."""
-        for part in getattr(self.dataset, "datasets", [self.dataset]):
-            part.set_epoch(epoch)

@@ -18,6 +18,15 @@ The result is a :class:`~trcgl.diffusion.pipeline.PromptDiffusionPipeline` saved
 ``save_pretrained`` inside the stage's folder and loaded back from there (the ``vae`` and
 ``prompt-diffusion`` stages of :mod:`trcgl.stages` cache both); ``paths.diffusion_pipeline``
 loads a saved pipeline instead of training.
+
+The training data (uint8 images for the VAE; posterior means and deviations, prompt encodings
+and class ids for the UNet) are tensors held on the device and batched there
+(:mod:`trcgl.data.batches`); with ``diffusion.amp`` the forward passes run under bf16 autocast on
+CUDA. Under a launcher (:mod:`trcgl.runtime`) every process walks the same seeded permutation and
+trains on its share of each global batch of ``diffusion.batch_size``; the noise, timesteps and
+condition dropout are drawn for the whole global batch from the epoch's generator and each
+process cuts its rows out, so the draws do not depend on the number of processes. Only the main
+process writes files.
 """
 from __future__ import annotations
 
@@ -30,11 +39,13 @@ import pandas as pd
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
 from diffusers.training_utils import EMAModel
+from torch import nn
 from tqdm import tqdm
 
 from ..cache import atomic_torch_save, atomic_write_json
+from ..data.batches import Shard, TensorBatches, unit_range
 from ..data.prompts import prompt_for_row
-from ..runtime import seed_everything
+from ..runtime import Processes, autocast, processes, seed_everything
 from .models import build_unet, build_vae, predict_noise
 from .pipeline import ContextVectors, PromptDiffusionPipeline, load_pipeline
 from .text import PromptConditioner, load_text_encoder
@@ -53,7 +64,7 @@ class DiffusionRun:
 #: settings are not among them, so changing those never retrains the model).
 TRAINING_KEYS = ("text_encoder", "context_vectors", "class_specific_context", "max_length", "cond_dropout", "n_train",
                  "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "unet_channels",
-                 "attention_levels", "pooled_condition", "epochs", "lr", "batch_size", "ema_decay",
+                 "attention_levels", "pooled_condition", "epochs", "lr", "batch_size", "amp", "ema_decay",
                  "train_timesteps", "beta_schedule")
 
 
@@ -89,11 +100,6 @@ def training_prompts(image_set, class_set, seed: int = 0) -> list[str]:
                            rows["ImageID"].iloc[i], seed) for i in range(len(image_set))]
 
 
-def to_unit_range(images_uint8: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) -> float (N, 1, H, W) in [-1, 1], the VAE's input range."""
-    return torch.from_numpy(images_uint8.astype(np.float32) / 127.5 - 1.0)[:, None]
-
-
 # ----------------------------------------------------------------------------- stage 1: VAE
 
 def load_vae(folder: Path, device) -> AutoencoderKL:
@@ -101,45 +107,64 @@ def load_vae(folder: Path, device) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(Path(folder) / "vae", local_files_only=True).to(device).eval()
 
 
+class _VAEStep(nn.Module):
+    """One training forward of the autoencoder (encode, draw z from the posterior with the given
+    standard-normal ``noise``, decode) as one module, so that DistributedDataParallel sees it."""
+
+    def __init__(self, vae: AutoencoderKL):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor):
+        post = self.vae.encode(x).latent_dist
+        z = post.mean + post.std * noise
+        return self.vae.decode(z).sample, post.kl()
+
+
 def fit_vae(cfg, images: np.ndarray, seed: int, device, work: Path) -> None:
     """Train the autoencoder on uint8 images (N×H×W) into ``work`` (the ``vae`` stage)."""
     d = cfg.diffusion
+    procs = processes()
+    procs.check_device(device)
     seed_everything(seed, cfg.deterministic)
     vae = build_vae(1, d.latent_channels, tuple(d.vae_channels)).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=d.vae_lr)
-    X = to_unit_range(images)
+    data = TensorBatches(images, device, unit_range)
+    with torch.no_grad():     # the latent shape, for drawing the posterior noise of a whole global batch
+        latent = vae.encode(data.gather(torch.arange(1))[0]).latent_dist.mean.shape[1:]
+    step = procs.wrap(_VAEStep(vae))
     parts = {"model": vae, "optimizer": opt}
 
     def epoch(g):
-        vae.train()
+        step.train()
         losses = []
-        for b in torch.randperm(len(X), generator=g).split(d.batch_size):
-            x = X[b].to(device)
-            post = vae.encode(x).latent_dist
-            z = post.mean + post.std * torch.randn(post.mean.shape, generator=g).to(device)
-            recon = vae.decode(z).sample
-            loss = (recon - x).abs().mean() + d.kl_weight * post.kl().mean()
+        for b in data.batches(torch.randperm(len(data), generator=g), d.batch_size, procs.rank, procs.size):
+            noise = torch.randn((b.shard.size, *latent), generator=g)[b.shard.rows].to(device)
+            with autocast(device, d.amp):
+                recon, kl = step(b.x, noise)
+            loss = ((recon.float() - b.x).abs().mean() + d.kl_weight * kl.float().mean()) * b.shard.scale
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
-        return {"loss": float(np.mean(losses))}
+            losses.append(loss.detach())
+        return {"loss": procs.mean_of_steps(losses)}
 
-    history = train_epochs(work, parts, d.vae_epochs, seed * 7919, "training the VAE", "vae", epoch)
+    history = train_epochs(work, parts, d.vae_epochs, seed * 7919, "training the VAE", "vae", epoch, procs)
     vae.eval()
     mu, _ = encode_latents(vae, images, device, scaled=False)
     vae.register_to_config(scaling_factor=float(1.0 / mu.std()))   # unit-variance latents (as in SD)
-    vae.save_pretrained(work / "vae")
-    pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-    (work / "last.pt").unlink(missing_ok=True)
+    if procs.is_main:
+        vae.save_pretrained(work / "vae")
+        pd.DataFrame(history).to_csv(work / "history.csv", index=False)
+        (work / "last.pt").unlink(missing_ok=True)
 
 
 @torch.no_grad()
 def encode_latents(vae: AutoencoderKL, images: np.ndarray, device, scaled: bool = True, batch_size: int = 128):
     """Posterior means and standard deviations (N, c, h, w) of uint8 images, times the scaling factor."""
     mus, sds = [], []
-    for x in to_unit_range(images).split(batch_size):
-        post = vae.encode(x.to(device)).latent_dist
+    for x, _ in TensorBatches(images, device, unit_range).in_order(batch_size):
+        post = vae.encode(x).latent_dist
         mus.append(post.mean.float().cpu())
         sds.append(post.std.float().cpu())
     mu, sd = torch.cat(mus), torch.cat(sds)
@@ -170,11 +195,26 @@ def encode_prompts(conditioner: PromptConditioner, prompts, batch_size: int = 25
                       for i in range(0, len(prompts), batch_size)])
 
 
+class _Denoiser(nn.Module):
+    """ε_θ(z_t, t, E_cond) with E_cond composed from the learnable context vectors (Eq. 2-3): the
+    UNet and the conditioner as one module, so that DistributedDataParallel averages the
+    gradients of both (the text encoder inside is frozen)."""
+
+    def __init__(self, unet, conditioner: PromptConditioner):
+        super().__init__()
+        self.unet, self.conditioner = unet, conditioner
+
+    def forward(self, z_t, t, E, class_ids, drop):
+        return predict_noise(self.unet, z_t, t, self.conditioner.compose(E, class_ids, drop))
+
+
 def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: AutoencoderKL, seed: int, device,
                          work: Path) -> None:
     """Train the UNet and context vectors (Eq. 3) on ``train_set`` in ``vae``'s latent space into
     ``work`` (the ``prompt-diffusion`` stage); the held-out probe is drawn from ``select_set``."""
     d = cfg.diffusion
+    procs = processes()
+    procs.check_device(device)
     idx = diffusion_rows(cfg, train_set, seed)
     seed_everything(seed, cfg.deterministic)
     counts = train_set.Y.sum(0)
@@ -196,47 +236,54 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
                       d.attention_levels, pooled_condition=d.pooled_condition).to(device)
     noise = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
                           clip_sample=False)   # latents are not confined to [-1, 1]
+    if not conditioner.m:
+        conditioner.context.requires_grad_(False)     # no context vectors: nothing of the conditioner learns
     trainable = [p for p in unet.parameters()] + ([conditioner.context] if conditioner.m else [])
     opt = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=1e-2)
     ema = EMAModel(unet.parameters(), decay=d.ema_decay)
     parts = {"model": unet, "context": conditioner, "optimizer": opt, "ema": ema}
+    latents = TensorBatches(mu, device, sd=sd, E=E, c=cids)
+    denoiser = procs.wrap(_Denoiser(unet, conditioner))
 
     def epoch(g):
-        unet.train()
+        denoiser.train()
         losses = []
-        for b in torch.randperm(len(idx), generator=g).split(d.batch_size):
-            z_t, eps, t = noised_batch(noise, mu, sd, b, g)
-            drop = torch.rand(len(b), generator=g) < d.cond_dropout
-            cond = conditioner.compose(E[b].to(device), cids[b].to(device), drop.to(device))
-            pred = predict_noise(unet, z_t.to(device), t.to(device), cond)
-            loss = torch.nn.functional.mse_loss(pred.float(), eps.to(device))          # Eq. 3
+        for b in latents.batches(torch.randperm(len(latents), generator=g), d.batch_size, procs.rank, procs.size):
+            z_t, eps, t = noised_batch(noise, b.x, b.targets["sd"], b.shard, g)
+            drop = (torch.rand(b.shard.size, generator=g) < d.cond_dropout)[b.shard.rows]
+            with autocast(device, d.amp):
+                pred = denoiser(z_t, t, b.targets["E"], b.targets["c"], drop.to(device))
+            loss = torch.nn.functional.mse_loss(pred.float(), eps) * b.shard.scale          # Eq. 3
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             ema.step(unet.parameters())
-            losses.append(loss.item())
-        return {"loss": float(np.mean(losses)),
+            losses.append(loss.detach())
+        return {"loss": procs.mean_of_steps(losses),
                 "heldout_loss": _probe_loss(unet, ema, conditioner, noise, v_mu, v_E, v_c, v_eps, v_t, device)}
 
-    history = train_epochs(work, parts, d.epochs, seed * 104_729, "training the diffusion UNet", "unet", epoch)
+    history = train_epochs(work, parts, d.epochs, seed * 104_729, "training the diffusion UNet", "unet", epoch, procs)
     ema.copy_to(unet.parameters())
     unet.eval()
     pipe = PromptDiffusionPipeline(vae=vae, unet=unet, scheduler=DDIMScheduler.from_config(noise.config),
                                    text_encoder=conditioner.encoder, tokenizer=conditioner.tokenizer,
                                    context=ContextVectors.from_conditioner(conditioner))
-    pipe.save_pretrained(work / "pipeline")
-    pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-    atomic_write_json(work / "rows.json", {"rows": len(idx), "device": str(device)})
-    (work / "last.pt").unlink(missing_ok=True)
+    if procs.is_main:
+        pipe.save_pretrained(work / "pipeline")
+        pd.DataFrame(history).to_csv(work / "history.csv", index=False)
+        atomic_write_json(work / "rows.json", {"rows": len(idx), "device": str(device), "processes": procs.size})
+        (work / "last.pt").unlink(missing_ok=True)
 
 
-def noised_batch(noise, mu, sd, b, g: torch.Generator):
-    """The input of one denoising step (Eq. 3) for the latents ``b``: z_0 drawn from the VAE
-    posterior N(mu, sd²), noise ε and timesteps t from ``g``; returns (z_t, ε, t)."""
-    z0 = mu[b] + sd[b] * torch.randn(mu[b].shape, generator=g)
-    eps = torch.randn(z0.shape, generator=g)
-    t = torch.randint(0, noise.config.num_train_timesteps, (len(b),), generator=g)
-    return noise.add_noise(z0, eps, t), eps, t
+def noised_batch(noise, mu: torch.Tensor, sd: torch.Tensor, shard: Shard, g: torch.Generator):
+    """The input of one denoising step (Eq. 3) for the rows of ``shard`` (``mu``, ``sd``: their
+    posterior means and deviations): z_0 drawn from N(mu, sd²), noise ε and timesteps t, all drawn
+    from ``g`` for the whole global batch and cut to this process's rows; returns (z_t, ε, t)."""
+    shape = (shard.size, *mu.shape[1:])
+    e0 = torch.randn(shape, generator=g)[shard.rows].to(mu.device)
+    eps = torch.randn(shape, generator=g)[shard.rows].to(mu.device)
+    t = torch.randint(0, noise.config.num_train_timesteps, (shard.size,), generator=g)[shard.rows].to(mu.device)
+    return noise.add_noise(mu + sd * e0, eps, t), eps, t
 
 
 @torch.no_grad()
@@ -258,14 +305,20 @@ def _probe_loss(unet, ema, conditioner, noise, mu, E, cids, eps, t, device) -> f
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def train_epochs(work: Path, parts: dict, epochs: int, seed_key: int, desc: str, stage: str, run_epoch) -> list:
+def train_epochs(work: Path, parts: dict, epochs: int, seed_key: int, desc: str, stage: str, run_epoch,
+                 procs: Processes | None = None) -> list:
     """The epoch loop every diffusion trainer shares: resume ``parts`` from the last checkpoint,
     run ``run_epoch(g)`` with a generator seeded by ``seed_key + epoch`` (its dict becomes the
-    epoch's history row), checkpoint, call the ``_after_epoch`` hook. Returns the history."""
+    epoch's history row), checkpoint (the main process), call the ``_after_epoch`` hook. Returns
+    the history. Every process resumes from the same checkpoint."""
+    procs = procs or Processes()
     start, history = _resume(work, parts)
-    for epoch in tqdm(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs):
+    procs.barrier()     # every process has read the checkpoint before the main one writes the next
+    for epoch in tqdm(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs,
+                      disable=not procs.is_main):
         history.append({"epoch": epoch + 1, **run_epoch(torch.Generator().manual_seed(seed_key + epoch))})
-        _checkpoint(work, parts, epoch, history)
+        if procs.is_main:
+            _checkpoint(work, parts, epoch, history)
         _after_epoch(stage, epoch)
     return history
 

@@ -38,12 +38,17 @@ def pil_count(n_progressive: int, n: int, beta: float) -> int:
     return int(round(n_progressive * pil_fraction(n, beta)))
 
 
-def pil_subset(extra: ImageSet, epoch: int, beta: float, seed: int) -> ImageSet | None:
-    """The part of ``extra`` trained on at 0-based ``epoch`` (n = epoch + 1); None when empty."""
+def pil_rows(extra: ImageSet, epoch: int, beta: float, seed: int) -> np.ndarray:
+    """Indices of the rows of ``extra`` trained on at 0-based ``epoch`` (n = epoch + 1), sorted."""
     prog = np.flatnonzero(progressive_rows(extra))
     order = prog[np.random.default_rng([seed, 7907]).permutation(len(prog))]
-    keep = np.sort(np.concatenate([np.flatnonzero(~progressive_rows(extra)),
+    return np.sort(np.concatenate([np.flatnonzero(~progressive_rows(extra)),
                                    order[:pil_count(len(prog), epoch + 1, beta)]]))
+
+
+def pil_subset(extra: ImageSet, epoch: int, beta: float, seed: int) -> ImageSet | None:
+    """The part of ``extra`` trained on at 0-based ``epoch`` (n = epoch + 1); None when empty."""
+    keep = pil_rows(extra, epoch, beta, seed)
     return take(extra, keep) if len(keep) else None
 
 
@@ -55,8 +60,8 @@ class ProgressiveSchedule(ExtraSchedule):
     def __init__(self, beta: float):
         self.beta = float(beta)
 
-    def part(self, extra: ImageSet, epoch: int, seed: int) -> ImageSet | None:
-        return pil_subset(extra, epoch, self.beta, seed)
+    def rows(self, extra: ImageSet, epoch: int, seed: int) -> np.ndarray:
+        return pil_rows(extra, epoch, self.beta, seed)
 
     @property
     def varies(self) -> bool:
