@@ -320,23 +320,31 @@ def _load_classifier(ctx):
 @stage("classifier", reads=CLASSIFIER_READS, modules=CLASSIFIER_MODULES, inputs=_classifier_inputs,
        load=_load_classifier, together=True)
 def _classifier(ctx):
-    """A classifier trained on the train split (+ extra images), its best epoch chosen on selection."""
+    """A classifier trained on the train split (+ extra images), its best epoch chosen on selection;
+    from the pretrained backbone when configured, on its cached features when it stays frozen."""
     from .train import fit_classifier
 
     extra = ctx.inputs.get("extra")
+    cached = {k: ctx.inputs.get(f"{k}_features") for k in ("train", "select", "extra")}
     fit_classifier(ctx.cfg, ctx.inputs["train"], ctx.inputs["select"], _groups(ctx.inputs["groups"]),
                    _as_image_set(extra) if extra is not None else None, ctx.params["seed"], _device(ctx.cfg),
-                   ctx.work, _schedule(ctx.cfg))
+                   ctx.work, _schedule(ctx.cfg), checkpoint=pretrained_checkpoint(ctx),
+                   features=cached if cached["train"] is not None else None)
 
 
 @stage("predictions", reads=("device",), modules=("trcgl.train", "trcgl.data.datasets", "trcgl.data.batches"),
        load=lambda ctx: load_npy(ctx.work / "probs.npy"))
 def _predictions(ctx):
-    """A trained classifier's probabilities on an image set (the test split, for every reported number)."""
-    from .train import predict
+    """A trained classifier's probabilities on an image set (the test split, for every reported
+    number), from the set's cached features when the classifier learnt from features."""
+    from .train import predict, predict_features
 
-    run = ctx.inputs["model"]
-    save_npy(ctx.work / "probs.npy", predict(run.model, ctx.inputs["images"], run.mean, run.std, _device(ctx.cfg)))
+    run, device = ctx.inputs["model"], _device(ctx.cfg)
+    if ctx.inputs.get("features") is not None:
+        P = predict_features(run.model, ctx.inputs["features"], device)
+    else:
+        P = predict(run.model, ctx.inputs["images"], run.mean, run.std, device)
+    save_npy(ctx.work / "probs.npy", P)
 
 
 # ----------------------------------------------------------------------------- the pretrained backbone and its features
@@ -710,13 +718,23 @@ def test_set(cfg) -> Request:
 
 def classifier(cfg, seed: int | None = None, extra: Request | None = None, train: Request | None = None) -> Request:
     """A classifier of ``cfg`` (chapters 3-7): trained on ``train`` (default: the train split) and
-    ``extra``, best epoch on the selection split."""
+    ``extra``, best epoch on the selection split; on cached features of its frozen (pretrained)
+    backbone when the recipe never trains the backbone (:func:`uses_features`)."""
+    train = train or train_set(cfg)
+    select = selection_set(cfg)
+    cached = {}
+    if uses_features(cfg):
+        cached = {"train_features": features(cfg, train, train), "select_features": features(cfg, select, train)}
+        if extra is not None:
+            cached["extra_features"] = features(cfg, extra, train)
     return Request("classifier", cfg, seed=int(cfg.seed if seed is None else seed), groups=cohort(cfg),
-                   train=train or train_set(cfg), select=selection_set(cfg), extra=extra)
+                   train=train, select=select, extra=extra, **cached)
 
 
 def predictions(model: Request, images: Request) -> Request:
-    return Request("predictions", model.cfg, model=model, images=images)
+    """A classifier's probabilities on an image set (from its cached features in features mode)."""
+    cached = {"features": features(model.cfg, images, model.params["train"])} if "train_features" in model.params else {}
+    return Request("predictions", model.cfg, model=model, images=images, **cached)
 
 
 def diffusion(cfg, seed: int | None = None) -> Request:

@@ -173,6 +173,12 @@ def epoch_rows(cfg, train_set: ImageSet, extra: ImageSet | None, seed: int, epoc
     return [per_stage[_stage_of(cfg, e)] for e in range(epochs)]
 
 
+def counted_or_stored(train_set: ImageSet, extra: ImageSet | None) -> np.ndarray:
+    """The stored rows' labels [real; whole extra set] as float32 (the loss's targets)."""
+    Y = train_set.Y if extra is None else np.concatenate([train_set.Y, extra.Y])
+    return Y.astype(np.float32)
+
+
 def training_batches(train_set: ImageSet, extra: ImageSet | None, mean: float, std: float, device) -> TensorBatches:
     """The stored rows [real set; whole extra set] (uint8 pixels, normalised on the device by the
     real pixels' ``mean`` and ``std``) and their labels ``y``."""
@@ -219,6 +225,12 @@ def predict(model: nn.Module, image_set: ImageSet, mean: float, std: float, devi
 
 
 @torch.no_grad()
+def predict_features(model: nn.Module, features: np.ndarray, device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Sigmoid probabilities (N, C) of a model's heads on cached backbone features."""
+    return predict_batches(HeadOnly(model), TensorBatches(features, device, float32), batch_size)
+
+
+@torch.no_grad()
 def predict_batches(model: nn.Module, data: TensorBatches, batch_size: int = 128, with_attention: bool = False,
                     procs: Processes | None = None):
     """:func:`predict` on stored rows; with ``procs``, each process scores its share of the rows
@@ -242,17 +254,37 @@ def predict_batches(model: nn.Module, data: TensorBatches, batch_size: int = 128
     return (P, torch.cat(maps).numpy() if maps else None) if with_attention else P
 
 
+class HeadOnly(nn.Module):
+    """A model without its backbone: the module that learns from cached backbone features."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.forward_head(features)
+
+
+def float32(x: torch.Tensor) -> torch.Tensor:
+    """Stored float16 features -> the float32 the heads compute in."""
+    return x.float()
+
+
 def train_steps(cfg, net: nn.Module, model: nn.Module, data: TensorBatches, order: torch.Tensor, loss_fn, opt, sched,
-                ema, epoch: int, device, procs: Processes) -> list[torch.Tensor]:
+                ema, epoch: int, device, procs: Processes, columns: torch.Tensor | None = None) -> list[torch.Tensor]:
     """One epoch's optimiser steps over ``order`` (stored-row indices) in global batches of
     ``train.batch_size``, this process's share of each; ``net`` is the module to run (``model``,
-    or its DistributedDataParallel wrapper). Returns each step's scaled loss (not synchronised)."""
+    or its DistributedDataParallel wrapper). ``columns``: only these classes are in the loss (the
+    pretraining's head classes). Returns each step's scaled loss (not synchronised)."""
     use_amp = cfg.train.amp
     losses = []
     for b in data.batches(order, cfg.train.batch_size, procs.rank, procs.size):
         with autocast(device, use_amp):
             logits = net(b.x)["logits"]
-        loss = loss_fn(logits.float(), b.targets["y"], b.targets["w"], epoch) * b.shard.scale
+        y = b.targets["y"]
+        if columns is not None:
+            logits, y = logits[:, columns], y[:, columns]
+        loss = loss_fn(logits.float(), y, b.targets["w"], epoch) * b.shard.scale
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.train.grad_clip is not None:
@@ -266,22 +298,41 @@ def train_steps(cfg, net: nn.Module, model: nn.Module, data: TensorBatches, orde
 
 
 def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra: ImageSet | None, seed: int,
-                   device, work: Path, schedule: ExtraSchedule = ALL_AT_ONCE) -> None:
+                   device, work: Path, schedule: ExtraSchedule = ALL_AT_ONCE, checkpoint: str | None = None,
+                   features: dict | None = None, class_mask: np.ndarray | None = None) -> None:
     """Train the model ``cfg`` describes into ``work`` (the ``classifier`` stage): the best epoch
     by selection-split mAP is kept (best.pt, selection_probs.npy, history.csv, result.json).
-    Under a launcher every process calls this with the same arguments (see the module docstring)."""
+    Under a launcher every process calls this with the same arguments (see the module docstring).
+
+    ``checkpoint``: the backbone's starting weights (e.g. the pretraining stage's). ``features``:
+    the frozen backbone's cached outputs for ``train``, ``select`` and ``extra`` (float16 arrays
+    row-aligned with the sets); the heads then learn from them (a recipe that never trains the
+    backbone: ``train.finetune_epochs: 0``). ``class_mask``: only these classes are in the loss and
+    in the selection mAP (the pretraining's head classes)."""
     procs = processes()
     procs.check_device(device)
     seed_everything(seed, cfg.deterministic)
     classes = train_set.classes
     labels = counted_labels(cfg, train_set, extra)
-    model = build_model(cfg, len(classes), labels).to(device)
+    model = build_model(cfg, len(classes), labels, checkpoint=checkpoint).to(device)
     mean, std = normalisation(train_set)
-    loss_fn = TrainingLoss(cfg, labels.sum(0))
+    mask = np.ones(len(classes), bool) if class_mask is None else np.asarray(class_mask, bool)
+    columns = None if mask.all() else torch.as_tensor(np.flatnonzero(mask), device=device)
+    loss_fn = TrainingLoss(cfg, labels.sum(0)[mask])
     plan = _schedule(cfg)
+    if features is not None and "finetune" in plan:
+        raise ValueError("cached features need a frozen backbone: train.finetune_epochs must be 0")
     epochs = epoch_rows(cfg, train_set, extra, seed, len(plan), schedule)
-    data = training_batches(train_set, extra, mean, std, device)
-    select = TensorBatches(select_set.images, device, Normalised(mean, std))
+    if features is None:
+        data = training_batches(train_set, extra, mean, std, device)
+        select = TensorBatches(select_set.images, device, Normalised(mean, std))
+        head = model
+    else:
+        stored = features["train"] if extra is None else np.concatenate([features["train"], features["extra"]])
+        data = TensorBatches(stored, device, float32, y=counted_or_stored(train_set, extra))
+        select = TensorBatches(features["select"], device, float32)
+        head = HeadOnly(model)
+        model.backbone.eval()
     batches = [math.ceil(len(e) / cfg.train.batch_size) for e in epochs]
 
     def stage_steps(stage: str) -> int:
@@ -305,7 +356,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         torch.set_rng_state(ckpt["rng"])
         log.info("resuming %s at epoch %d of %d", work.name, start + 1, len(plan))
     procs.barrier()    # every process has read the checkpoint before the main one writes the next
-    net = procs.wrap(model)
+    net = procs.wrap(head)
     bar = tqdm(range(start, len(plan)), desc="training", unit="epoch", initial=start, total=len(plan),
                disable=not procs.is_main)
     for epoch in bar:
@@ -313,16 +364,17 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
             stage = plan[epoch]
             opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
             ema = stage_ema(cfg, model, stage, ema)
-            net = procs.wrap(model)     # DDP over the parameters that learn in this stage
+            net = procs.wrap(head)      # DDP over the parameters that learn in this stage
         net.train()
         rows = epochs[epoch]
         data.set("w", rows.weights)
         data.set("flip", hflips(len(train_set), len(data) - len(train_set), seed, epoch) if cfg.train.hflip else None)
         losses = train_steps(cfg, net, model, data, rows.order(seed * 100_003 + epoch), loss_fn, opt, sched, ema,
-                             epoch, device, procs)
+                             epoch, device, procs, columns)
         kept = evaluated(model, ema)   # the EMA weights when train.ema is on
-        P = predict_batches(kept, select, procs=procs)
-        ev = evaluate(select_set.Y, P, classes, groups, cfg.eval.f1_threshold, empty=cfg.eval.empty_classes)
+        P = predict_batches(kept if features is None else HeadOnly(kept), select, procs=procs)
+        ev = evaluate(select_set.Y[:, mask], P[:, mask], [c for c, m in zip(classes, mask) if m],
+                      [g for g, m in zip(groups, mask) if m], cfg.eval.f1_threshold, empty=cfg.eval.empty_classes)
         history.append({"epoch": epoch + 1, "stage": stage, "loss": procs.mean_of_steps(losses),
                         "selection_mAP": ev.means["mAP"], "selection_mAUC": ev.means["mAUC"]})
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{ev.means['mAP']:.3f}")

@@ -2,7 +2,8 @@
 from .backbone import Backbone
 from .cca import ChannelClassAttention, ChannelGate, ClassAwareAttention
 from .label_gcn import LabelGCN, adjacency, label_adjacency, released_label_adjacency
-from .trcgl_net import TRCGLNet, build_model
+from .trcgl_net import BACKBONE_KEYS, TRCGLNet, build_backbone, build_model
 
 __all__ = ["Backbone", "ChannelGate", "ClassAwareAttention", "ChannelClassAttention", "LabelGCN",
-           "label_adjacency", "released_label_adjacency", "adjacency", "TRCGLNet", "build_model"]
+           "label_adjacency", "released_label_adjacency", "adjacency", "TRCGLNet", "build_model", "build_backbone",
+           "BACKBONE_KEYS"]
