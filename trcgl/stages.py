@@ -166,7 +166,7 @@ ROWS: dict[str, Rows] = {
 }
 
 IMAGE_READS = ("data.source", "data.image_size", "data.on_missing", "phantom", "paths.padchest_root")
-IMAGE_MODULES = ("trcgl.data.datasets", "trcgl.data.phantom", "trcgl.data.images", "trcgl.data.padchest",
+IMAGE_MODULES = ("trcgl.data.datasets", "trcgl.data.render", "trcgl.data.phantom", "trcgl.data.images", "trcgl.data.padchest",
                  "data/locations.json", "trcgl.diffusion.oracle", "trcgl.inpaint.normal_dit")
 
 
