@@ -152,7 +152,7 @@ class FakeSubmitit:
     """A stand-in for submitit: records what is submitted; every job is done at once."""
 
     def __init__(self, failing=()):
-        self.submitted, self.failing, self.batches = [], set(failing), 0
+        self.submitted, self.failing, self.batches, self.cancelled = [], set(failing), 0, []
         fake = self
 
         class Job:
@@ -164,9 +164,14 @@ class FakeSubmitit:
                 return True
 
             def result(self):
-                if "--row" in self.fn.command and self.fn.command[self.fn.command.index("--row") + 1] in fake.failing:
+                cmd = self.fn.command
+                name = cmd[cmd.index("--row") + 1] if "--row" in cmd else "inputs"
+                if name in fake.failing:
                     raise RuntimeError("Job failed\nTraceback (most recent call last):\nValueError: boom")
                 return "ok"
+
+            def cancel(self, check=True):
+                fake.cancelled.append(self.job_id)
 
         class SlurmExecutor:
             def __init__(self, folder):
@@ -197,7 +202,8 @@ def test_submission_is_an_inputs_job_then_an_array_that_waits_for_it(run_dir):
     assert first_params == {"time": 60, "gpus_per_node": 2, "array_parallelism": 4, "job_name": "trcgl-table1",
                             "partition": "gpu", "cpus_per_task": 8}
     assert len(array) == 7 and all(b == 1 for _, _, b in array)          # one batch: one job array
-    assert all(p["dependency"] == "afterok:499" for _, p, _ in array)
+    assert all(p["dependency"] == "afterok:499" and p["additional_parameters"] == {"kill-on-invalid-dep": "yes"}
+               for _, p, _ in array)
     assert [c[c.index("--row") + 1] for c, _, _ in array] == [r.row for r in plan.runs]
 
 
@@ -211,6 +217,15 @@ def test_no_cluster_is_one_clear_error(run_dir):
     plan = slurm_plan(tiny_cfg(), "table1", TINY, SlurmOptions(), run_dir)
     with pytest.raises(SweepError, match="no SLURM cluster here .*login node"):
         submit_slurm(plan, submitit=fake, poll_s=0, say=lambda s: None)
+
+
+def test_a_failed_inputs_job_cancels_the_array(run_dir):
+    plan = slurm_plan(tiny_cfg(), "table1", TINY, SlurmOptions(), run_dir)
+    fake = FakeSubmitit(failing={"inputs"})
+    with pytest.raises(SweepError, match=r"the inputs job of 'table1' failed \(job 499: ValueError: boom; "
+                                         r"log /logs/499.err\); the array was cancelled"):
+        submit_slurm(plan, submitit=fake, poll_s=0, say=lambda s: None)
+    assert len(fake.cancelled) == 7
 
 
 def test_failed_tasks_are_named_with_their_logs(run_dir):

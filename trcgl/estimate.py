@@ -241,6 +241,8 @@ def _count(n: float) -> str:
 
 
 def _duration(s: float) -> str:
+    if s >= 2 * 86400:
+        return f"{s / 86400:.1f} days"
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.2f} h"
 
 

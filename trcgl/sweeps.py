@@ -229,6 +229,17 @@ def slurm_plan(cfg, target: str, base_args: list[str], options: SlurmOptions, ru
                      trcgl_command(target, base_args))
 
 
+def _failure(job) -> str | None:
+    """None when a finished job succeeded, else what went wrong and where its log is."""
+    try:
+        job.result()
+    except Exception as err:        # submitit's FailedJobError / UncompletedJobError
+        text = str(err).strip()
+        last = text.splitlines()[-1] if text else type(err).__name__
+        return f"job {job.job_id}: {last}; log {getattr(job.paths, 'stderr', '?')}"
+    return None
+
+
 def import_submitit():
     """The optional package, or one clear error saying how to install it."""
     try:
@@ -256,10 +267,13 @@ def submit_slurm(plan: SlurmPlan, submitit=None, poll_s: float = 30.0, say=print
     params.update({k: v for k, v in (("partition", o.partition), ("cpus_per_task", o.cpus_per_task)) if v})
     executor.update_parameters(**params)
     cwd = Path.cwd()
+    first = None
     if plan.inputs_job:
         first = executor.submit(submitit.helpers.CommandFunction(plan.inputs_job, cwd=cwd))
         say(f"submitted the inputs job {first.job_id}")
-        executor.update_parameters(dependency=f"afterok:{first.job_id}")
+        # the array starts when the inputs are there; SLURM cancels it if the inputs job fails
+        executor.update_parameters(dependency=f"afterok:{first.job_id}",
+                                   additional_parameters={"kill-on-invalid-dep": "yes"})
     with executor.batch():
         jobs = [executor.submit(submitit.helpers.CommandFunction(cmd, cwd=cwd)) for cmd in plan.tasks]
     say(f"submitted {len(jobs)} task(s) as job array {jobs[0].job_id.split('_')[0] if jobs else '-'}; "
@@ -267,16 +281,21 @@ def submit_slurm(plan: SlurmPlan, submitit=None, poll_s: float = 30.0, say=print
     pending = dict(enumerate(jobs))
     failed = []
     while pending:
+        if first is not None and first.done():
+            problem = _failure(first)
+            if problem:
+                for job in pending.values():
+                    job.cancel(check=False)
+                raise SweepError(f"the inputs job of '{plan.target}' failed ({problem}); the array was cancelled. "
+                                 f"Fix and submit again: what it finished is cached")
+            first = None
         for k, job in list(pending.items()):
             if job.done():
                 del pending[k]
-                try:
-                    job.result()
-                except Exception as err:        # submitit's FailedJobError / UncompletedJobError
+                problem = _failure(job)
+                if problem:
                     run = plan.runs[k]
-                    failed.append(f"{run.row}, seed {run.seed} (job {job.job_id}: "
-                                  f"{str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}; "
-                                  f"log {getattr(job.paths, 'stderr', plan.folder)})")
+                    failed.append(f"{run.row}, seed {run.seed} ({problem})")
         if pending:
             time.sleep(poll_s)
     if failed:
