@@ -25,12 +25,15 @@ EXECUTED  := $(NOTEBOOKS:.py=.ipynb)
 PACKAGE   := $(shell find trcgl -name '*.py' -o -name '*.yaml' -o -name '*.json' 2>/dev/null)
 STAMP     := _build/.params
 
-.PHONY: help install browser lint test reproduce stages notebooks book check-site publish clean clean-cache distclean FORCE
+.PHONY: help install browser lint test reproduce stages sweep estimate gpu-check notebooks book check-site publish clean clean-cache distclean FORCE
 
 help:
-	@echo "make reproduce [PROFILE=smoke|cpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...'] [LAUNCH='accelerate launch ...']"
+	@echo "make reproduce [PROFILE=smoke|cpu|gpu|paper] [DEVICE=auto|cpu|cuda] [PARAMS='-p NAME VALUE ...'] [LAUNCH='accelerate launch ...']"
 	@echo "                                                                  compute every stage, execute all chapters, build the book"
 	@echo "make stages                                                       compute every stage the chapters show (python -m trcgl run all)"
+	@echo "make estimate [PROFILE=gpu] [REFERENCE=h100]                      the estimated time of each stage (a cost model, not a measurement)"
+	@echo "make -j N sweep TABLE=table1                                      a table's (row, seed) runs as N parallel processes, then the table"
+	@echo "make gpu-check                                                    on a GPU machine: CUDA tests and the smoke book on CUDA (tools/gpu_check.sh)"
 	@echo "make test                                                         run the test suite"
 	@echo "make check-site                                                   open every built page in headless Chromium"
 	@echo "make publish [REMOTE=origin] [FORCE=1]                            push the built book to the gh-pages branch"
@@ -76,11 +79,41 @@ STAGES := runs/.stages-done
 # `accelerate` and `torchrun` are the locked ones); the chapters below only load what it computed.
 TRCGL_STAGES := $(if $(strip $(LAUNCH)),PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(LAUNCH) -m trcgl,$(PY) -m trcgl)
 
+RUN_ARGS = --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
+# Long profiles print the estimated time of each stage first (ESTIMATE= turns it off).
+ESTIMATE ?= $(filter gpu paper,$(PROFILE))
+
 $(STAGES): $(STAMP) $(PACKAGE) $(VENV)/.installed
-	$(TRCGL_STAGES) run all --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
+	$(if $(ESTIMATE),$(PY) -m trcgl run all $(RUN_ARGS) --estimate)
+	$(TRCGL_STAGES) run all $(RUN_ARGS)
 	@touch $@
 
 stages: $(STAGES)
+
+# The estimated time of `run all` (measured on this machine's device; REFERENCE=h100: configs/devices.yaml).
+REFERENCE ?=
+estimate: install
+	$(PY) -m trcgl run all $(RUN_ARGS) --estimate $(if $(REFERENCE),--reference $(REFERENCE))
+
+# A table's runs as separate make targets: `make -j 4 sweep TABLE=table1` computes the runs' shared
+# inputs, then up to 4 (row, seed) runs at once (the cache's per-key locks keep them apart), then
+# assembles the table into the results store from the cached runs.
+TABLE ?= table1
+SWEEP := runs/sweep-$(PROFILE)-$(TABLE).mk
+
+$(SWEEP): $(STAMP) $(PACKAGE) $(VENV)/.installed
+	@mkdir -p $(dir $@)
+	$(PY) -m trcgl run $(TABLE) $(RUN_ARGS) --list --format make > $@.tmp
+	@mv $@.tmp $@
+
+sweep: $(SWEEP)
+	$(PY) -m trcgl run $(TABLE) $(RUN_ARGS) --inputs-only
+	$(MAKE) --no-print-directory -f $(SWEEP) TRCGL="$(PY) -m trcgl" runs
+	$(PY) -m trcgl run $(TABLE) $(RUN_ARGS)
+
+# On a machine with a GPU: the CUDA tests, then the smoke book on CUDA (under 10 minutes).
+gpu-check:
+	bash tools/gpu_check.sh
 
 notebooks/%.ipynb: notebooks/%.py $(STAMP) $(PACKAGE) $(VENV)/.installed $(STAGES)
 	$(PY) -m trcgl execute $< --profile $(PROFILE) --device $(DEVICE) $(PARAMS)

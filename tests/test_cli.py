@@ -16,7 +16,7 @@ def test_help_lists_the_commands():
 def test_unknown_profile_is_one_clean_error():
     out = _run("config", "--profile", "huge")
     assert out.returncode == 2
-    assert "invalid choice: 'huge' (choose from 'smoke', 'cpu', 'paper')" in out.stderr
+    assert "invalid choice: 'huge' (choose from 'smoke', 'cpu', 'gpu', 'paper')" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
 
 

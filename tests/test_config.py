@@ -26,12 +26,42 @@ def test_every_profile_loads_and_names_itself(profile):
 
 
 def test_profiles_differ_in_scale():
-    smoke, cpu, paper = (load_config(p) for p in PROFILES)
+    smoke, cpu, paper = (load_config(p) for p in ("smoke", "cpu", "paper"))
     assert smoke.data.n_train < cpu.data.n_train
     assert paper.data.n_train is None  # all rows
     assert smoke.data.image_size <= cpu.data.image_size < paper.data.image_size
-    assert smoke.train.finetune_epochs < cpu.train.finetune_epochs < paper.train.finetune_epochs
+    assert smoke.train.warmup_epochs < cpu.train.warmup_epochs and cpu.train.finetune_epochs < paper.train.finetune_epochs
+    assert len(smoke.seeds) < len(cpu.seeds)
     assert paper.data.source == "padchest"
+
+
+def test_the_gpu_profile_is_phantoms_at_the_papers_scale():
+    gpu, cpu, paper = (load_config(p) for p in ("gpu", "cpu", "paper"))
+    assert gpu.data.source == "phantom" and gpu.seeds == [0, 1, 2, 3, 4]
+    assert gpu.data.n_selection is None and gpu.data.n_test is None and gpu.data.n_train >= 15 * cpu.data.n_train
+    assert (gpu.train.warmup_epochs, gpu.train.finetune_epochs) == (10, 50) == (paper.train.warmup_epochs,
+                                                                               paper.train.finetune_epochs)
+    # 128 px through a 3-block VAE: 32x32 latents, near the paper's 28x28
+    assert gpu.data.image_size // 2 ** (len(gpu.diffusion.vae_channels) - 1) == 32
+    # the diffusion model sees 50x the image passes of the cpu profile's
+    cpu_rows = cpu.diffusion.n_train or cpu.data.n_train
+    assert gpu.diffusion.n_train * gpu.diffusion.epochs >= 50 * cpu_rows * cpu.diffusion.epochs
+
+
+def test_the_gpu_profile_leaves_rows_for_the_held_out_generators(paper_cohort):
+    """The normal-image DiT and the oracle learn from train-split rows the classifiers never see:
+    the gpu profile leaves normals and rows of every class for them."""
+    from trcgl.data.datasets import split_rows
+    from trcgl.diffusion.oracle import oracle_rows
+    from trcgl.inpaint.normal_dit import normal_rows
+
+    cfg = load_config("gpu")
+    train = split_rows(cfg, paper_cohort, "train")
+    assert len(train) == cfg.data.n_train
+    assert len(normal_rows(cfg, paper_cohort, train, cfg.inpaint.n_normal, cfg.seed)) > 5000
+    oracle = oracle_rows(cfg, paper_cohort, train, cfg.seed)
+    assert not set(oracle) & set(train)
+    assert (paper_cohort.Y[oracle].sum(0) > 0).all()          # every class has oracle rows
 
 
 def test_overrides_apply_and_are_typed():
@@ -49,8 +79,8 @@ def test_unknown_key_wrong_type_and_unknown_profile_are_errors():
         load_config("cpu", {"data.image_size": "big"})
     with pytest.raises(ConfigError, match="expects an integer"):
         load_config("cpu", {"data.image_size": 64.5})
-    with pytest.raises(ConfigError, match="unknown profile 'gpu'"):
-        load_config("gpu")
+    with pytest.raises(ConfigError, match="unknown profile 'huge'"):
+        load_config("huge")
     with pytest.raises(ConfigError, match="unknown device 'tpu': choose one of auto, cpu, cuda"):
         load_config("cpu", device="tpu")
 

@@ -45,6 +45,7 @@ def test_interrupted_rendering_resumes_at_the_last_chunk(cohort, tmp_path, monke
     cache = ArtifactCache(tmp_path)
     cfg = load_config("smoke", OVERRIDES)
     monkeypatch.setattr(datasets, "CHUNK", 16)
+    monkeypatch.setenv("TRCGL_RENDER_PROCESSES", "1")     # in this process, so the patch below applies
     calls = {"n": 0}
     real_render = datasets.PhantomRenderer.render
 
@@ -63,6 +64,49 @@ def test_interrupted_rendering_resumes_at_the_last_chunk(cohort, tmp_path, monke
     assert calls["n"] - 1000 == 60 - 32  # two chunks of 16 were kept
     fresh = build_image_set(cfg, cohort, "train", ArtifactCache(tmp_path / "fresh"))
     assert np.array_equal(resumed.images, fresh.images)
+
+
+def test_parallel_rendering_gives_the_serial_pixels_and_resumes_per_chunk(cohort, tmp_path, monkeypatch):
+    """Chunks rendered by a pool of processes are the serial path's pixels and masks, byte for
+    byte; a chunk file left by an interrupted build is kept, not rendered again."""
+    from trcgl.data import render
+
+    cfg = load_config("smoke", OVERRIDES)
+    monkeypatch.setattr(datasets, "CHUNK", 8)
+    index = split_rows(cfg, cohort, "train")[:40]           # 5 chunks of 8
+    serial = tmp_path / "serial"
+    serial.mkdir()
+    datasets.write_image_set(cfg, cohort, index, "train", serial, processes=1)
+    one = datasets.load_image_set(serial)
+
+    # chunk 1 already on disk (marked: all zeros), as an interrupted build leaves it
+    work = tmp_path / "pool"
+    work.mkdir()
+    mark = np.zeros((8, 16, 16), np.uint8)
+    np.savez(work / "chunk0001.npz", images=mark, masks=one.masks_packed[8:16])
+    used = []
+    real = render.render_chunks
+    monkeypatch.setattr(render, "render_chunks", lambda *a, **k: used.append(real(*a, **k)) or used[-1])
+    datasets.write_image_set(cfg, cohort, index, "train", work, processes=2)
+    pool = datasets.load_image_set(work)
+    assert used == [2]                                      # 4 missing chunks: two processes rendered them
+    assert np.array_equal(pool.images[8:16], mark)          # the finished chunk was kept
+    rest = np.r_[0:8, 16:40]
+    assert np.array_equal(pool.images[rest], one.images[rest]) and one.images.std() > 0
+    assert np.array_equal(pool.masks_packed, one.masks_packed) and pool.rows.equals(one.rows)
+    assert not list(work.glob("chunk*.npz"))                # chunks are removed once assembled
+
+
+def test_render_processes_come_from_the_environment(monkeypatch):
+    from trcgl.data.render import RenderError, render_processes
+
+    monkeypatch.setenv("TRCGL_RENDER_PROCESSES", "3")
+    assert render_processes() == 3
+    monkeypatch.delenv("TRCGL_RENDER_PROCESSES")
+    assert render_processes() >= 1
+    monkeypatch.setenv("TRCGL_RENDER_PROCESSES", "0")
+    with pytest.raises(RenderError, match="whole number >= 1"):
+        render_processes()
 
 
 def test_datasets_normalise_and_carry_weights(cohort, session_cache):

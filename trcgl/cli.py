@@ -73,6 +73,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted config key")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a chapter parameter, as for execute (value read as YAML)")
+    g = p.add_argument_group("table runs (book/reproduce.md, 'Many machines')")
+    g.add_argument("--row", default=None, help="compute one run of a table target: this row (with --seed)")
+    g.add_argument("--seed", type=int, default=None, help="... and this seed")
+    g.add_argument("--list", action="store_true", help="print the target's table runs, one command a line, and stop")
+    g.add_argument("--format", choices=("commands", "make"), default="commands",
+                   help="--list as shell commands (default) or as a makefile fragment, one target per run")
+    g.add_argument("--inputs-only", action="store_true",
+                   help="compute only what the target's table runs take as inputs (image, synthetic, inpainted sets)")
+    g.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="slurm: submit every table run as a SLURM job array (needs submitit), then assemble here")
+    g.add_argument("--dry-run", action="store_true", help="with --executor slurm: print the job array, submit nothing")
+    g.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    g.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per SLURM task (default 1)")
+    g.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per SLURM task (default: the cluster's)")
+    g.add_argument("--time", default="240", help="time limit per SLURM task: minutes or [D-]HH:MM[:SS] (default 240)")
+    g.add_argument("--array-parallelism", type=int, default=64, help="at most this many tasks at once (default 64)")
+    g = p.add_argument_group("estimate")
+    g.add_argument("--estimate", action="store_true",
+                   help="print the estimated time of each stage the run would compute, and stop")
+    g.add_argument("--reference", default=None, metavar="DEVICE",
+                   help="--estimate on a reference device of configs/devices.yaml (e.g. h100) instead of "
+                        "measuring the networks on this machine")
 
     p = sub.add_parser("check-book", help="fail if a chapter's executed notebook is missing or stale")
     p.add_argument("--root", type=Path, default=Path("."))
@@ -117,19 +139,109 @@ def _run_stages(args) -> None:
     check_notebook_parameters(params)
     overrides = dict(parse_assignment(s) for s in args.set)
     cfg = load_config(args.profile, overrides, preset=args.preset, device=args.device, **params)
+    _check_run_options(args)
+    if args.estimate:
+        return _estimate(cfg, args)
+    if args.list or args.executor == "slurm":
+        return _sweep(cfg, args)
     procs = processes()     # under accelerate launch / torchrun: join the group first (each process its GPU)
     if procs.size > 1 and procs.is_main:
         print(f"run {args.target}: {procs.size} processes on {procs.device.type} train together", flush=True)
-    ledger = run_target(cfg, args.target)
+    if args.row is not None or args.inputs_only:
+        ledger = _table_part(cfg, args)
+    else:
+        ledger = run_target(cfg, args.target)
     if not procs.is_main:   # every process resolved the same stages; the main one reports them
         return
-    book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger)
+    if args.row is None and not args.inputs_only:
+        book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger)
     computed = [e for e in ledger if e.computed]
     for e in computed:
         print(f"computed {e.stage}/{e.key} in {e.seconds:.1f} s")
     counts = Counter(e.stage for e in ledger if not e.computed)
     print(f"run {args.target} ({cfg.profile}): {len(computed)} stage(s) computed, {sum(counts.values())} loaded "
           f"from the cache" + (f" ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})" if counts else ""))
+
+
+def _check_run_options(args) -> None:
+    """Refuse combinations of ``run`` options that mean nothing (one line each)."""
+    from .sweeps import SweepError
+
+    if (args.row is None) != (args.seed is None):
+        raise SweepError("--row and --seed go together: name one run of the table (see --list)")
+    modes = [name for name, on in (("--row/--seed", args.row is not None), ("--list", args.list),
+                                   ("--inputs-only", args.inputs_only), ("--executor slurm", args.executor == "slurm"),
+                                   ("--estimate", args.estimate)) if on]
+    if len(modes) > 1:
+        raise SweepError(f"choose one of {', '.join(modes)}")
+    if args.dry_run and args.executor != "slurm":
+        raise SweepError("--dry-run goes with --executor slurm (it prints the job array instead of submitting it)")
+    if args.reference and not args.estimate:
+        raise SweepError("--reference goes with --estimate")
+
+
+def _base_args(args) -> list[str]:
+    """The options that choose the configuration, as given (for the commands of the runs)."""
+    out = ["--profile", args.profile]
+    if args.device:
+        out += ["--device", args.device]
+    if args.preset:
+        out += ["--preset", args.preset]
+    for s in args.set:
+        out += ["--set", s]
+    for name, value in args.parameter:
+        out += ["-p", name, value]
+    return out
+
+
+def _table_part(cfg, args) -> list:
+    """``run TARGET --row R --seed S`` (that run's classifier and test predictions) or
+    ``--inputs-only`` (what the target's runs take as inputs)."""
+    from .graph import runner
+    from .sweeps import find_run, input_requests, table_runs
+
+    r = runner()
+    start = len(r.ledger)
+    if args.row is not None:
+        run = find_run(cfg, args.target, args.row, args.seed)
+        print(f"run {args.target}: row '{run.row}' of {run.table}, seed {run.seed}", flush=True)
+        r.resolve(run.request)
+    else:
+        for req in input_requests(table_runs(cfg, args.target)):
+            r.resolve(req)
+    return r.ledger[start:]
+
+
+def _sweep(cfg, args) -> None:
+    from .sweeps import SlurmOptions, list_runs, parse_minutes, slurm_plan, submit_slurm
+
+    if args.list:
+        print(list_runs(cfg, args.target, _base_args(args), args.format))
+        return
+    options = SlurmOptions(args.partition, args.gpus_per_node, args.cpus_per_task, parse_minutes(args.time),
+                           args.array_parallelism)
+    plan = slurm_plan(cfg, args.target, _base_args(args), options, default_run_dir())
+    print(plan.describe(), flush=True)
+    if args.dry_run:
+        print("dry run: nothing submitted")
+        return
+    submit_slurm(plan)
+    from .views import run as run_target
+
+    ledger = run_target(cfg, args.target)      # every run is cached now: this scores and publishes
+    book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger)
+    print(f"run {args.target} ({cfg.profile}): assembled from {len(plan.tasks)} SLURM task(s); "
+          f"{sum(e.computed for e in ledger)} stage(s) computed here")
+
+
+def _estimate(cfg, args) -> None:
+    from .estimate import Rates, estimate
+    from .runtime import select_device
+    from .views import target_requests
+
+    rates = Rates(args.reference) if args.reference else Rates(device=select_device(cfg.device))
+    print(f"estimating `run {args.target}` ({cfg.profile}) ...", flush=True)
+    print(estimate(cfg, args.target, target_requests(cfg, args.target), rates).text())
 
 
 def run(args: argparse.Namespace) -> int:

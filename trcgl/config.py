@@ -21,7 +21,7 @@ import yaml
 
 from .errors import TrcglError
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 
 
 def presets() -> tuple[str, ...]:

@@ -214,6 +214,7 @@ class Runner:
         self.cache = cache or ArtifactCache()
         self.dry = dry
         self._memo: dict[str, Artifact] = {}
+        self._identities: dict[int, tuple[Request, str]] = {}
         self.ledger: list[LedgerEntry] = []
 
     def _inputs(self, req: Request) -> tuple[dict, dict]:
@@ -223,12 +224,22 @@ class Runner:
         derived = {k: v for k, v in (st.inputs(req.cfg, plain) if st.inputs else {}).items() if k not in nested}
         return plain, {**derived, **nested}     # an input given as a parameter replaces the derived one
 
+    def identity(self, req: Request) -> str:
+        """What tells two requests apart before anything is computed (the memo key): the stage,
+        its declared config values, plain parameters and its inputs' identities."""
+        return self._identity(req)
+
     def _identity(self, req: Request) -> str:
+        known = self._identities.get(id(req))
+        if known is not None and known[0] is req:
+            return known[1]
         st = get_stage(req.stage)
         plain, inputs = self._inputs(req)
-        return digest(req.stage, key_config(req.cfg, st.reads_for(plain)), plain,
-                      {k: (self._identity(v) if isinstance(v, Request) else v.key if isinstance(v, Const) else None)
-                       for k, v in inputs.items()})
+        ident = digest(req.stage, key_config(req.cfg, st.reads_for(plain)), plain,
+                       {k: (self._identity(v) if isinstance(v, Request) else v.key if isinstance(v, Const) else None)
+                        for k, v in inputs.items()})
+        self._identities[id(req)] = (req, ident)     # the request is kept, so its id is not reused
+        return ident
 
     def resolve(self, req: Request) -> Artifact:
         """The artifact of ``req``: from the cache, or computed (its inputs first)."""
@@ -239,9 +250,7 @@ class Runner:
         plain, inputs = self._inputs(req)
         arts = {name: self._input(v) for name, v in inputs.items()}
         reads = st.reads_for(plain)
-        payload = {"stage": st.name, "version": st.version, "config": key_config(req.cfg, reads),
-                   "params": plain, "inputs": {n: (a.digest if a is not None else None) for n, a in arts.items()},
-                   "code": code_digest(st.modules)}
+        payload = _payload(st, req, plain, {n: (a.digest if a is not None else None) for n, a in arts.items()})
         key = self.cache.key(payload)
         view = req.cfg.restrict(reads, owner=f"stage '{st.name}'")
 
@@ -296,9 +305,57 @@ class Runner:
                     todo.append(v)
         return out
 
-    def identity(self, req: Request) -> str:
-        """What makes two requests the same artifact (without resolving anything)."""
-        return self._identity(req)
+    def plan(self, requests) -> list["PlanEntry"]:
+        """Every request that ``requests`` need, each once, inputs before what uses them, with
+        whether its artifact is already in the cache; nothing is computed or loaded. (A request
+        counts as cached when all its inputs are and its key's folder is finished; an input that
+        must be computed leaves its users' keys unknown, so they count as to compute.)"""
+        entries: dict[str, PlanEntry] = {}
+
+        def visit(req: Request) -> PlanEntry:
+            ident = self._identity(req)
+            if ident in entries:
+                return entries[ident]
+            st = get_stage(req.stage)
+            plain, inputs = self._inputs(req)
+            digests: dict[str, str | None] = {}
+            known = True
+            for name, v in inputs.items():
+                if isinstance(v, Request):
+                    sub = visit(v)
+                    digests[name] = sub.digest
+                    known = known and sub.digest is not None
+                else:
+                    digests[name] = v.key if isinstance(v, Const) else None
+            found = None
+            if known:
+                final = self.cache.path(st.name, _payload(st, req, plain, digests))
+                if (final / "meta.json").is_file():
+                    found = self.cache.meta(final)["digest"]
+            entries[ident] = PlanEntry(st.name, req, ident, found is not None, found)
+            return entries[ident]
+
+        for req in requests:
+            visit(req)
+        return list(entries.values())
+
+
+@dataclass
+class PlanEntry:
+    """One request of a :meth:`Runner.plan`: its stage, the request, its identity, and whether
+    its artifact is cached (then ``digest`` is the artifact's content digest)."""
+
+    stage: str
+    request: Request
+    identity: str
+    cached: bool
+    digest: str | None = None
+
+
+def _payload(st: Stage, req: Request, plain: Mapping[str, Any], input_digests: Mapping[str, str | None]) -> dict:
+    """What a request's cache key is the digest of (see the module docstring)."""
+    return {"stage": st.name, "version": st.version, "config": key_config(req.cfg, st.reads_for(plain)),
+            "params": plain, "inputs": dict(input_digests), "code": code_digest(st.modules)}
 
 
 LEDGER_ENV = "TRCGL_LEDGER"

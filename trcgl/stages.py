@@ -34,12 +34,20 @@ from .graph import value as _value
 # ----------------------------------------------------------------------------- external inputs
 
 
+_FILE_DIGESTS: dict = {}
+
+
 def file_input(path: str | Path) -> Const:
-    """A file outside the cache as an input: keyed by its content, not its path."""
+    """A file outside the cache as an input: keyed by its content, not its path (hashed once per
+    process and file state: path, size, modification time)."""
     path = Path(path)
     if not path.is_file():
         raise StageError(f"input file not found: {path}")
-    return Const(path, file_sha256(path)[:16])
+    info = path.stat()
+    state = (str(path.resolve()), info.st_size, info.st_mtime_ns)
+    if state not in _FILE_DIGESTS:
+        _FILE_DIGESTS[state] = file_sha256(path)[:16]
+    return Const(path, _FILE_DIGESTS[state])
 
 
 _FOLDER_DIGESTS: dict = {}
@@ -171,7 +179,7 @@ ROWS: dict[str, Rows] = {
 
 IMAGE_READS = ("data.source", "data.image_size", "data.on_missing", "data.cooccurrence", "phantom",
                "paths.padchest_root")
-IMAGE_MODULES = ("trcgl.data.datasets", "trcgl.data.phantom", "trcgl.data.images", "trcgl.data.padchest",
+IMAGE_MODULES = ("trcgl.data.datasets", "trcgl.data.render", "trcgl.data.phantom", "trcgl.data.images", "trcgl.data.padchest",
                  "data/locations.json", "trcgl.diffusion.oracle", "trcgl.inpaint.normal_dit")
 
 

@@ -4,11 +4,11 @@ An :class:`ImageSet` holds the pixels (uint8), the multi-hot labels, the lesion 
 source only), a per-sample loss weight (1 for real images; synthetic images added later carry
 their own) and the label rows they came from. :func:`write_image_set` renders (phantom) or reads
 (PadChest) cohort rows into a folder; the ``image-set`` stage of :mod:`trcgl.stages` caches it.
-Rendering is chunked, so an interrupted build resumes at the last finished chunk.
+Rendering is chunked (by a pool of processes for large sets, :mod:`trcgl.data.render`), so an
+interrupted build resumes at the chunks still missing.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from ..cache import atomic_write_bytes
 from .padchest import Cohort, DataError, padchest_root, select_rows
-from .phantom import PhantomRenderer, downsample
+from .phantom import PhantomRenderer
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,15 @@ def with_repeats(cohort: Cohort, index: np.ndarray, min_positives: int, max_rend
     return np.asarray(out, dtype=np.int64)
 
 
-def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Path) -> None:
+def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Path,
+                    processes: int | None = None) -> None:
     """Render (phantom) or read (PadChest) the cohort rows ``index`` into ``work`` (the
-    ``image-set`` stage). Rendering is chunked: an interrupted build resumes at its last chunk.
+    ``image-set`` stage). Rendering is chunked and, for large sets, spread over ``processes``
+    (default ``$TRCGL_RENDER_PROCESSES`` or every CPU; :mod:`trcgl.data.render`): an interrupted
+    build resumes at the chunks still missing, and the pixels do not depend on the process count.
     A row repeated in ``index`` is rendered on a new patient's anatomy (:func:`repeat_ids`)."""
     from ..cache import atomic_write_json, save_npy
+    from .render import ChunkJob, render_chunks
 
     index = np.asarray(index, dtype=np.int64)
     if len(index) == 0:
@@ -160,30 +164,22 @@ def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Pat
         renderer = phantom_renderer(cfg, cohort)
         names = np.asarray(cohort.class_set.classes)
         n_chunks = (len(index) + CHUNK - 1) // CHUNK
+        sentences, labels = frame["sentences"].tolist(), frame["labels"].tolist()
+        jobs = []
+        for k in range(n_chunks):
+            lo, hi = k * CHUNK, min((k + 1) * CHUNK, len(index))
+            jobs.append(ChunkJob(work / f"chunk{k:04d}.npz", tuple(render_ids[lo:hi]),
+                                 tuple(tuple(names[Y[j] == 1]) for j in range(lo, hi)),
+                                 tuple(sentences[lo:hi]), tuple(labels[lo:hi])))
         with tqdm(total=len(index), desc=f"rendering {name} phantoms", unit="img") as bar:
-            for k in range(n_chunks):
-                path = work / f"chunk{k:04d}.npz"
-                lo, hi = k * CHUNK, min((k + 1) * CHUNK, len(index))
-                if path.exists():  # finished before an interruption
-                    bar.update(hi - lo)
-                    continue
-                imgs, masks = [], []
-                for j in range(lo, hi):
-                    row = frame.iloc[j]
-                    present = names[Y[j] == 1]
-                    img, m = renderer.render(render_ids[j], present, row["sentences"], row["labels"])
-                    img, m = downsample(img, m, size)
-                    imgs.append(np.round(img * 255).astype(np.uint8))
-                    masks.append(np.packbits(m.reshape(len(names), -1), axis=-1))
-                    bar.update(1)
-                buffer = io.BytesIO()
-                np.savez(buffer, images=np.stack(imgs), masks=np.stack(masks))
-                atomic_write_bytes(path, buffer.getvalue())
-        chunks = [np.load(work / f"chunk{k:04d}.npz", allow_pickle=False) for k in range(n_chunks)]
+            used = render_chunks(renderer, size, jobs, processes, bar.update)
+        if used > 1:
+            log.info("rendered the %s set (%d images) with %d processes", name, len(index), used)
+        chunks = [np.load(job.path, allow_pickle=False) for job in jobs]
         save_npy(work / "images.npy", np.concatenate([c["images"] for c in chunks]))
         save_npy(work / "masks.npy", np.concatenate([c["masks"] for c in chunks]))
-        for k in range(n_chunks):
-            (work / f"chunk{k:04d}.npz").unlink()
+        for job in jobs:
+            job.path.unlink()
         kept = np.ones(len(index), dtype=bool)
         report = {"read": int(len(index)), "skipped": 0}
     else:
