@@ -91,3 +91,20 @@ def test_downsample_keeps_small_masks():
     small, m = downsample(img, masks, 32)
     assert small.shape == (32, 32) and m.shape == (2, 32, 32)
     assert m[1].sum() == 1 and not m[0].any()
+
+
+def test_one_registry_record_per_class():
+    import dataclasses
+
+    for name, spec in LESIONS.items():
+        assert spec.name == name and callable(spec.draw)
+        assert spec.modifier is None or callable(spec.modifier)
+        x0, y0, x1, y1 = spec.default_box
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LESIONS["nodule"].strength = 1.0
+    # sidedness comes from the record: a bilateral class without a side in the row is drawn on both
+    renderer = PhantomRenderer(CLASSES, size=64)
+    rng = np.random.default_rng(0)
+    assert renderer.placement("pulmonary edema", [], rng).side == "B"
+    assert {renderer.placement("pneumonia", [], np.random.default_rng(k)).side for k in range(20)} == {"R", "L"}

@@ -6,8 +6,9 @@ markings, heart, mediastinum and aortic knob, spine, ribs, clavicles, diaphragm 
 costophrenic angles, film grain and exposure variation. Anatomy varies per patient and is
 seeded by the image id, so an image is the same every time it is rendered.
 
-Every class of the ``paper`` set has a visual model (``LESIONS``), drawn where that row's own
-sentence-level localizations put it (falling back to the class's localization statistics from
+Every class of the ``paper`` set has one record in the registry ``LESIONS`` (a
+:class:`LesionSpec`: strength, lesion model, default region, anatomy modifier, sidedness), drawn
+where that row's own sentence-level localizations put it (falling back to the class's localization statistics from
 the real table). Because the renderer draws each finding it also returns its mask, which later
 chapters use to score attention maps against ground truth.
 
@@ -25,31 +26,6 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
-
-#: Base lesion strength (density units) per class before the rarity and difficulty knobs.
-BASE_STRENGTH = {
-    "normal": 0.0, "COPD signs": 0.06, "infiltrates": 0.22, "cardiomegaly": 1.0,
-    "aortic elongation": 1.0, "pleural effusion": 0.24, "atelectasis": 0.26, "scoliosis": 1.0,
-    "pneumonia": 0.28, "hilar enlargement": 0.22, "chronic changes": 0.06,
-    "vertebral degenerative changes": 0.30, "costophrenic angle blunting": 0.28,
-    "pleural thickening": 0.26, "kyphosis": 1.0, "nodule": 0.30, "rib fracture": 0.30,
-    "bronchiectasis": 0.20, "aortic atheromatosis": 0.40, "hiatal hernia": 0.26,
-    "pulmonary fibrosis": 0.16, "emphysema": 0.16, "pulmonary edema": 0.14,
-    "pulmonary mass": 0.30, "lung metastasis": 0.28, "azygos lobe": 0.34, "pneumothorax": 0.24,
-    "mediastinal mass": 0.26, "subcutaneous emphysema": 0.26, "pneumoperitoneo": 0.42,
-}
-
-#: Where a class is drawn when neither the row nor the statistics name a usable region.
-DEFAULT_BOX = {
-    "infiltrates": (0.12, 0.35, 0.88, 0.75), "pneumonia": (0.12, 0.45, 0.88, 0.75),
-    "nodule": (0.12, 0.15, 0.88, 0.7), "pulmonary mass": (0.12, 0.15, 0.88, 0.7),
-    "lung metastasis": (0.1, 0.15, 0.9, 0.78), "atelectasis": (0.12, 0.55, 0.88, 0.75),
-    "bronchiectasis": (0.12, 0.5, 0.88, 0.75), "pulmonary fibrosis": (0.12, 0.45, 0.88, 0.78),
-    "emphysema": (0.12, 0.12, 0.88, 0.45), "pleural thickening": (0.12, 0.1, 0.88, 0.25),
-}
-
-LUNG_CLASSES = {"infiltrates", "pneumonia", "nodule", "pulmonary mass", "lung metastasis",
-                "atelectasis", "bronchiectasis", "pulmonary fibrosis", "emphysema"}
 
 
 def _location_boxes() -> dict[str, dict]:
@@ -296,7 +272,7 @@ def build_anatomy(cv: Canvas) -> tuple[np.ndarray, dict]:
 # ----------------------------------------------------------------------------- lesion models
 # Each model gets the canvas, its placement, its strength (density units, already scaled by the
 # rarity and difficulty knobs) and a size factor; it returns (density change, mask field in [0, 1]).
-# Anatomy modifiers (cardiomegaly, scoliosis, ...) act before the anatomy is drawn (MODIFIERS).
+# Anatomy modifiers (cardiomegaly, scoliosis, ...) act before the anatomy is drawn (LesionSpec.modifier).
 
 def _mod_copd(a: Anatomy, rng, s):
     a.hyperinflation = rng.uniform(0.4, 1.0)
@@ -319,11 +295,6 @@ def _mod_kyphosis(a: Anatomy, rng, s):
     a.rib_spacing = rng.uniform(0.84, 0.92)
     a.spine_density = 0.22
     a.apex_y += 0.02
-
-
-MODIFIERS = {"COPD signs": _mod_copd, "cardiomegaly": _mod_cardiomegaly,
-             "aortic elongation": _mod_aortic_elongation, "scoliosis": _mod_scoliosis,
-             "kyphosis": _mod_kyphosis}
 
 
 def _copd(cv, pl, s, size, layers):
@@ -645,21 +616,74 @@ def _pneumoperitoneo(cv, pl, s, size, layers):
     return -s * crescent, crescent
 
 
-LESIONS: dict[str, Callable] = {
-    "normal": lambda cv, pl, s, size, layers: (np.zeros_like(cv.X), np.zeros_like(cv.X)),
-    "COPD signs": _copd, "infiltrates": _infiltrates, "cardiomegaly": _cardiomegaly,
-    "aortic elongation": _aortic_elongation, "pleural effusion": _pleural_effusion,
-    "atelectasis": _atelectasis, "scoliosis": _scoliosis, "pneumonia": _pneumonia,
-    "hilar enlargement": _hilar, "chronic changes": _chronic,
-    "vertebral degenerative changes": _vertebral_degenerative,
-    "costophrenic angle blunting": _cp_blunting, "pleural thickening": _pleural_thickening,
-    "kyphosis": _kyphosis, "nodule": _nodule, "rib fracture": _rib_fracture,
-    "bronchiectasis": _bronchiectasis, "aortic atheromatosis": _atheromatosis,
-    "hiatal hernia": _hiatal_hernia, "pulmonary fibrosis": _fibrosis, "emphysema": _emphysema,
-    "pulmonary edema": _edema, "pulmonary mass": _mass, "lung metastasis": _metastasis,
-    "azygos lobe": _azygos, "pneumothorax": _pneumothorax, "mediastinal mass": _mediastinal_mass,
-    "subcutaneous emphysema": _subcutaneous_emphysema, "pneumoperitoneo": _pneumoperitoneo,
-}
+def _nothing(cv, pl, s, size, layers):
+    return np.zeros_like(cv.X), np.zeros_like(cv.X)
+
+
+#: Where a finding is drawn when neither the row nor the class statistics name a usable region.
+ANYWHERE = (0.12, 0.15, 0.88, 0.75)
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    """Everything the renderer knows about one class.
+
+    ``strength``: lesion density (density units) before the difficulty and rarity knobs.
+    ``draw(canvas, placement, strength, size, layers) -> (density change, mask field in [0, 1])``.
+    ``default_box``: where it goes when neither the row nor the statistics name a region.
+    ``modifier(anatomy, rng, strength)``: changes the patient's anatomy before it is drawn
+    (cardiomegaly enlarges the heart, scoliosis curves the spine, ...).
+    ``bilateral``: drawn on both sides when the row names no side (else one side at random).
+    ``lung_class``: drawn in the lungs, so a localization box that misses them is replaced by
+    ``default_box``.
+    """
+
+    name: str
+    strength: float
+    draw: Callable
+    default_box: tuple[float, float, float, float] = ANYWHERE
+    modifier: Callable | None = None
+    bilateral: bool = False
+    lung_class: bool = False
+
+
+def _registry(*specs: LesionSpec) -> dict[str, LesionSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+#: One record per class of the ``paper`` set (the renderer's whole knowledge of a class).
+LESIONS: dict[str, LesionSpec] = _registry(
+    LesionSpec("normal", 0.0, _nothing),
+    LesionSpec("COPD signs", 0.06, _copd, modifier=_mod_copd, bilateral=True),
+    LesionSpec("infiltrates", 0.22, _infiltrates, (0.12, 0.35, 0.88, 0.75), lung_class=True),
+    LesionSpec("cardiomegaly", 1.0, _cardiomegaly, modifier=_mod_cardiomegaly),
+    LesionSpec("aortic elongation", 1.0, _aortic_elongation, modifier=_mod_aortic_elongation),
+    LesionSpec("pleural effusion", 0.24, _pleural_effusion),
+    LesionSpec("atelectasis", 0.26, _atelectasis, (0.12, 0.55, 0.88, 0.75), lung_class=True),
+    LesionSpec("scoliosis", 1.0, _scoliosis, modifier=_mod_scoliosis),
+    LesionSpec("pneumonia", 0.28, _pneumonia, (0.12, 0.45, 0.88, 0.75), lung_class=True),
+    LesionSpec("hilar enlargement", 0.22, _hilar),
+    LesionSpec("chronic changes", 0.06, _chronic, bilateral=True),
+    LesionSpec("vertebral degenerative changes", 0.30, _vertebral_degenerative),
+    LesionSpec("costophrenic angle blunting", 0.28, _cp_blunting),
+    LesionSpec("pleural thickening", 0.26, _pleural_thickening, (0.12, 0.1, 0.88, 0.25)),
+    LesionSpec("kyphosis", 1.0, _kyphosis, modifier=_mod_kyphosis),
+    LesionSpec("nodule", 0.30, _nodule, (0.12, 0.15, 0.88, 0.7), lung_class=True),
+    LesionSpec("rib fracture", 0.30, _rib_fracture),
+    LesionSpec("bronchiectasis", 0.20, _bronchiectasis, (0.12, 0.5, 0.88, 0.75), lung_class=True),
+    LesionSpec("aortic atheromatosis", 0.40, _atheromatosis),
+    LesionSpec("hiatal hernia", 0.26, _hiatal_hernia),
+    LesionSpec("pulmonary fibrosis", 0.16, _fibrosis, (0.12, 0.45, 0.88, 0.78), lung_class=True),
+    LesionSpec("emphysema", 0.16, _emphysema, (0.12, 0.12, 0.88, 0.45), lung_class=True),
+    LesionSpec("pulmonary edema", 0.14, _edema, bilateral=True),
+    LesionSpec("pulmonary mass", 0.30, _mass, (0.12, 0.15, 0.88, 0.7), lung_class=True),
+    LesionSpec("lung metastasis", 0.28, _metastasis, (0.1, 0.15, 0.9, 0.78), lung_class=True),
+    LesionSpec("azygos lobe", 0.34, _azygos),
+    LesionSpec("pneumothorax", 0.24, _pneumothorax),
+    LesionSpec("mediastinal mass", 0.26, _mediastinal_mass),
+    LesionSpec("subcutaneous emphysema", 0.26, _subcutaneous_emphysema),
+    LesionSpec("pneumoperitoneo", 0.42, _pneumoperitoneo),
+)
 
 
 # ----------------------------------------------------------------------------- the renderer
@@ -712,16 +736,17 @@ class PhantomRenderer:
                 p = np.asarray(p, float)
                 tokens = [str(rng.choice(names, p=p / p.sum()))]
         side = _side_from(tokens)
+        spec = LESIONS[cls]
         if side is None:
-            side = rng.choice(["R", "L"]) if cls not in ("COPD signs", "chronic changes", "pulmonary edema") else "B"
+            side = "B" if spec.bilateral else rng.choice(["R", "L"])
         box = None
         for t in tokens:
             b = self.boxes.get(t, {}).get("box_xyxy_norm")
             if b:
                 box = tuple(b)
                 break
-        if box is None or (cls in LUNG_CLASSES and not _overlaps_lungs(box)):
-            box = DEFAULT_BOX.get(cls, (0.12, 0.15, 0.88, 0.75))
+        if box is None or (spec.lung_class and not _overlaps_lungs(box)):
+            box = spec.default_box
         return Placement(side, box, tuple(tokens) + tuple(row_labels))
 
     def render(self, image_id: str, classes_present: Sequence[str],
@@ -738,18 +763,18 @@ class PhantomRenderer:
         strength, size = {}, {}
         for c in drawn:
             r = self.rarity[self.classes.index(c)]
-            strength[c] = BASE_STRENGTH[c] * (1 - self.tail_subtlety * r) / self.difficulty
+            strength[c] = LESIONS[c].strength * (1 - self.tail_subtlety * r) / self.difficulty
             size[c] = 1 - 0.5 * self.tail_subtlety * r
         for c in drawn:
-            if c in MODIFIERS:
-                MODIFIERS[c](anatomy, stream(f"modifier|{c}"), strength[c])
+            if LESIONS[c].modifier is not None:
+                LESIONS[c].modifier(anatomy, stream(f"modifier|{c}"), strength[c])
         cv = Canvas(self.size, self._X, self._Y, stream("texture"), anatomy)
         density, layers = build_anatomy(cv)
         masks = np.zeros((len(self.classes), self.size, self.size), dtype=bool)
         for c in drawn:
             cv.rng = stream(f"lesion|{c}")
             place = self.placement(c, sentences, cv.rng, row_labels)
-            delta, field_ = LESIONS[c](cv, place, strength[c], size[c], layers)
+            delta, field_ = LESIONS[c].draw(cv, place, strength[c], size[c], layers)
             density = density + delta
             masks[self.classes.index(c)] = field_ > 0.3
         image = _expose(density, stream("exposure"), self.size)
