@@ -92,6 +92,7 @@ def phantom_renderer(cfg, cohort: Cohort) -> PhantomRenderer:
         cohort.class_set.classes, size=p.render_size, difficulty=p.difficulty,
         tail_subtlety=p.tail_subtlety, label_noise=p.label_noise, rarity=cohort.rarity(),
         class_stats=cohort.localization_stats(), labels_by_class=labels_by_class,
+        out_size=cfg.data.image_size, hidden_classes=p.hidden_classes,
     )
 
 
