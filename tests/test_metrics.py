@@ -71,3 +71,19 @@ def test_seed_aggregation_t_interval():
     # t(0.975, 2) = 4.303; sd = 0.02; half = 4.303 * 0.02 / sqrt(3)
     assert agg["high"] - agg["mean"] == pytest.approx(4.3027 * 0.02 / np.sqrt(3), rel=1e-3)
     assert np.isnan(aggregate_seeds([0.3])["low"])
+
+
+def test_bootstrap_auc_matches_sklearn_and_its_interval_narrows_with_data():
+    from trcgl.metrics import bootstrap_auc
+
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (60, 2000):
+        y = rng.integers(0, 2, n)
+        p = y * 0.4 + rng.random(n)
+        auc, lo, hi = bootstrap_auc(y, p, n=300, seed=0)
+        assert auc == pytest.approx(roc_auc_score(y, p))
+        assert lo <= auc <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 3
+    assert all(np.isnan(bootstrap_auc(np.zeros(5), np.arange(5.0))))

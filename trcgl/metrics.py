@@ -134,6 +134,24 @@ def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000
                          "high": df.quantile(hi)})
 
 
+def bootstrap_auc(y: np.ndarray, p: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """ROC AUC of one class with a percentile interval: ``(AUC, low, high)``.
+
+    Positives and negatives are resampled separately (a stratified bootstrap), so every resample
+    has the class's own number of positives and an AUC is always defined; NaNs where the class has
+    no positive or no negative.
+    """
+    y, p = np.asarray(y).astype(bool), np.asarray(p, dtype=float)
+    pos, neg = p[y], p[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return np.nan, np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(len(pos), int), np.zeros(len(neg), int)]
+    draws = [_auc_fast(labels, np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))]) for _ in range(n)]
+    lo, hi = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2]) if n else (np.nan, np.nan)
+    return _auc_fast(labels, np.r_[pos, neg]), float(lo), float(hi)
+
+
 def aggregate_seeds(values: Sequence[float], level: float = 0.95) -> dict:
     """Mean over seeds with a t-interval (``n`` seeds; no interval for one seed)."""
     from scipy import stats
