@@ -465,12 +465,12 @@ def _round_lesions(cv, pl, count, rmin, rmax, irregular, size):
 
 def _nodule(cv, pl, s, size, layers):
     count = cv.rng.integers(2, 5) if "multiple nodules" in pl.tokens else 1
-    field_ = _round_lesions(cv, pl, count, 0.02, 0.03, 0.1, max(size, 0.7))
+    field_ = _round_lesions(cv, pl, count, 0.025, 0.034, 0.1, max(size, 0.7))
     return s * field_, field_
 
 
 def _mass(cv, pl, s, size, layers):
-    field_ = _round_lesions(cv, pl, 1, 0.05, 0.075, 0.3, size)
+    field_ = _round_lesions(cv, pl, 1, 0.055, 0.08, 0.3, size)
     return s * field_, field_
 
 
@@ -481,24 +481,25 @@ def _metastasis(cv, pl, s, size, layers):
 
 
 def _rib_fracture(cv, pl, s, size, layers):
-    """Healing fractures of one to three adjacent ribs at the same lateral position: a fusiform
-    callus (the rib thickened and denser over a few centimetres) crossed by the dark fracture line."""
+    """Healing fractures of two to four adjacent ribs at the same lateral position over the lung (a
+    flail-like series): a fusiform callus (the rib thickened and denser over a few centimetres)
+    crossed by the dark fracture line."""
     a = cv.anatomy
     side = pl.side if pl.side in ("R", "L") else cv.rng.choice(["R", "L"])
     sgn = -1 if side == "R" else 1
     spacing = 0.058 * a.rib_spacing
-    k0 = cv.rng.integers(3, 8)
-    u0 = cv.rng.uniform(0.2, 0.34)
+    k0 = cv.rng.integers(3, 6)
+    u0 = cv.rng.uniform(0.18, 0.3)
     lateral = sgn * (cv.X - a.body_cx) - 0.04  # distance along this side's ribs (as in build_anatomy)
     U = np.clip(lateral, 0, None)
     this_side = _soft(lateral, cv.px)
     callus, gap, mask = np.zeros_like(cv.X), np.zeros_like(cv.X), np.zeros_like(cv.X)
-    for j in range(int(cv.rng.integers(1, 4))):
+    for j in range(int(cv.rng.integers(2, 5))):
         u = u0 + cv.rng.normal(0, 0.01)
         rib_y = a.apex_y - 0.03 + (k0 + j) * spacing - 0.12 * U + 0.9 * U ** 2  # the rib's centre line
-        along = np.clip(1 - ((U - u) / (0.04 * size + 0.015)) ** 2, 0, None)  # 1 at the break, 0 beyond the callus
+        along = np.clip(1 - ((U - u) / (0.05 * size + 0.02)) ** 2, 0, None)  # 1 at the break, 0 beyond the callus
         off = np.abs(cv.Y - rib_y)
-        callus = np.maximum(callus, _soft(0.0065 + cv.at_least(0.012) * along - off, cv.px) * (along > 0) * this_side)
+        callus = np.maximum(callus, _soft(0.0065 + cv.at_least(0.016) * along - off, cv.px) * (along > 0) * this_side)
         gap = np.maximum(gap, _soft(cv.at_least(0.003, 0.75) - np.abs(U - u), cv.px) * _soft(0.012 - off, cv.px) * this_side)
         mask = np.maximum(mask, _soft(0.025 - off, cv.px) * _soft(along - 0.02, 0.02) * this_side)
     return s * callus * (1 - 0.7 * gap), mask
@@ -557,7 +558,7 @@ def _box_field(cv: Canvas, box, soft=0.02):
 def _emphysema(cv, pl, s, size, layers):
     field_ = np.zeros_like(cv.X)
     walls = np.zeros_like(cv.X)
-    for i in range(cv.rng.integers(2, 5)):
+    for i in range(cv.rng.integers(3, 6)):
         side = pl.side if pl.side != "B" else ("R" if i % 2 == 0 else "L")
         x, y = point_in(cv, side_box(pl.box, side), cv.lung(side))
         r = cv.rng.uniform(0.035, 0.06) * size
@@ -698,7 +699,7 @@ LESIONS: dict[str, LesionSpec] = _registry(
     LesionSpec("cardiomegaly", 1.0, _cardiomegaly, modifier=_mod_cardiomegaly),
     LesionSpec("aortic elongation", 1.0, _aortic_elongation, modifier=_mod_aortic_elongation),
     LesionSpec("pleural effusion", 0.24, _pleural_effusion),
-    LesionSpec("atelectasis", 0.36, _atelectasis, (0.12, 0.55, 0.88, 0.75), lung_class=True),
+    LesionSpec("atelectasis", 0.40, _atelectasis, (0.12, 0.55, 0.88, 0.75), lung_class=True),
     LesionSpec("scoliosis", 1.0, _scoliosis, modifier=_mod_scoliosis),
     LesionSpec("pneumonia", 0.28, _pneumonia, (0.12, 0.45, 0.88, 0.75), lung_class=True),
     LesionSpec("hilar enlargement", 0.22, _hilar),
@@ -707,15 +708,15 @@ LESIONS: dict[str, LesionSpec] = _registry(
     LesionSpec("costophrenic angle blunting", 0.34, _cp_blunting),
     LesionSpec("pleural thickening", 0.26, _pleural_thickening, (0.12, 0.1, 0.88, 0.25)),
     LesionSpec("kyphosis", 1.0, _kyphosis, modifier=_mod_kyphosis),
-    LesionSpec("nodule", 0.50, _nodule, (0.12, 0.15, 0.88, 0.7), lung_class=True),
-    LesionSpec("rib fracture", 0.40, _rib_fracture),
-    LesionSpec("bronchiectasis", 0.20, _bronchiectasis, (0.12, 0.5, 0.88, 0.75), lung_class=True),
+    LesionSpec("nodule", 0.55, _nodule, (0.12, 0.15, 0.88, 0.7), lung_class=True),
+    LesionSpec("rib fracture", 0.65, _rib_fracture),
+    LesionSpec("bronchiectasis", 0.26, _bronchiectasis, (0.12, 0.5, 0.88, 0.75), lung_class=True),
     LesionSpec("aortic atheromatosis", 0.40, _atheromatosis),
     LesionSpec("hiatal hernia", 0.32, _hiatal_hernia),
-    LesionSpec("pulmonary fibrosis", 0.20, _fibrosis, (0.12, 0.45, 0.88, 0.78), lung_class=True),
-    LesionSpec("emphysema", 0.26, _emphysema, (0.12, 0.12, 0.88, 0.45), lung_class=True),
+    LesionSpec("pulmonary fibrosis", 0.22, _fibrosis, (0.12, 0.45, 0.88, 0.78), lung_class=True),
+    LesionSpec("emphysema", 0.24, _emphysema, (0.12, 0.12, 0.88, 0.45), lung_class=True),
     LesionSpec("pulmonary edema", 0.14, _edema, bilateral=True),
-    LesionSpec("pulmonary mass", 0.50, _mass, (0.12, 0.15, 0.88, 0.7), lung_class=True),
+    LesionSpec("pulmonary mass", 0.55, _mass, (0.12, 0.15, 0.88, 0.7), lung_class=True),
     LesionSpec("lung metastasis", 0.28, _metastasis, (0.1, 0.15, 0.9, 0.78), lung_class=True),
     LesionSpec("azygos lobe", 0.45, _azygos),
     LesionSpec("pneumothorax", 0.24, _pneumothorax),
@@ -737,8 +738,9 @@ class PhantomRenderer:
     experiment "what if rare findings are also subtle": with ``rarity`` (0 = most frequent class,
     1 = rarest; from real training counts), a class's strength shrinks by ``tail_subtlety *
     rarity`` and its size by half that. ``hidden_classes`` are never drawn (no lesion, no anatomy
-    change, empty mask) while their labels stay: only co-occurring findings can predict them. ``label_noise`` is the chance that a labelled finding is not
-    drawn (its mask is then empty while the label stays: label noise as in report-mined labels).
+    change, empty mask) while their labels stay: only co-occurring findings can predict them.
+    ``label_noise`` is the chance that a labelled finding is not drawn (its mask is then empty
+    while the label stays: label noise as in report-mined labels).
     ``class_stats`` are per-class localization frequencies (``padchest.localization_stats``),
     used when a row's own sentences give no region.
     """
