@@ -45,7 +45,7 @@ help:
 	.tools/bin/python -m pip install --quiet uv
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	@touch $@
 
 install: $(VENV)/.installed

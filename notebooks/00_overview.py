@@ -49,7 +49,8 @@ from trcgl.runtime import describe, seed_everything, select_device
 cfg = trcgl.config.from_notebook(globals())
 dev = select_device(cfg.device)
 seed_everything(cfg.seed, cfg.deterministic)
-pd.Series({"profile": cfg.profile, "config hash": cfg.hash(), **describe(dev)}, name="this run").to_frame()
+this_run = {"profile": cfg.profile, "config hash": cfg.hash(), **describe(dev)}
+pd.Series(this_run, name="this run").to_frame()
 
 # %% [markdown]
 # ## How to read the numbers: a benchmark built to be able to fail

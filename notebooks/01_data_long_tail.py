@@ -34,11 +34,11 @@ seed = None           # None: the profile's value, for this and the parameters b
 class_set = None      # paper | cxrlt2026
 split_seed = None     # the patient-level split's seed (paper: not given; 42 here)
 n_train = None        # label rows rendered for training
-n_selection = None    # ... for the selection split (chooses epochs, thresholds, filters)
+n_selection = None    # ... for the selection split (chooses epochs, thresholds)
 n_test = None         # ... for the test split (every reported number)
 difficulty = None     # phantom lesion difficulty (> 1: fainter)
 label_noise = None    # chance that a labelled finding is not drawn
-data_source = None    # phantom | padchest (real images under padchest_root / $PADCHEST_ROOT)
+data_source = None    # phantom | padchest (real images: $PADCHEST_ROOT)
 padchest_root = None  # the PadChest image folder
 on_missing = None     # real images: error | skip
 
@@ -51,7 +51,8 @@ from trcgl.views import data as view
 
 ch = trcgl.views.setup(globals())   # the profile, then every parameter that is not None
 cfg = ch.cfg
-print(f"profile {cfg.profile}, class set {cfg.data.class_set}, split seed {cfg.data.split_seed}, device {ch.device}")
+print(f"profile {cfg.profile}, class set {cfg.data.class_set}, "
+      f"split seed {cfg.data.split_seed}, device {ch.device}")
 
 # %% [markdown]
 # ## The label table
@@ -143,10 +144,14 @@ rows_table
 #
 # Each rendered image is a real label row drawn by the phantom renderer: anatomy that varies
 # per patient (seeded by the image id, so a row renders the same image every time), and one
-# visual model per class. Rarer classes are drawn fainter and smaller
-# (`phantom.tail_subtlety`), as rare findings tend to be the subtle ones; `phantom.difficulty`
-# makes every lesion fainter. The renderer also returns each finding's mask (red outline), which
-# no real dataset gives: later chapters score attention maps against it.
+# visual model per class. **Rarity does not change how a finding is drawn**: a tail lesion is as
+# large and as strong as it would be if it were frequent, so a table's tail columns measure what
+# having few examples costs, not how faint the renderer made a lesion. (Whether rare findings are
+# also the subtle ones is an explicit experiment in the attention chapter, with
+# `phantom.tail_subtlety`.) Thin findings are drawn at least about two pixels wide at the
+# training resolution; `phantom.difficulty` makes every lesion fainter. The renderer also returns
+# each finding's mask (red outline), which no real dataset gives: later chapters score attention
+# maps against it.
 #
 # Below, one test image per class (top: the renderer's 256-px canvas; the classifier
 # sees the image at the profile's resolution).
@@ -166,6 +171,24 @@ plt.show()
 # %%
 fig = view.gallery_training_size(test_set, picked)
 plt.show()
+
+# %% [markdown]
+# ## The learnability ceiling: can each class be learnt from these images at all?
+#
+# A result table can only be as good as its images allow: a class whose lesion cannot be seen at
+# the training resolution scores chance under every method, and its row would measure the renderer,
+# not the method. So before any method, a yardstick per class: a GAP-only classifier (the
+# *oracle* of the diffusion chapter) trained on many **fresh renders, balanced over classes**
+# (training-split rows that no experiment trains on; a rare class's rows drawn again on new
+# patient anatomy), scored on the **test split**. Its AUC is what the images allow with plenty of
+# data; the gap between it and a method's tail score is what the long tail costs. The interval
+# resamples test label rows (a rare row and its repeats on fresh anatomy count once). A class
+# below `ceiling.min_auc` is flagged: its lesion model must become more visible, not its row dropped.
+
+# %%
+ceiling_text, ceiling = view.learnability_ceiling(ch)
+print(ceiling_text)
+ceiling
 
 # %% [markdown]
 # ## Prompts
@@ -212,5 +235,6 @@ view.renderer_speed(ch, cohort)
 #    ```{admonition} Hint
 #    :class: dropdown
 #    Thin structures (the azygos fissure, rib fractures, subcutaneous streaks) lose most at 64 px:
-#    area averaging spreads a one-pixel line over its neighbours. Compare the two galleries.
+#    area averaging spreads a thin line over its neighbours. Compare the two galleries, then rerun
+#    the learnability ceiling: which classes fall below `ceiling.min_auc`?
 #    ```

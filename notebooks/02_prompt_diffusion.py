@@ -45,7 +45,7 @@
 # %% tags=["parameters"]
 profile = "cpu"            # smoke | cpu | paper
 device = "auto"            # auto | cpu | cuda
-seed = None                # None: the profile's value, for this and the parameters below
+seed = None                # None: the profile's value (also for those below)
 context_vectors = None     # m of Eq. 2 (0: prompts alone)
 class_specific_context = None   # one set of context vectors per class
 guidance_scale = None      # ω of Eq. 4 for the synthetic set
@@ -205,7 +205,8 @@ plt.show()
 # consistency score of both models on the same prompts and noise.
 
 # %%
-compare, compare_text = view.context_comparison(ch, cohort, oracle, P_unc, P_real, test_set, targets)
+compare, compare_text = view.context_comparison(
+    ch, cohort, oracle, P_unc, P_real, test_set, targets)
 print(compare_text)
 compare
 

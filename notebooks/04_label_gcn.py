@@ -208,5 +208,5 @@ ceiling
 #    ```{admonition} Hint
 #    :class: dropdown
 #    Compare the training curves: with a dot product the label branch's scores scale with the
-#    feature norm, which grows during training from random weights; the cosine score is bounded.
+#    feature norm, which changes during training; the cosine score is bounded.
 #    ```

@@ -20,8 +20,8 @@
 # and differences between rows come with an interval of their own, so a reader can tell which
 # gains are real on this data. The paper's values stand beside ours in columns labelled as the
 # paper's. Ours are on the phantom benchmark (or on real PadChest when run with `PADCHEST_ROOT`),
-# with backbones trained from scratch, so **only the ordering and the size of gaps can be compared,
-# not the values.**
+# with backbones pretrained here on head labels only (`trcgl.pretraining`; each timm baseline on its
+# own architecture), so **only the ordering and the size of gaps can be compared, not the values.**
 #
 # The rows: ConvNeXt (the ConvNeXtV2 backbone with global average pooling), ResNet, EfficientNet
 # and ViT (whole timm networks, the sizes of the profile), CLIP's image encoder (needs pretrained
@@ -34,7 +34,7 @@ profile = "cpu"       # smoke | cpu | paper
 device = "auto"       # auto | cpu | cuda
 seed = None           # None: the profile's value (the seed of the synthetic set)
 seeds = None          # the seeds every table row is trained with
-clip_image_encoder = None  # a local CLIP vision model folder (save_pretrained) for the CLIP row
+clip_image_encoder = None  # a local CLIP vision model folder, for the CLIP row
 
 # %%
 import matplotlib.pyplot as plt
@@ -161,7 +161,7 @@ print(fig5_text)
 #    move it?
 #    ```{admonition} Hint
 #    :class: dropdown
-#    Compare with the ViT row, the same kind of network trained from scratch here.
+#    Compare with the ViT row, the same kind of network pretrained here on phantom head labels only.
 #    ```
 # 3. Table 2 reports tail mAP over six classes with a few dozen test positives each. Which
 #    tail class contributes most to the difference between TRCGL-Net and ConvNeXt?

@@ -44,7 +44,7 @@ seed = None           # None: the profile's value
 seeds = None          # the seeds every table row is trained with
 n_normal = None       # normal images the DiT learns from
 cam_threshold = None  # the mask: Grad-CAM at least this fraction of its maximum
-keep_groups = None    # findings of these groups are kept; images with one and a head finding are inpainted
+keep_groups = None    # groups kept; images with one and a head finding are inpainted
 guard = None          # padchest | masks | off
 guard_threshold = None  # τ of the guard
 pil_beta = None       # β of PIL (Eq. 3)
@@ -200,7 +200,8 @@ print(note)
 display(ablation_table)
 
 # %%
-ablation_differences, effects_text, method_vs_copies, verdict_text = view.ablation_findings(ch)
+ablation_differences, effects_text, method_vs_copies, verdict_text = (
+    view.ablation_findings(ch))
 display(ablation_differences)
 print(effects_text)
 display(method_vs_copies)
@@ -213,8 +214,8 @@ print(verdict_text)
 #   PadChest label rows (or on real PadChest images with `PADCHEST_ROOT`). The paper's values are
 #   on CheXpert and MIMIC-CXR with ResNet-50 and a DiT-XL/2 trained on 321k normal images; only
 #   the direction of the effects can be compared.
-# - The method stands or falls with the masks. With a classifier trained from scratch for a few
-#   epochs, Grad-CAM is coarse (a 4×4 feature map at 64 px), so the masks are large and paint over
+# - The method stands or falls with the masks. With a small classifier at 64 px, Grad-CAM is
+#   coarse (a 4×4 feature map), so the masks are large and paint over
 #   kept lesions too; the guard measures and limits this but cannot fix it. The `paper` profile
 #   (224 px, pretrained-size models, GPU) is where the masks get sharp enough to test the idea.
 # - The control of section 7 (the same images added again without inpainting) is the test the

@@ -22,7 +22,7 @@ def classifier_cfg(device="cpu"):
         "train.warmup_epochs": 1, "train.finetune_epochs": 1, "train.batch_size": 16,
         "train.warmup_lr": 3e-3, "train.backbone_lr": 2e-3, "train.head_lr": 3e-3,
         "train.hflip": True, "train.grad_clip": 1.0, "train.ema": True, "train.ema_decay": 0.5,
-        "train.extra_finetune_weight": 0.5}, device=device)
+        "train.extra_finetune_weight": 0.5, "pretrain.enabled": False}, device=device)
 
 
 def diffusion_cfg(device="cpu"):

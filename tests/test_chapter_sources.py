@@ -41,6 +41,19 @@ def test_chapter_holds_no_logic(chapter):
     assert logic_in((ROOT / "notebooks" / f"{chapter}.py").read_text()) == []
 
 
+def long_code_lines(source: str, width: int = 88) -> list[str]:
+    """Code-cell lines wider than ``width`` columns (they scroll sideways on the page)."""
+    return [line for cell in jupytext.reads(source, fmt="py:percent").cells if cell.cell_type == "code"
+            for line in cell.source.splitlines() if len(line) > width]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_code_fits_the_page(chapter):
+    assert long_code_lines((ROOT / "notebooks" / f"{chapter}.py").read_text()) == []
+    assert long_code_lines("# %%\nx = 1\n# %% [markdown]\n# " + "w" * 100 + "\n") == []
+    assert long_code_lines("# %%\nx = " + "1" * 100 + "\n") != []
+
+
 def test_the_check_finds_planted_logic():
     planted = ("# %%\ndef f(x):\n    return x\n\n# %%\nfor i in range(3):\n    print(i)\n\n"
                "# %%\nm = scores.mean()\nok = m > 0.8\nrows = [r for r in rows]\n")

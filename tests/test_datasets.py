@@ -7,6 +7,7 @@ from trcgl.data import datasets
 from trcgl.data.datasets import ImageSet, split_rows, training_dataset
 from trcgl.data.padchest import DataError, build_cohort
 from trcgl.stages import build_image_set
+from trcgl.errors import TrcglError
 
 OVERRIDES = {"data.n_train": 60, "data.n_test": 40, "data.min_train_positives": 1,
              "data.min_test_positives": 1, "data.image_size": 16, "phantom.render_size": 32}
@@ -37,6 +38,21 @@ def test_image_set_matches_its_rows_and_is_cached(cohort, session_cache):
     assert session_cache.hits == hits + 1 and np.array_equal(again.images, first.images)
     test = build_image_set(cfg, cohort, "test", session_cache)
     assert not set(test.rows.PatientID) & set(first.rows.PatientID)
+
+
+def test_hidden_classes_keep_their_labels_and_lose_their_lesions(cohort, session_cache):
+    cfg = load_config("smoke", OVERRIDES)
+    shown = build_image_set(cfg, cohort, "train", session_cache)
+    counts = shown.Y.sum(0)
+    hide = [cohort.class_set.classes[k] for k in np.argsort(-counts)[1:3]]  # two frequent findings
+    hidden = build_image_set(cfg.replace({"phantom.hidden_classes": hide}), cohort, "train", session_cache)
+    assert np.array_equal(hidden.Y, shown.Y)
+    k = [cohort.class_set.classes.index(c) for c in hide]
+    drawn = np.stack([hidden.masks(n).any(axis=(1, 2)) for n in range(len(hidden))])
+    assert not drawn[:, k].any() and drawn.any()
+    assert not np.array_equal(hidden.images, shown.images)
+    with pytest.raises(TrcglError, match="hidden_classes"):
+        build_image_set(cfg.replace({"phantom.hidden_classes": ["Support Devices"]}), cohort, "train", session_cache)
 
 
 def test_interrupted_rendering_resumes_at_the_last_chunk(cohort, tmp_path, monkeypatch):

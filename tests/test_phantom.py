@@ -66,19 +66,37 @@ def test_label_noise_one_draws_nothing_and_difficulty_fades(renderer):
     assert np.abs(e_img - base)[e_m[k]].mean() > 2 * np.abs(h_img - base)[h_m[k]].mean()
 
 
-def test_rarity_makes_a_class_subtler():
+def test_rarity_changes_nothing_by_default_and_tail_subtlety_makes_a_class_subtler():
     rarity = np.zeros(len(CLASSES))
     rarity[CLASSES.index("nodule")] = 1.0
-    common = PhantomRenderer(CLASSES, size=128, tail_subtlety=0.0)
+    plain = PhantomRenderer(CLASSES, size=128)
+    default = PhantomRenderer(CLASSES, size=128, rarity=rarity)  # a fair task: rarity alone changes nothing
     rare = PhantomRenderer(CLASSES, size=128, tail_subtlety=0.8, rarity=rarity)
-    base, _ = common.render("row-5", [])
-    c_img, _ = common.render("row-5", ["nodule"])
+    base, _ = plain.render("row-5", [])
+    c_img, c_m = plain.render("row-5", ["nodule"])
+    d_img, d_m = default.render("row-5", ["nodule"])
     r_img, _ = rare.render("row-5", ["nodule"])
+    assert np.array_equal(c_img, d_img) and np.array_equal(c_m, d_m)
     assert np.abs(c_img - base).sum() > 1.5 * np.abs(r_img - base).sum()
 
 
+def test_hidden_classes_are_not_drawn_and_the_others_are():
+    hide = PhantomRenderer(CLASSES, size=64, hidden_classes=["cardiomegaly", "nodule"])
+    show = PhantomRenderer(CLASSES, size=64)
+    img, masks = hide.render("row-6", ["cardiomegaly", "nodule", "pleural effusion"])
+    effusion_only, effusion_masks = show.render("row-6", ["pleural effusion"])
+    # no lesion and no anatomy change (cardiomegaly's bigger heart) for a hidden class
+    assert np.array_equal(img, effusion_only) and np.array_equal(masks, effusion_masks)
+    assert masks[CLASSES.index("pleural effusion")].any()
+    assert not masks[CLASSES.index("cardiomegaly")].any() and not masks[CLASSES.index("nodule")].any()
+    with pytest.raises(ValueError, match="hidden_classes"):
+        PhantomRenderer(CLASSES, hidden_classes=["Support Devices"])
+
+
 def test_unknown_class_and_bad_difficulty_are_refused():
-    with pytest.raises(ValueError, match="no visual model"):
+    from trcgl.errors import TrcglError
+
+    with pytest.raises(TrcglError, match="no visual model"):
         PhantomRenderer(["Support Devices"])
     with pytest.raises(ValueError, match="difficulty"):
         PhantomRenderer(CLASSES, difficulty=0)
@@ -91,3 +109,20 @@ def test_downsample_keeps_small_masks():
     small, m = downsample(img, masks, 32)
     assert small.shape == (32, 32) and m.shape == (2, 32, 32)
     assert m[1].sum() == 1 and not m[0].any()
+
+
+def test_one_registry_record_per_class():
+    import dataclasses
+
+    for name, spec in LESIONS.items():
+        assert spec.name == name and callable(spec.draw)
+        assert spec.modifier is None or callable(spec.modifier)
+        x0, y0, x1, y1 = spec.default_box
+        assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LESIONS["nodule"].strength = 1.0
+    # sidedness comes from the record: a bilateral class without a side in the row is drawn on both
+    renderer = PhantomRenderer(CLASSES, size=64)
+    rng = np.random.default_rng(0)
+    assert renderer.placement("pulmonary edema", [], rng).side == "B"
+    assert {renderer.placement("pneumonia", [], np.random.default_rng(k)).side for k in range(20)} == {"R", "L"}

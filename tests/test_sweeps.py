@@ -2,6 +2,7 @@
 else, `--list` names every run (as commands or make targets), and the SLURM launcher submits
 them as a job array (shown by --dry-run without submitit or a cluster; submitted through a
 stand-in submitit here) and assembles the table afterwards."""
+import os
 import shlex
 import shutil
 import subprocess
@@ -68,7 +69,9 @@ def test_the_make_fragment_has_one_target_per_run(run_dir, capsys, tmp_path):
     assert rc == 0, err
     fragment = tmp_path / "sweep.mk"
     fragment.write_text(out)
-    dry = subprocess.run(["make", "-n", "-f", str(fragment), "runs", "TRCGL=trcgl"], capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # under `make test`
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "-f", str(fragment), "runs", "TRCGL=trcgl"],
+                         capture_output=True, text=True, env=env)
     assert dry.returncode == 0, dry.stderr
     commands = [shlex.split(line) for line in dry.stdout.splitlines()]
     assert [c[c.index("--row") + 1] for c in commands] == ["α = 0.025", "α = 0.05", "α = 0.1"]

@@ -208,9 +208,26 @@ def _environment(**values: str):
                 os.environ[key] = value
 
 
-def _record_timing(run_dir: Path, chapter: str, parameters: dict, seconds: float) -> None:
+@contextlib.contextmanager
+def _timings(run_dir: Path):
+    """``timings.json`` of a run folder, read and written back under a file lock (chapters and
+    stage runs of ``make -j2`` record their times at once)."""
+    from filelock import FileLock
+
     path = Path(run_dir) / "timings.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        data = json.loads(path.read_text()) if path.exists() else {}
+        yield data
+        atomic_write_json(path, data)
+
+
+def _record_timing(run_dir: Path, chapter: str, parameters: dict, seconds: float) -> None:
+    with _timings(run_dir) as data:
+        _timing_entry(data, chapter, parameters, seconds)
+
+
+def _timing_entry(data: dict, chapter: str, parameters: dict, seconds: float) -> None:
     profile = str(parameters.get("profile", "?"))
     before = data.setdefault(profile, {}).get(chapter, {})
     same = before.get("parameters") == parameters
@@ -221,7 +238,6 @@ def _record_timing(run_dir: Path, chapter: str, parameters: dict, seconds: float
         "slowest_seconds": round(max(seconds, before.get("slowest_seconds", 0.0) if same else 0.0), 2),
         "machine": machine_description(),
     }
-    atomic_write_json(path, data)
 
 
 def record_stage_timing(run_dir: Path, profile: str, target: str, ledger) -> None:
@@ -238,11 +254,9 @@ def record_stage_timing(run_dir: Path, profile: str, target: str, ledger) -> Non
         if e.computed:
             row["computed"] += 1
             row["seconds now"] += e.seconds
-    path = Path(run_dir) / "timings.json"
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data.setdefault(profile, {})["stages"] = {"target": target, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                              "machine": machine_description(), "per stage": per}
-    atomic_write_json(path, data)
+    with _timings(run_dir) as data:
+        data.setdefault(profile, {})["stages"] = {"target": target, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                  "machine": machine_description(), "per stage": per}
 
 
 def machine_description() -> str:

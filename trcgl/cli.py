@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted config key")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="a chapter parameter, as for execute (value read as YAML)")
+    p.add_argument("--shuffle", type=int, default=None, metavar="SEED",
+                   help="visit the target's stages in an order drawn with SEED: several processes started at once "
+                        "on one cache (each its own SEED) then mostly compute different stages")
     g = p.add_argument_group("table runs (book/reproduce.md, 'Many machines')")
     g.add_argument("--row", default=None, help="compute one run of a table target: this row (with --seed)")
     g.add_argument("--seed", type=int, default=None, help="... and this seed")
@@ -150,7 +153,7 @@ def _run_stages(args) -> None:
     if args.row is not None or args.inputs_only:
         ledger = _table_part(cfg, args)
     else:
-        ledger = run_target(cfg, args.target)
+        ledger = run_target(cfg, args.target, shuffle=args.shuffle)
     if not procs.is_main:   # every process resolved the same stages; the main one reports them
         return
     if args.row is None and not args.inputs_only:

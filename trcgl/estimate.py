@@ -285,6 +285,8 @@ class Counts:
             return self.inpainted(inp)
         if req.stage == "extra-set":
             return sum(self.of(v) for k, v in p.items() if k.startswith("part"))
+        if req.stage == "control-set":      # as many images as the synthetic set it controls
+            return self.of(p["synthetic"])
         raise EstimateError(f"cannot count the images of a '{req.stage}' input")
 
     def cohort(self, req):
@@ -360,6 +362,8 @@ def stage_work(req, counts: Counts) -> list[Work]:
         n, n_sel = counts.of(p["pool"]), counts.of(p["select"])
         return [Work("train", pcfg.train.finetune_epochs * n, classifier_net(pcfg), pcfg),
                 Work("forward", pcfg.train.finetune_epochs * n_sel, classifier_net(pcfg), pcfg)]
+    if stage == "control-set" and p["kind"] == "ideal":
+        return [Work("render" if cfg.data.source == "phantom" else "read", counts.of(req), cfg=cfg)]
     if stage == "synthetic-set":
         f = p["filter"]
         return [Work("forward", counts.of(p["samples"]) + counts.of(p["select"]), classifier_net(f.cfg), f.cfg)]

@@ -161,7 +161,7 @@ def _pool_rows(cfg, cohort):
     allowed = (cohort.split == "train") & cohort.frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
     allowed[split_rows(cfg, cohort, "train")] = False
     pool = np.flatnonzero(allowed)
-    rng = np.random.default_rng([cfg.seed, 5171])
+    rng = np.random.default_rng([cfg.pretrain.seed, 5171])
     return np.sort(rng.choice(pool, size=min(cfg.pretrain.n_pool, len(pool)), replace=False))
 
 
@@ -172,7 +172,7 @@ ROWS: dict[str, Rows] = {
     # fresh, class-balanced renders of train-split rows the experiment does not train on
     "oracle": Rows(_split_reads("train") + ("diffusion.oracle_per_class", "seed"), _oracle_rows),
     # train-split rows the experiment does not train on: the pretraining pool
-    "pool": Rows(_split_reads("train") + ("pretrain.n_pool", "seed"), _pool_rows),
+    "pool": Rows(_split_reads("train") + ("pretrain.n_pool", "pretrain.seed"), _pool_rows),
     # rows labelled exactly 'normal' that the experiment does not train on (the DiT's data)
     "normal": Rows(_split_reads("train") + ("inpaint.n_normal", "seed"), _normal_rows),
 }
@@ -282,10 +282,22 @@ def uses_pretraining(cfg) -> bool:
     return bool(cfg.pretrain.enabled and not cfg.model.checkpoint and cfg.model.arch in ("trcgl", "csra", "timm"))
 
 
+#: Rendering conditions of single experiments (chapters 3 and 4). The pretrained start is one
+#: checkpoint per architecture, as the paper's is: it is trained on the default rendering, whatever
+#: condition the experiment's own images are rendered under.
+CONDITION_KEYS = ("phantom.hidden_classes", "phantom.tail_subtlety", "data.cooccurrence")
+
+
 def pretrain(cfg) -> Request:
-    """The pretrained backbone of ``cfg``'s architecture (``model.backbone``)."""
-    return Request("pretrain", cfg, seed=int(cfg.seed), pool=image_set(cfg, "pool"), select=selection_set(cfg),
-                   cohort=cohort(cfg))
+    """The pretrained backbone of ``cfg``'s architecture (``model.backbone``): one per architecture
+    and image size, seeded by ``pretrain.seed`` (not the experiment's seed), on the default
+    rendering (:data:`CONDITION_KEYS` at their neutral values)."""
+    from .config import neutral_values
+
+    neutral = neutral_values()
+    base = cfg.replace({k: neutral[k] for k in CONDITION_KEYS})
+    return Request("pretrain", base, seed=int(base.pretrain.seed), pool=image_set(base, "pool"),
+                   select=selection_set(base), cohort=cohort(base))
 
 
 def _classifier_inputs(cfg, params):

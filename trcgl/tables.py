@@ -170,7 +170,7 @@ def control_rows(cfg) -> list[Row]:
 #: The label-graph conditions: how the images are rendered (config overrides) and what they test.
 GCN_CONDITIONS = {
     "normal": ({}, "labels and lesions as in the data"),
-    "tail hidden": ({"phantom.hidden_classes": "tail"}, "tail lesions not drawn, labels kept: only co-occurrence predicts them"),
+    "tail hidden": ({"phantom.hidden_classes": ["tail"]}, "tail lesions not drawn, labels kept: only co-occurrence predicts them"),
     "co-occurrence broken": ({"data.cooccurrence": "broken"}, "tail labels permuted across rows before rendering"),
 }
 

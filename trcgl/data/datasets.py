@@ -92,7 +92,20 @@ def phantom_renderer(cfg, cohort: Cohort) -> PhantomRenderer:
         cohort.class_set.classes, size=p.render_size, difficulty=p.difficulty,
         tail_subtlety=p.tail_subtlety, label_noise=p.label_noise, rarity=cohort.rarity(),
         class_stats=cohort.localization_stats(), labels_by_class=labels_by_class,
+        out_size=cfg.data.image_size, hidden_classes=hidden_classes(p.hidden_classes, cohort),
     )
+
+
+def hidden_classes(names, cohort: Cohort) -> list[str]:
+    """``phantom.hidden_classes`` with group names (``head``, ``medium``, ``tail``) expanded to the
+    cohort's classes of that group (chapter 4's "tail hidden" condition)."""
+    out: list[str] = []
+    for name in names:
+        if name in ("head", "medium", "tail"):
+            out += [c for c, g in zip(cohort.class_set.classes, cohort.groups) if g == name]
+        else:
+            out.append(name)
+    return list(dict.fromkeys(out))
 
 
 def split_rows(cfg, cohort: Cohort, split: str) -> np.ndarray:

@@ -6,8 +6,9 @@ markings, heart, mediastinum and aortic knob, spine, ribs, clavicles, diaphragm 
 costophrenic angles, film grain and exposure variation. Anatomy varies per patient and is
 seeded by the image id, so an image is the same every time it is rendered.
 
-Every class of the ``paper`` set has a visual model (``LESIONS``), drawn where that row's own
-sentence-level localizations put it (falling back to the class's localization statistics from
+Every class of the ``paper`` set has one record in the registry ``LESIONS`` (a
+:class:`LesionSpec`: strength, lesion model, default region, anatomy modifier, sidedness), drawn
+where that row's own sentence-level localizations put it (falling back to the class's localization statistics from
 the real table). Because the renderer draws each finding it also returns its mask, which later
 chapters use to score attention maps against ground truth.
 
@@ -24,32 +25,13 @@ from importlib import resources
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter
 
-#: Base lesion strength (density units) per class before the rarity and difficulty knobs.
-BASE_STRENGTH = {
-    "normal": 0.0, "COPD signs": 0.06, "infiltrates": 0.22, "cardiomegaly": 1.0,
-    "aortic elongation": 1.0, "pleural effusion": 0.24, "atelectasis": 0.26, "scoliosis": 1.0,
-    "pneumonia": 0.28, "hilar enlargement": 0.22, "chronic changes": 0.06,
-    "vertebral degenerative changes": 0.30, "costophrenic angle blunting": 0.28,
-    "pleural thickening": 0.26, "kyphosis": 1.0, "nodule": 0.30, "rib fracture": 0.30,
-    "bronchiectasis": 0.20, "aortic atheromatosis": 0.40, "hiatal hernia": 0.26,
-    "pulmonary fibrosis": 0.16, "emphysema": 0.16, "pulmonary edema": 0.14,
-    "pulmonary mass": 0.30, "lung metastasis": 0.28, "azygos lobe": 0.34, "pneumothorax": 0.24,
-    "mediastinal mass": 0.26, "subcutaneous emphysema": 0.26, "pneumoperitoneo": 0.42,
-}
+from ..errors import TrcglError
 
-#: Where a class is drawn when neither the row nor the statistics name a usable region.
-DEFAULT_BOX = {
-    "infiltrates": (0.12, 0.35, 0.88, 0.75), "pneumonia": (0.12, 0.45, 0.88, 0.75),
-    "nodule": (0.12, 0.15, 0.88, 0.7), "pulmonary mass": (0.12, 0.15, 0.88, 0.7),
-    "lung metastasis": (0.1, 0.15, 0.9, 0.78), "atelectasis": (0.12, 0.55, 0.88, 0.75),
-    "bronchiectasis": (0.12, 0.5, 0.88, 0.75), "pulmonary fibrosis": (0.12, 0.45, 0.88, 0.78),
-    "emphysema": (0.12, 0.12, 0.88, 0.45), "pleural thickening": (0.12, 0.1, 0.88, 0.25),
-}
 
-LUNG_CLASSES = {"infiltrates", "pneumonia", "nodule", "pulmonary mass", "lung metastasis",
-                "atelectasis", "bronchiectasis", "pulmonary fibrosis", "emphysema"}
+class PhantomError(TrcglError, ValueError):
+    """A renderer setting that cannot be drawn (unknown class, bad difficulty or size)."""
 
 
 def _location_boxes() -> dict[str, dict]:
@@ -59,6 +41,11 @@ def _location_boxes() -> dict[str, dict]:
 def stable_seed(text: str, salt: str = "") -> int:
     """A 63-bit seed from a string (same on every machine and Python run)."""
     return int.from_bytes(hashlib.sha256(f"{salt}|{text}".encode()).digest()[:8], "little") >> 1
+
+
+#: Smallest half-width of a drawn lesion (lines, rims, walls, small round opacities), in pixels of
+#: the training resolution: thin findings scale with the output so none is thinner than ~2 pixels.
+MIN_HALF_WIDTH = 1.0
 
 
 @dataclass
@@ -104,10 +91,22 @@ class Canvas:
     lungs: dict = field(default_factory=dict)  # side -> soft mask
     markings: np.ndarray | None = None
     ribs: np.ndarray | None = None
+    out_size: int | None = None  # the training resolution the image is downsampled to (None: size)
 
     @property
     def px(self) -> float:
         return 1.0 / self.size
+
+    @property
+    def out_px(self) -> float:
+        """One pixel of the training resolution, as a fraction of the image."""
+        return 1.0 / (self.out_size or self.size)
+
+    def at_least(self, value: float, out_pixels: float = MIN_HALF_WIDTH) -> float:
+        """``value`` (a fraction of the image), raised to ``out_pixels`` pixels of the training
+        resolution: a half-thickness or radius no lesion model may go below, so that every lesion
+        stays at least ``2 * MIN_HALF_WIDTH`` pixels wide in the images the classifier sees."""
+        return max(value, out_pixels * self.out_px)
 
     def lung(self, side: str = "B") -> np.ndarray:
         if side == "B":
@@ -139,9 +138,12 @@ def blob(cv: Canvas, cx, cy, r, irregularity: float = 0.25, edge_px: float = 2.0
 
 
 def curve_band(cv: Canvas, fy: Callable[[np.ndarray], np.ndarray], x0, x1, half_thickness, edge_px=1.0) -> np.ndarray:
-    """Soft band of half-thickness around the curve y = fy(x) for x in [x0, x1]."""
+    """Soft band of half-thickness around the curve y = fy(x) for x in [x0, x1] (thickness measured
+    across the curve: the vertical distance is divided by sqrt(1 + fy'^2), so steep parts keep it)."""
     inside_x = _soft(cv.X - x0, edge_px * cv.px) * _soft(x1 - cv.X, edge_px * cv.px)
-    return inside_x * _soft(half_thickness - np.abs(cv.Y - fy(cv.X)), edge_px * cv.px)
+    h = 0.5 * cv.px
+    slope = (fy(cv.X + h) - fy(cv.X - h)) / (2 * h)
+    return inside_x * _soft(half_thickness - np.abs(cv.Y - fy(cv.X)) / np.sqrt(1 + slope ** 2), edge_px * cv.px)
 
 
 def segment(cv: Canvas, p0, p1, half_thickness, edge_px=1.0) -> np.ndarray:
@@ -296,7 +298,7 @@ def build_anatomy(cv: Canvas) -> tuple[np.ndarray, dict]:
 # ----------------------------------------------------------------------------- lesion models
 # Each model gets the canvas, its placement, its strength (density units, already scaled by the
 # rarity and difficulty knobs) and a size factor; it returns (density change, mask field in [0, 1]).
-# Anatomy modifiers (cardiomegaly, scoliosis, ...) act before the anatomy is drawn (MODIFIERS).
+# Anatomy modifiers (cardiomegaly, scoliosis, ...) act before the anatomy is drawn (LesionSpec.modifier).
 
 def _mod_copd(a: Anatomy, rng, s):
     a.hyperinflation = rng.uniform(0.4, 1.0)
@@ -319,11 +321,6 @@ def _mod_kyphosis(a: Anatomy, rng, s):
     a.rib_spacing = rng.uniform(0.84, 0.92)
     a.spine_density = 0.22
     a.apex_y += 0.02
-
-
-MODIFIERS = {"COPD signs": _mod_copd, "cardiomegaly": _mod_cardiomegaly,
-             "aortic elongation": _mod_aortic_elongation, "scoliosis": _mod_scoliosis,
-             "kyphosis": _mod_kyphosis}
 
 
 def _copd(cv, pl, s, size, layers):
@@ -385,18 +382,19 @@ def _pleural_effusion(cv, pl, s, size, layers):
 
 
 def _cp_blunting(cv, pl, s, size, layers):
-    fluid = _pleural_fluid(cv, pl, s, cv.rng.uniform(0.025, 0.045) * size, lateral_only=True)
+    fluid = _pleural_fluid(cv, pl, s, cv.rng.uniform(0.04, 0.065) * size, lateral_only=True)
     return s * fluid, fluid
 
 
 def _atelectasis(cv, pl, s, size, layers):
     field_ = np.zeros_like(cv.X)
     for side in sides_of(pl.side):
-        x, y = point_in(cv, side_box(pl.box, side), cv.lung(side))
-        half = cv.rng.uniform(0.05, 0.1) * size
-        tilt = cv.rng.uniform(-0.15, 0.15)
-        field_ = np.maximum(field_, segment(cv, (x - half, y - tilt * half), (x + half, y + tilt * half),
-                                            cv.rng.uniform(0.006, 0.011) * max(size, 0.6), edge_px=1.5))
+        for _ in range(cv.rng.integers(1, 3)):  # one or two plate-like (discoid) bands
+            x, y = point_in(cv, side_box(pl.box, side), cv.lung(side))
+            half = cv.rng.uniform(0.07, 0.12) * size
+            tilt = cv.rng.uniform(-0.15, 0.15)
+            field_ = np.maximum(field_, segment(cv, (x - half, y - tilt * half), (x + half, y + tilt * half),
+                                                cv.at_least(cv.rng.uniform(0.012, 0.02) * max(size, 0.6)), edge_px=1.5))
     field_ *= cv.lung("B")
     return s * field_, field_
 
@@ -427,18 +425,18 @@ def _hilar(cv, pl, s, size, layers):
 
 def _chronic(cv, pl, s, size, layers):
     lungs = cv.lung("B")
-    net = np.clip(1.0 - np.abs(smooth_noise(cv, 0.008)) * 2.5, 0, 1) * lungs * _soft(cv.Y - 0.3, 0.08)
+    net = np.clip(1.0 - np.abs(smooth_noise(cv, cv.at_least(0.008, 2.0))) * 1.6, 0, 1) * lungs * _soft(cv.Y - 0.3, 0.08)
     return s * net, lungs * _soft(cv.Y - 0.3, 0.08)
 
 
 def _vertebral_degenerative(cv, pl, s, size, layers):
     a = cv.anatomy
     field_ = np.zeros_like(cv.X)
-    for _ in range(cv.rng.integers(3, 6)):
+    for _ in range(cv.rng.integers(4, 8)):  # marginal osteophytes: spurs off both sides of a vertebra
         y = cv.rng.uniform(0.3, 0.75)
         sx = float(spine_x(a, np.array(y)))
         for sgn in (-1, 1):
-            field_ = np.maximum(field_, ellipse(cv, sx + sgn * 0.04, y, 0.012 * size, 0.006, edge_px=1))
+            field_ = np.maximum(field_, ellipse(cv, sx + sgn * 0.045, y, cv.at_least(0.02 * size), cv.at_least(0.01), edge_px=1))
     return s * field_, field_
 
 
@@ -449,7 +447,7 @@ def _pleural_thickening(cv, pl, s, size, layers):
     for side in sides_of(pl.side):
         cx, rx = a.lung_cx[side], a.lung_rx
         lung = cv.lung(side)
-        edge = np.clip(lung - gaussian_filter(lung, 0.012 * cv.size), 0, None) * 4  # the lung's rim
+        edge = np.clip(lung - gaussian_filter(lung, cv.at_least(0.012, 2.0) * cv.size), 0, None) * 4  # the lung's rim
         zone = _soft(0.26 - cv.Y, 0.02) if apical else _soft(cv.Y - 0.3, 0.03) * _soft(np.abs(cv.X - cx) - 0.6 * rx, 0.02)
         field_ = np.maximum(field_, np.clip(edge, 0, 1) * zone)
     return s * field_, (field_ > 0.1) * 1.0
@@ -461,18 +459,18 @@ def _round_lesions(cv, pl, count, rmin, rmax, irregular, size):
     for i in range(count):
         side = pl.side if pl.side != "B" else ("R" if i % 2 == 0 else "L")
         x, y = point_in(cv, side_box(pl.box, side), cv.lung(side))
-        field_ = np.maximum(field_, blob(cv, x, y, cv.rng.uniform(rmin, rmax) * size, irregular, edge_px=1.2))
+        field_ = np.maximum(field_, blob(cv, x, y, cv.at_least(cv.rng.uniform(rmin, rmax) * size), irregular, edge_px=1.2))
     return field_ * np.clip(lungs * 1.5, 0, 1)
 
 
 def _nodule(cv, pl, s, size, layers):
     count = cv.rng.integers(2, 5) if "multiple nodules" in pl.tokens else 1
-    field_ = _round_lesions(cv, pl, count, 0.014, 0.022, 0.1, max(size, 0.7))
+    field_ = _round_lesions(cv, pl, count, 0.025, 0.034, 0.1, max(size, 0.7))
     return s * field_, field_
 
 
 def _mass(cv, pl, s, size, layers):
-    field_ = _round_lesions(cv, pl, 1, 0.045, 0.07, 0.3, size)
+    field_ = _round_lesions(cv, pl, 1, 0.055, 0.08, 0.3, size)
     return s * field_, field_
 
 
@@ -483,18 +481,28 @@ def _metastasis(cv, pl, s, size, layers):
 
 
 def _rib_fracture(cv, pl, s, size, layers):
+    """Healing fractures of two to four adjacent ribs at the same lateral position over the lung (a
+    flail-like series): a fusiform callus (the rib thickened and denser over a few centimetres)
+    crossed by the dark fracture line."""
     a = cv.anatomy
     side = pl.side if pl.side in ("R", "L") else cv.rng.choice(["R", "L"])
     sgn = -1 if side == "R" else 1
-    k = cv.rng.integers(3, 8)
-    y0 = a.apex_y - 0.03 + k * 0.058 * a.rib_spacing
-    u = cv.rng.uniform(0.2, 0.34)
-    x = a.body_cx + sgn * (0.04 + u)
-    y = y0 - 0.12 * u + 0.9 * u ** 2
-    gap = ellipse(cv, x, y, 0.006, 0.02, edge_px=1)
-    callus = ellipse(cv, x + sgn * 0.008, y + 0.004, 0.016 * size + 0.006, 0.014, edge_px=1.5)
-    mask = ellipse(cv, x, y, 0.025, 0.025)
-    return -0.09 * cv.ribs * gap + s * 0.6 * callus, mask
+    spacing = 0.058 * a.rib_spacing
+    k0 = cv.rng.integers(3, 6)
+    u0 = cv.rng.uniform(0.18, 0.3)
+    lateral = sgn * (cv.X - a.body_cx) - 0.04  # distance along this side's ribs (as in build_anatomy)
+    U = np.clip(lateral, 0, None)
+    this_side = _soft(lateral, cv.px)
+    callus, gap, mask = np.zeros_like(cv.X), np.zeros_like(cv.X), np.zeros_like(cv.X)
+    for j in range(int(cv.rng.integers(2, 5))):
+        u = u0 + cv.rng.normal(0, 0.01)
+        rib_y = a.apex_y - 0.03 + (k0 + j) * spacing - 0.12 * U + 0.9 * U ** 2  # the rib's centre line
+        along = np.clip(1 - ((U - u) / (0.05 * size + 0.02)) ** 2, 0, None)  # 1 at the break, 0 beyond the callus
+        off = np.abs(cv.Y - rib_y)
+        callus = np.maximum(callus, _soft(0.0065 + cv.at_least(0.016) * along - off, cv.px) * (along > 0) * this_side)
+        gap = np.maximum(gap, _soft(cv.at_least(0.003, 0.75) - np.abs(U - u), cv.px) * _soft(0.012 - off, cv.px) * this_side)
+        mask = np.maximum(mask, _soft(0.025 - off, cv.px) * _soft(along - 0.02, 0.02) * this_side)
+    return s * callus * (1 - 0.7 * gap), mask
 
 
 def _bronchiectasis(cv, pl, s, size, layers):
@@ -505,7 +513,8 @@ def _bronchiectasis(cv, pl, s, size, layers):
         for _ in range(cv.rng.integers(4, 8)):
             px, py = x + cv.rng.normal(0, 0.025), y + cv.rng.normal(0, 0.02)
             r = cv.rng.uniform(0.007, 0.012)
-            ring = ellipse(cv, px, py, r + 0.003, r + 0.003, 1) - ellipse(cv, px, py, r, r, 1)
+            wall = 2 * cv.at_least(0.0015)
+            ring = ellipse(cv, px, py, r + wall, r + wall, 1) - ellipse(cv, px, py, r, r, 1)
             field_ = np.maximum(field_, np.clip(ring, 0, 1))
         region = np.maximum(region, ellipse(cv, x, y, 0.06, 0.05))
     return s * field_, region * cv.lung("B")
@@ -514,7 +523,9 @@ def _bronchiectasis(cv, pl, s, size, layers):
 def _atheromatosis(cv, pl, s, size, layers):
     kx, ky = cv.anatomy.knob_xy
     r = cv.anatomy.knob_r
-    rim = np.clip(ellipse(cv, kx, ky, r * 1.05, r * 1.15, 1) - ellipse(cv, kx, ky, r * 0.8, r * 0.9, 1), 0, 1)
+    inner = 0.8 * r
+    outer = max(1.05 * r, inner + 2 * cv.at_least(0.125 * r))  # a calcified rim >= 2 output pixels thick
+    rim = np.clip(ellipse(cv, kx, ky, outer, outer + 0.1 * r, 1) - ellipse(cv, kx, ky, inner, inner + 0.1 * r, 1), 0, 1)
     arc = rim * _soft(cv.X - kx + 0.3 * r, cv.px) * _soft(ky + 0.3 * r - cv.Y, cv.px)
     return s * arc, arc
 
@@ -522,20 +533,20 @@ def _atheromatosis(cv, pl, s, size, layers):
 def _hiatal_hernia(cv, pl, s, size, layers):
     a = cv.anatomy
     cx, cy = a.body_cx + 0.03 + cv.rng.normal(0, 0.01), heart_geometry(a)[1] + 0.04
-    r = cv.rng.uniform(0.035, 0.05) * max(size, 0.7)
+    r = cv.rng.uniform(0.045, 0.065) * max(size, 0.7)
     sac = ellipse(cv, cx, cy, r * 1.2, r, edge_px=1.5)
     level = cy + cv.rng.uniform(-0.2, 0.2) * r
     air = sac * _soft(level - cv.Y, cv.px)
     fluid = sac * _soft(cv.Y - level, cv.px)
     wall = np.clip(ellipse(cv, cx, cy, r * 1.2 + 0.003, r + 0.003, 1) - sac, 0, 1)
-    return -1.3 * s * air + 0.3 * s * fluid + 0.5 * s * wall, sac
+    return -1.6 * s * air + 0.3 * s * fluid + 0.5 * s * wall, sac
 
 
 def _fibrosis(cv, pl, s, size, layers):
     region = np.zeros_like(cv.X)
     for side in sides_of(pl.side if pl.side != "B" else "B"):
         region = np.maximum(region, cv.lung(side) * _box_field(cv, side_box(pl.box, side)))
-    coarse = np.clip(1.0 - np.abs(smooth_noise(cv, 0.012)) * 1.8, 0, 1)
+    coarse = np.clip(1.0 - np.abs(smooth_noise(cv, cv.at_least(0.012, 2.0))) * 1.8, 0, 1)
     return s * coarse * region, region
 
 
@@ -547,10 +558,10 @@ def _box_field(cv: Canvas, box, soft=0.02):
 def _emphysema(cv, pl, s, size, layers):
     field_ = np.zeros_like(cv.X)
     walls = np.zeros_like(cv.X)
-    for i in range(cv.rng.integers(2, 5)):
+    for i in range(cv.rng.integers(3, 6)):
         side = pl.side if pl.side != "B" else ("R" if i % 2 == 0 else "L")
         x, y = point_in(cv, side_box(pl.box, side), cv.lung(side))
-        r = cv.rng.uniform(0.03, 0.05) * size
+        r = cv.rng.uniform(0.035, 0.06) * size
         bulla = ellipse(cv, x, y, r, r, 1.5)
         field_ = np.maximum(field_, bulla)
         walls = np.maximum(walls, np.clip(ellipse(cv, x, y, r + 0.003, r + 0.003, 1) - bulla, 0, 1))
@@ -568,7 +579,7 @@ def _edema(cv, pl, s, size, layers):
     for side, xs in (("R", a.lung_cx["R"] - a.lung_rx * 0.85), ("L", a.lung_cx["L"] + a.lung_rx * 0.85)):
         for j in range(4):
             y = a.dome_y[side] - 0.02 - 0.018 * j
-            kerley = np.maximum(kerley, segment(cv, (xs - 0.02, y), (xs + 0.02, y), 0.0025))
+            kerley = np.maximum(kerley, segment(cv, (xs - 0.02, y), (xs + 0.02, y), cv.at_least(0.0025)))
     field_ = np.maximum(haze, kerley * cv.lung("B"))
     return s * field_, (haze > 0.3) * 1.0
 
@@ -582,7 +593,7 @@ def _azygos(cv, pl, s, size, layers):
         t = np.clip((x - x_top) / (x_end - x_top), 0, 1)
         return a.apex_y + (y_end - a.apex_y) * t ** 2
 
-    line = curve_band(cv, fy, x_top, x_end, 0.0035, edge_px=0.8)
+    line = curve_band(cv, fy, x_top, x_end, cv.at_least(0.0035), edge_px=0.8)
     knot = ellipse(cv, x_end + 0.004, y_end, 0.014, 0.018, edge_px=1)
     field_ = np.maximum(line, knot)
     mask = np.clip(gaussian_filter(field_, 0.006 * cv.size) * 6, 0, 1)
@@ -594,15 +605,15 @@ def _pneumothorax(cv, pl, s, size, layers):
     side = pl.side if pl.side in ("R", "L") else cv.rng.choice(["R", "L"])
     lung = cv.lung(side)
     cx = a.lung_cx[side]
-    width = cv.rng.uniform(0.03, 0.06) * max(size, 0.6) * cv.size
-    shrunk = gaussian_filter(lung, width / 2.5)
-    # the collapsed lung keeps its core; the rim (apical and lateral) becomes air
-    core = _soft(shrunk - 0.6, 0.06)
-    rim = np.clip(lung - core, 0, 1) * _soft(0.55 - cv.Y, 0.1)
-    rim *= _soft((cx - cv.X if side == "R" else cv.X - cx) + 0.02, 0.02) + _soft(0.3 - cv.Y, 0.05)
-    rim = np.clip(rim, 0, 1)
-    edge = np.clip(core - gaussian_filter(core, 1.0), 0, None) * 6 * _soft(0.55 - cv.Y, 0.1)
-    edge = np.clip(edge, 0, 1)
+    # the lung collapses away from the chest wall by ``width``: the apical and lateral rim becomes air
+    # (no markings), bounded by the visceral pleural line
+    width = cv.rng.uniform(0.04, 0.08) * max(size, 0.6)
+    medial = (cv.X > cx) if side == "R" else (cv.X < cx)
+    # distance from the chest wall (the lung's apical and lateral border; the medial half does not count)
+    depth = distance_transform_edt((lung > 0.5) | (medial & (cv.Y > a.apex_y + 0.06))) / cv.size
+    zone = _soft(0.55 - cv.Y, 0.1)
+    rim = lung * _soft(width - depth, cv.px) * zone
+    edge = _soft(cv.at_least(0.004) - np.abs(depth - width - cv.at_least(0.004)), cv.px) * (lung > 0.5) * zone
     return -s * rim - cv.markings * rim + 0.5 * s * edge, np.maximum(rim, edge)
 
 
@@ -611,7 +622,7 @@ def _mediastinal_mass(cv, pl, s, size, layers):
     sgn = {"R": -1, "L": 1}.get(pl.side, cv.rng.choice([-1, 1]))
     x = a.body_cx + sgn * cv.rng.uniform(0.05, 0.08)
     y = cv.rng.uniform(0.22, 0.36)
-    m = blob(cv, x, y, cv.rng.uniform(0.05, 0.075) * size, 0.25, edge_px=2)
+    m = blob(cv, x, y, cv.rng.uniform(0.06, 0.09) * size, 0.25, edge_px=2)
     return s * m, m
 
 
@@ -622,13 +633,13 @@ def _subcutaneous_emphysema(cv, pl, s, size, layers):
     streaks = np.zeros_like(cv.X)
     for side in sides_of(pl.side if pl.side in ("R", "L") else "B"):
         sgn = -1 if side == "R" else 1
-        for _ in range(cv.rng.integers(6, 12)):
+        for _ in range(cv.rng.integers(9, 16)):
             x = a.body_cx + sgn * cv.rng.uniform(a.body_half_width - 0.07, a.body_half_width - 0.01)
             y = cv.rng.uniform(0.12, 0.6)
             ang = cv.rng.uniform(-0.5, 0.5) + np.pi / 2
             L = cv.rng.uniform(0.03, 0.06)
             streaks = np.maximum(streaks, segment(cv, (x, y), (x + L * np.cos(ang) * 0.4, y + L * np.sin(ang)),
-                                                  cv.rng.uniform(0.002, 0.004), edge_px=1))
+                                                  cv.at_least(cv.rng.uniform(0.002, 0.004)), edge_px=1))
     field_ = streaks * outside
     mask = np.clip(gaussian_filter(field_, 0.008 * cv.size) * 5, 0, 1)
     return -s * field_, mask
@@ -639,27 +650,80 @@ def _pneumoperitoneo(cv, pl, s, size, layers):
     side = pl.side if pl.side in ("R", "L") else "R"
     cx, rx = a.lung_cx[side], a.lung_rx
     dome = dome_line(a, side, cv.X, cx, rx)
-    thick = cv.rng.uniform(0.02, 0.032) * max(size, 0.7)
+    thick = cv.at_least(cv.rng.uniform(0.03, 0.045) * max(size, 0.7), 2.0)
     crescent = _soft(cv.Y - dome - 0.004, cv.px) * _soft(dome + 0.004 + thick * (1 - ((cv.X - cx) / rx) ** 2) - cv.Y, cv.px)
     crescent *= _soft(rx * 0.9 - np.abs(cv.X - cx), 2 * cv.px)
     return -s * crescent, crescent
 
 
-LESIONS: dict[str, Callable] = {
-    "normal": lambda cv, pl, s, size, layers: (np.zeros_like(cv.X), np.zeros_like(cv.X)),
-    "COPD signs": _copd, "infiltrates": _infiltrates, "cardiomegaly": _cardiomegaly,
-    "aortic elongation": _aortic_elongation, "pleural effusion": _pleural_effusion,
-    "atelectasis": _atelectasis, "scoliosis": _scoliosis, "pneumonia": _pneumonia,
-    "hilar enlargement": _hilar, "chronic changes": _chronic,
-    "vertebral degenerative changes": _vertebral_degenerative,
-    "costophrenic angle blunting": _cp_blunting, "pleural thickening": _pleural_thickening,
-    "kyphosis": _kyphosis, "nodule": _nodule, "rib fracture": _rib_fracture,
-    "bronchiectasis": _bronchiectasis, "aortic atheromatosis": _atheromatosis,
-    "hiatal hernia": _hiatal_hernia, "pulmonary fibrosis": _fibrosis, "emphysema": _emphysema,
-    "pulmonary edema": _edema, "pulmonary mass": _mass, "lung metastasis": _metastasis,
-    "azygos lobe": _azygos, "pneumothorax": _pneumothorax, "mediastinal mass": _mediastinal_mass,
-    "subcutaneous emphysema": _subcutaneous_emphysema, "pneumoperitoneo": _pneumoperitoneo,
-}
+def _nothing(cv, pl, s, size, layers):
+    return np.zeros_like(cv.X), np.zeros_like(cv.X)
+
+
+#: Where a finding is drawn when neither the row nor the class statistics name a usable region.
+ANYWHERE = (0.12, 0.15, 0.88, 0.75)
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    """Everything the renderer knows about one class.
+
+    ``strength``: lesion density (density units) before the difficulty and rarity knobs.
+    ``draw(canvas, placement, strength, size, layers) -> (density change, mask field in [0, 1])``.
+    ``default_box``: where it goes when neither the row nor the statistics name a region.
+    ``modifier(anatomy, rng, strength)``: changes the patient's anatomy before it is drawn
+    (cardiomegaly enlarges the heart, scoliosis curves the spine, ...).
+    ``bilateral``: drawn on both sides when the row names no side (else one side at random).
+    ``lung_class``: drawn in the lungs, so a localization box that misses them is replaced by
+    ``default_box``.
+    """
+
+    name: str
+    strength: float
+    draw: Callable
+    default_box: tuple[float, float, float, float] = ANYWHERE
+    modifier: Callable | None = None
+    bilateral: bool = False
+    lung_class: bool = False
+
+
+def _registry(*specs: LesionSpec) -> dict[str, LesionSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+#: One record per class of the ``paper`` set (the renderer's whole knowledge of a class).
+LESIONS: dict[str, LesionSpec] = _registry(
+    LesionSpec("normal", 0.0, _nothing),
+    LesionSpec("COPD signs", 0.06, _copd, modifier=_mod_copd, bilateral=True),
+    LesionSpec("infiltrates", 0.22, _infiltrates, (0.12, 0.35, 0.88, 0.75), lung_class=True),
+    LesionSpec("cardiomegaly", 1.0, _cardiomegaly, modifier=_mod_cardiomegaly),
+    LesionSpec("aortic elongation", 1.0, _aortic_elongation, modifier=_mod_aortic_elongation),
+    LesionSpec("pleural effusion", 0.24, _pleural_effusion),
+    LesionSpec("atelectasis", 0.40, _atelectasis, (0.12, 0.55, 0.88, 0.75), lung_class=True),
+    LesionSpec("scoliosis", 1.0, _scoliosis, modifier=_mod_scoliosis),
+    LesionSpec("pneumonia", 0.28, _pneumonia, (0.12, 0.45, 0.88, 0.75), lung_class=True),
+    LesionSpec("hilar enlargement", 0.22, _hilar),
+    LesionSpec("chronic changes", 0.12, _chronic, bilateral=True),
+    LesionSpec("vertebral degenerative changes", 0.45, _vertebral_degenerative),
+    LesionSpec("costophrenic angle blunting", 0.34, _cp_blunting),
+    LesionSpec("pleural thickening", 0.26, _pleural_thickening, (0.12, 0.1, 0.88, 0.25)),
+    LesionSpec("kyphosis", 1.0, _kyphosis, modifier=_mod_kyphosis),
+    LesionSpec("nodule", 0.55, _nodule, (0.12, 0.15, 0.88, 0.7), lung_class=True),
+    LesionSpec("rib fracture", 0.65, _rib_fracture),
+    LesionSpec("bronchiectasis", 0.26, _bronchiectasis, (0.12, 0.5, 0.88, 0.75), lung_class=True),
+    LesionSpec("aortic atheromatosis", 0.40, _atheromatosis),
+    LesionSpec("hiatal hernia", 0.32, _hiatal_hernia),
+    LesionSpec("pulmonary fibrosis", 0.22, _fibrosis, (0.12, 0.45, 0.88, 0.78), lung_class=True),
+    LesionSpec("emphysema", 0.24, _emphysema, (0.12, 0.12, 0.88, 0.45), lung_class=True),
+    LesionSpec("pulmonary edema", 0.14, _edema, bilateral=True),
+    LesionSpec("pulmonary mass", 0.55, _mass, (0.12, 0.15, 0.88, 0.7), lung_class=True),
+    LesionSpec("lung metastasis", 0.28, _metastasis, (0.1, 0.15, 0.9, 0.78), lung_class=True),
+    LesionSpec("azygos lobe", 0.45, _azygos),
+    LesionSpec("pneumothorax", 0.24, _pneumothorax),
+    LesionSpec("mediastinal mass", 0.32, _mediastinal_mass),
+    LesionSpec("subcutaneous emphysema", 0.34, _subcutaneous_emphysema),
+    LesionSpec("pneumoperitoneo", 0.50, _pneumoperitoneo),
+)
 
 
 # ----------------------------------------------------------------------------- the renderer
@@ -667,26 +731,41 @@ LESIONS: dict[str, Callable] = {
 class PhantomRenderer:
     """Renders (image, masks) for a label row.
 
-    ``rarity`` (0 = most frequent class, 1 = rarest; from real training counts) makes rarer
-    classes subtler: strength and size shrink by ``tail_subtlety * rarity``. ``difficulty``
-    divides every lesion's strength. ``label_noise`` is the chance that a labelled finding is not
-    drawn (its mask is then empty while the label stays: label noise as in report-mined labels).
+    ``size`` is the canvas it draws on; ``out_size`` the training resolution the image will be
+    downsampled to (default ``size``): thin lesion models scale their thickness with it, so every
+    lesion is at least about two output pixels wide (``MIN_HALF_WIDTH``). ``difficulty`` divides
+    every lesion's strength. ``tail_subtlety`` (default 0: rarity changes nothing) is the explicit
+    experiment "what if rare findings are also subtle": with ``rarity`` (0 = most frequent class,
+    1 = rarest; from real training counts), a class's strength shrinks by ``tail_subtlety *
+    rarity`` and its size by half that. ``hidden_classes`` are never drawn (no lesion, no anatomy
+    change, empty mask) while their labels stay: only co-occurring findings can predict them.
+    ``label_noise`` is the chance that a labelled finding is not drawn (its mask is then empty
+    while the label stays: label noise as in report-mined labels).
     ``class_stats`` are per-class localization frequencies (``padchest.localization_stats``),
     used when a row's own sentences give no region.
     """
 
     def __init__(self, classes: Sequence[str], size: int = 256, difficulty: float = 1.0,
-                 tail_subtlety: float = 0.5, label_noise: float = 0.0,
+                 tail_subtlety: float = 0.0, label_noise: float = 0.0,
                  rarity: Sequence[float] | None = None, class_stats: Mapping[str, dict] | None = None,
-                 labels_by_class: Mapping[str, Sequence[str]] | None = None):
+                 labels_by_class: Mapping[str, Sequence[str]] | None = None, out_size: int | None = None,
+                 hidden_classes: Sequence[str] = ()):
         unknown = [c for c in classes if c not in LESIONS]
         if unknown:
-            raise ValueError(f"the phantom renderer has no visual model for {unknown}; it draws the "
-                             f"'paper' class set ({len(LESIONS)} classes)")
+            raise PhantomError(f"the phantom renderer has no visual model for {unknown}; it draws the "
+                               f"'paper' class set ({len(LESIONS)} classes)")
         if difficulty <= 0:
-            raise ValueError(f"difficulty must be > 0, got {difficulty}")
+            raise PhantomError(f"phantom.difficulty must be > 0, got {difficulty}")
+        hidden = [c for c in hidden_classes if c not in classes]
+        if hidden:
+            raise PhantomError(f"phantom.hidden_classes names {hidden}, which are not in this class set; "
+                               f"use names from: {', '.join(classes)}")
+        if out_size is not None and int(out_size) < 1:
+            raise PhantomError(f"the training resolution must be >= 1 px, got {out_size}")
         self.classes = list(classes)
         self.size = int(size)
+        self.out_size = int(out_size) if out_size is not None else self.size
+        self.hidden_classes = tuple(hidden_classes)
         self.difficulty = float(difficulty)
         self.tail_subtlety = float(tail_subtlety)
         self.label_noise = float(label_noise)
@@ -712,16 +791,17 @@ class PhantomRenderer:
                 p = np.asarray(p, float)
                 tokens = [str(rng.choice(names, p=p / p.sum()))]
         side = _side_from(tokens)
+        spec = LESIONS[cls]
         if side is None:
-            side = rng.choice(["R", "L"]) if cls not in ("COPD signs", "chronic changes", "pulmonary edema") else "B"
+            side = "B" if spec.bilateral else rng.choice(["R", "L"])
         box = None
         for t in tokens:
             b = self.boxes.get(t, {}).get("box_xyxy_norm")
             if b:
                 box = tuple(b)
                 break
-        if box is None or (cls in LUNG_CLASSES and not _overlaps_lungs(box)):
-            box = DEFAULT_BOX.get(cls, (0.12, 0.15, 0.88, 0.75))
+        if box is None or (spec.lung_class and not _overlaps_lungs(box)):
+            box = spec.default_box
         return Placement(side, box, tuple(tokens) + tuple(row_labels))
 
     def render(self, image_id: str, classes_present: Sequence[str],
@@ -733,23 +813,23 @@ class PhantomRenderer:
             return np.random.default_rng(stable_seed(image_id, name))
 
         anatomy = sample_anatomy(stream("anatomy"))
-        present = [c for c in self.classes if c in set(classes_present)]
+        present = [c for c in self.classes if c in set(classes_present) and c not in self.hidden_classes]
         drawn = [c for c in present if stream(f"noise|{c}").random() >= self.label_noise]
         strength, size = {}, {}
         for c in drawn:
             r = self.rarity[self.classes.index(c)]
-            strength[c] = BASE_STRENGTH[c] * (1 - self.tail_subtlety * r) / self.difficulty
+            strength[c] = LESIONS[c].strength * (1 - self.tail_subtlety * r) / self.difficulty
             size[c] = 1 - 0.5 * self.tail_subtlety * r
         for c in drawn:
-            if c in MODIFIERS:
-                MODIFIERS[c](anatomy, stream(f"modifier|{c}"), strength[c])
-        cv = Canvas(self.size, self._X, self._Y, stream("texture"), anatomy)
+            if LESIONS[c].modifier is not None:
+                LESIONS[c].modifier(anatomy, stream(f"modifier|{c}"), strength[c])
+        cv = Canvas(self.size, self._X, self._Y, stream("texture"), anatomy, out_size=self.out_size)
         density, layers = build_anatomy(cv)
         masks = np.zeros((len(self.classes), self.size, self.size), dtype=bool)
         for c in drawn:
             cv.rng = stream(f"lesion|{c}")
             place = self.placement(c, sentences, cv.rng, row_labels)
-            delta, field_ = LESIONS[c](cv, place, strength[c], size[c], layers)
+            delta, field_ = LESIONS[c].draw(cv, place, strength[c], size[c], layers)
             density = density + delta
             masks[self.classes.index(c)] = field_ > 0.3
         image = _expose(density, stream("exposure"), self.size)

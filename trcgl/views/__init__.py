@@ -79,15 +79,23 @@ def target_requests(cfg: Config, target: str) -> list:
     return stage_targets(cfg, target)
 
 
-def run(cfg: Config, target: str, cache: ArtifactCache | None = None) -> list:
+def run(cfg: Config, target: str, cache: ArtifactCache | None = None, shuffle: int | None = None) -> list:
     """Resolve a target (computing what is missing), publish its tables into the results store,
-    and return the runner's ledger entries of this call (``python -m trcgl run``)."""
+    and return the runner's ledger entries of this call (``python -m trcgl run``). ``shuffle``: visit
+    the target's requests in an order drawn with this seed (``run --shuffle``), so that processes
+    started at once on one cache with different seeds mostly compute different stages instead of
+    waiting for each other's locks; the artifacts and the results store do not depend on the order."""
+    import numpy as np
+
     from ..graph import runner
     from ..seedtables import publish, results_store
 
     r = runner(cache)
     start = len(r.ledger)
-    for req in target_requests(cfg, target):
+    requests = target_requests(cfg, target)
+    if shuffle is not None:
+        requests = [requests[i] for i in np.random.default_rng(shuffle).permutation(len(requests))]
+    for req in requests:
         art = r.resolve(req)
         if art.stage == "table":
             publish(results_store(cfg), art.value.name, art.value.records)

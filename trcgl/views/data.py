@@ -11,7 +11,10 @@ PAPER_GROUPS = {"head": 13, "medium": 11, "tail": 6}   # Sec. 4.1 of the paper
 
 
 def needs(cfg) -> list:
-    return [Request("label-table", cfg), S.cohort(cfg), S.train_set(cfg), S.selection_set(cfg), S.test_set(cfg)]
+    reqs = [Request("label-table", cfg), S.cohort(cfg), S.train_set(cfg), S.selection_set(cfg), S.test_set(cfg)]
+    if cfg.data.source == "phantom":
+        reqs += [S.oracle(cfg), S.predictions(S.oracle(cfg), S.test_set(cfg))]
+    return reqs
 
 
 def table_report(ch) -> pd.DataFrame:
@@ -192,3 +195,25 @@ def renderer_speed(ch, cohort, n: int = 32) -> pd.DataFrame:
     table = pd.DataFrame(out).set_index("image size")
     table["renderer / trainer"] = table["renderer img/s"] / table["trainer img/s (convnextv2_atto)"]
     return table.round(1)
+
+
+def learnability_ceiling(ch) -> tuple[str, pd.DataFrame | None]:
+    """The learnability ceiling per class (:mod:`trcgl.ceiling`): the oracle, trained on fresh
+    class-balanced renders, scored on the test split; a sentence and the per-class table."""
+    from ..ceiling import ceiling_table, failing
+
+    cfg = ch.cfg
+    if cfg.data.source != "phantom":
+        return "the learnability ceiling needs fresh renders: it is measured on phantoms only (data.source: phantom)", None
+    cohort, test = ch.get(S.cohort(cfg)), ch.get(S.test_set(cfg))
+    oracle_set = ch.get(S.image_set(cfg, "oracle"))
+    P = ch.get(S.predictions(S.oracle(cfg), S.test_set(cfg)))
+    table = ceiling_table(test.Y, P, test.rows["ImageID"].to_numpy(), list(cohort.class_set.classes), cohort.groups,
+                          oracle_set.Y.sum(0), cfg.eval.bootstrap, cfg.seed)
+    low = failing(table, cfg.ceiling.min_auc)
+    mean = float(np.nanmean(table["AUC"]))
+    text = (f"ceiling classifier: {len(oracle_set)} fresh class-balanced renders; test split: {len(test)} images of "
+            f"{test.rows['ImageID'].nunique()} label rows. Mean ceiling AUC {mean:.3f} (chance 0.5; the fair-task "
+            f"target {cfg.ceiling.min_mean_auc}); classes below {cfg.ceiling.min_auc}: "
+            + (", ".join(f"{c} ({table.loc[c, 'AUC']:.2f})" for c in low) if low else "none"))
+    return text, table.round(3)

@@ -24,7 +24,7 @@ def sweep_requests(cfg) -> dict:
 def needs(cfg) -> list:
     reqs = [S.train_set(cfg), S.selection_set(cfg), S.test_set(cfg), S.diffusion(cfg), S.diffusion(no_context(cfg)),
             S.samples(cfg), S.synthetic_set(cfg), S.samples(cfg, "unconditional"), *sweep_requests(cfg).values(),
-            S.samples(cfg, "sweep", model=S.diffusion(no_context(cfg)))]
+            S.samples(cfg, "sweep"), S.samples(cfg, "sweep", model=S.diffusion(no_context(cfg)))]
     if cfg.data.source == "phantom":
         reqs.append(S.oracle(cfg))
     return reqs
