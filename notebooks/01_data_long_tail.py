@@ -212,6 +212,15 @@ view.prompt_examples(ch, cohort, test_set)
 view.renderer_speed(ch, cohort)
 
 # %% [markdown]
+# And is the trainer as fast as the network allows? The classifier trainer holds an image set as
+# one uint8 tensor and gathers and normalises each batch on the device
+# (`trcgl/data/batches.py`), so its steps should run at the speed of a bare timm loop on one fixed
+# batch (target: a ratio of at least 0.9). Measured now, on this run's device:
+
+# %%
+view.trainer_speed(ch)
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. Run this chapter with `-p class_set cxrlt2026` (the CXR-LT 2026 list that the paper's

@@ -202,3 +202,23 @@ def test_values_are_normalised_and_yaml_words_read_back():
     assert load_config("cpu", dict([parse_assignment("inpaint.guard=off")])).inpaint.guard == "off"
     with pytest.raises(ConfigError, match=r"not valid YAML: '\[1'"):
         parse_assignment("data.image_size=[1")
+
+
+def test_a_float_written_without_a_dot_is_a_float():
+    """YAML 1.1 reads ``5e-4`` as text; a float key takes it as the number (``--set train.backbone_lr=5e-4``)."""
+    from trcgl.config import parse_assignment
+
+    cfg = load_config("smoke", dict([parse_assignment("train.backbone_lr=5e-4")]))
+    assert cfg.train.backbone_lr == 5e-4
+    with pytest.raises(ConfigError, match="train.backbone_lr"):
+        load_config("smoke", {"train.backbone_lr": "fast"})
+
+
+def test_the_oracle_fine_tunes_at_its_own_rates():
+    from trcgl.diffusion.oracle import oracle_config
+
+    cfg = load_config("cpu")
+    o = oracle_config(cfg)
+    assert (o.train.backbone_lr, o.train.head_lr) == (cfg.diffusion.oracle_backbone_lr, cfg.diffusion.oracle_head_lr)
+    assert not (o.model.channel_gate or o.model.spatial_attention or o.model.label_gcn)
+    assert (o.train.warmup_epochs, o.train.finetune_epochs) == (1, cfg.diffusion.oracle_epochs)

@@ -5,7 +5,7 @@ trainer's steps against a bare timm loop on the same model, image size and batch
         [--backbone convnextv2_atto] [--size 64] [--batch 32] [--arch timm]
 
 Time it on a quiet machine (no other torch job running: check `uptime` first). It prints one
-JSON object; book/reproduce.md records the figures.
+JSON object; the data chapter makes the same measurement in every book run.
 """
 import argparse
 import json

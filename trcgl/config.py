@@ -219,6 +219,8 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
     value = _bool_word(schema().get(path), value)
     if default is None or value is None:
         return value
+    if isinstance(default, float) and not isinstance(default, bool) and isinstance(value, str):
+        value = _float_word(value)     # YAML 1.1 reads 5e-4 (no dot) as a string
     if isinstance(default, bool) or isinstance(value, bool):
         ok = isinstance(default, bool) and isinstance(value, bool)
     elif isinstance(default, (int, float)) and isinstance(value, (int, float)):
@@ -230,6 +232,14 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
             f"config key '{path}' expects {type(default).__name__} (default {default!r}); got {value!r}"
         )
     return value
+
+
+def _float_word(text: str) -> Any:
+    """``"5e-4"`` -> 0.0005; any other text unchanged (the type check then names it)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _as_int(path: str, value: float) -> int:

@@ -108,4 +108,9 @@ def released_comparison(ch, tcfg):
     moved = [row for row in diffs.index if diffs.loc[row, ("mAP", "sure")] or diffs.loc[row, ("mAUC tail", "sure")]]
     text = ("Rows whose interval against the text reading excludes zero (mAP or tail mAUC): "
             + (", ".join(moved) if moved else "none at this number of seeds") + ".")
+    if tcfg.train.finetune_epochs == 0:
+        text += (" This profile trains the heads only (the paper's stage 1, on the frozen backbone), so the "
+                 "behaviours of the released fine-tuning stage cannot act: EMA starts at fine-tuning, so the "
+                 "'+ EMA' row is the text reading; and the released reading gives synthetic images weight 0 "
+                 "outside fine-tuning, so its synthetic images never count here.")
     return ours, diffs.round(4), text, benchmark_note(tcfg, "No paper column: the paper reports one reading.")

@@ -217,3 +217,18 @@ def learnability_ceiling(ch) -> tuple[str, pd.DataFrame | None]:
             f"target {cfg.ceiling.min_mean_auc}); classes below {cfg.ceiling.min_auc}: "
             + (", ".join(f"{c} ({table.loc[c, 'AUC']:.2f})" for c in low) if low else "none"))
     return text, table.round(3)
+
+
+def trainer_speed(ch, steps: int = 10, repeats: int = 3) -> pd.DataFrame:
+    """The classifier trainer's optimiser steps (the tensor input pipeline, the weighted loss, AdamW
+    with its schedule) against a bare timm loop on the same network, image size and batch
+    (:func:`trcgl.train.trainer_benchmark`), measured now on this run's device; the reproduce page
+    points here."""
+    from ..train import trainer_benchmark
+
+    cfg = ch.cfg.replace({"model.arch": "timm", "train.batch_size": 32})
+    r = trainer_benchmark(cfg, steps, repeats, ch.device)
+    return pd.DataFrame([{"device": f"{r['device']} ({r['threads']} torch threads)", "model": r["model"],
+                          "image size": r["image_size"], "batch": r["batch_size"],
+                          "trainer img/s": r["trainer_images_per_s"], "bare timm loop img/s": r["bare_images_per_s"],
+                          "trainer / bare": r["ratio"]}]).round(2)
