@@ -1,5 +1,8 @@
 import os
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,64 +44,118 @@ def paper_cohort(real_table):
 CHAPTERS = [p.stem for p in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))]
 
 
+class SmokeBook:
+    """The smoke book's stages and chapters, computed in a background thread from the moment the
+    session knows a test needs them, while the other tests run (the smoke tests are moved to the
+    end of the session). As `make reproduce` does: two `python -m trcgl run all` processes at once
+    on one empty run folder (the cache's locks must keep them apart, as under `make -j2`; each
+    visits the stages in its own order), then every chapter through the CLI, two at a time, all on
+    that run folder. Every process runs one torch thread: on two cores, torch's spinning threads
+    would otherwise slow everything down many times."""
+
+    def __init__(self, factory):
+        self.run_dir = factory.mktemp("smoke-runs")
+        self.root = factory.mktemp("smoke-book")
+        self.done = threading.Event()
+        self.stages = self.chapters = self.error = None
+        threading.Thread(target=self._work, daemon=True, name="smoke-book").start()
+
+    def _work(self):
+        try:
+            self.stages = self._compute_stages()
+            self.chapters = self._execute_chapters()
+        except BaseException as err:       # re-raised by the fixtures
+            self.error = err
+        finally:
+            self.done.set()
+
+    def _env(self, **extra):
+        return {**os.environ, "TRCGL_RUN_DIR": str(self.run_dir), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+                **extra}
+
+    def _compute_stages(self):
+        cmd = [sys.executable, "-m", "trcgl", "run", "all", "--profile", "smoke", "--device", "cpu"]
+        procs = [subprocess.Popen(cmd + ["--shuffle", str(k)], cwd=ROOT, env=self._env(), stdout=subprocess.DEVNULL,
+                                  stderr=open(self.run_dir / f"run{k}.log", "w")) for k in range(2)]
+        codes = [p.wait() for p in procs]
+        store = self.run_dir / "results-smoke.json"
+        from trcgl.cache import ArtifactCache
+
+        artifacts = sorted((r["stage"], r["key"]) for r in ArtifactCache(self.run_dir).listing() if r["bytes"] is not None)
+        return self.run_dir, codes, store.read_text() if store.exists() else None, artifacts
+
+    def _execute_chapters(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from trcgl import book
+
+        root = self.root
+        for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
+            shutil.copy(ROOT / name, root / name)
+        shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
+        (root / "notebooks").mkdir()
+
+        def execute(chapter):
+            source = root / "notebooks" / f"{chapter}.py"
+            shutil.copy(ROOT / "notebooks" / f"{chapter}.py", source)
+            done = subprocess.run([sys.executable, "-m", "trcgl", "execute", str(source), "--profile", "smoke",
+                                   "--device", "cpu", "--quiet"], cwd=ROOT, env=self._env(), capture_output=True,
+                                  text=True)
+            if done.returncode != 0:       # reported by that chapter's test
+                return book.BookError(f"{chapter} failed (exit {done.returncode}): {done.stderr[-3000:]}")
+            return source.with_suffix(".ipynb")
+
+        with ThreadPoolExecutor(2) as pool:
+            return dict(zip(CHAPTERS, pool.map(execute, CHAPTERS)))
+
+    def wait(self):
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+def _uses_smoke_book(item) -> bool:
+    return bool({"smoke_stages", "smoke_book"} & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Smoke-book tests run last, and the book starts computing now, in the background; this
+    process then uses one torch thread too (three busy processes on two cores)."""
+    smoke = [item for item in items if _uses_smoke_book(item)]
+    if not smoke:
+        return
+    items[:] = [item for item in items if not _uses_smoke_book(item)] + smoke
+    os.environ["OMP_NUM_THREADS"] = "1"        # also for the processes the tests start
+    import torch
+
+    torch.set_num_threads(1)
+    config._smoke_book = SmokeBook(config._tmp_path_factory)
+
+
+def _smoke(config) -> SmokeBook:
+    if getattr(config, "_smoke_book", None) is None:      # e.g. a test selected after collection
+        config._smoke_book = SmokeBook(config._tmp_path_factory)
+    return config._smoke_book.wait()
+
+
 @pytest.fixture(scope="session")
-def smoke_stages(tmp_path_factory):
-    """Every stage of the smoke book computed once per test session, as `make reproduce` does
-    before the chapters: two `python -m trcgl run all` processes at once on one empty run folder
-    (the cache's locks must keep them apart, as under `make -j2`). Yields (run dir, exit codes,
-    the results store's text, the finished artifacts)."""
-    import subprocess
-    import sys
-
-    run_dir = tmp_path_factory.mktemp("smoke-runs")
-    # two processes on a 2-core machine: one thread each, or torch's spinning threads slow both ~10x
-    env = {**os.environ, "TRCGL_RUN_DIR": str(run_dir), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "trcgl", "run", "all", "--profile", "smoke", "--device", "cpu"]
-    procs = [subprocess.Popen(cmd + ["--shuffle", str(k)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=open(run_dir / f"run{k}.log", "w")) for k in range(2)]
-    codes = [p.wait() for p in procs]
-    store = run_dir / "results-smoke.json"
-    from trcgl.cache import ArtifactCache
-
-    artifacts = sorted((r["stage"], r["key"]) for r in ArtifactCache(run_dir).listing() if r["bytes"] is not None)
-    return run_dir, codes, store.read_text() if store.exists() else None, artifacts
+def smoke_stages(request):
+    """Every stage of the smoke book, computed once per session (:class:`SmokeBook`). Yields
+    (run dir, exit codes, the results store's text, the finished artifacts)."""
+    return _smoke(request.config).stages
 
 
 @pytest.fixture(scope="session")
-def smoke_book(tmp_path_factory, smoke_stages):
-    """The whole book at CI scale in a temporary copy: every chapter executed in the smoke
-    profile on the stages computed by `smoke_stages` (one shared run folder, as in `make
-    reproduce`), then built. Yields (root, {chapter: executed path or the exception}, html dir
-    or exception)."""
+def smoke_book(request, smoke_stages):
+    """The whole book at CI scale in a temporary copy: every chapter executed in the smoke profile
+    on the stages of `smoke_stages`, then built. Yields (root, {chapter: executed path or the
+    exception}, html dir or exception)."""
     from trcgl import book
 
-    import subprocess
-    import sys
-    from concurrent.futures import ThreadPoolExecutor
-
-    root = tmp_path_factory.mktemp("smoke-book")
-    for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
-        shutil.copy(ROOT / name, root / name)
-    shutil.copytree(ROOT / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
-    (root / "notebooks").mkdir()
-    run_dir = smoke_stages[0]
-    # two chapters at a time, as `make -j2 reproduce` runs them: each through the CLI in its own
-    # process (one thread each on two cores), all on the one run folder
-    env = {**os.environ, "TRCGL_RUN_DIR": str(run_dir), "OMP_NUM_THREADS": "1"}
-
-    def execute(chapter):
-        source = root / "notebooks" / f"{chapter}.py"
-        shutil.copy(ROOT / "notebooks" / f"{chapter}.py", source)
-        done = subprocess.run([sys.executable, "-m", "trcgl", "execute", str(source), "--profile", "smoke",
-                               "--device", "cpu", "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True)
-        if done.returncode != 0:       # reported by that chapter's test
-            return book.BookError(f"{chapter} failed (exit {done.returncode}): {done.stderr[-3000:]}")
-        return source.with_suffix(".ipynb")
-
-    with ThreadPoolExecutor(2) as pool:
-        results = dict(zip(CHAPTERS, pool.map(execute, CHAPTERS)))
+    smoke = _smoke(request.config)
     try:
-        html = book.build(root, run_dir=run_dir)
+        html = book.build(smoke.root, run_dir=smoke.run_dir)
     except Exception as err:
         html = err
-    return root, results, html
+    return smoke.root, smoke.chapters, html
