@@ -410,21 +410,11 @@ class Config:
         return digest(self.subset(*keys) if keys else self._data)
 
 
-def _flatten(nested: Mapping, where: str = "") -> dict:
-    out = {}
-    for key, value in nested.items():
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{where}{key}."))
-        else:
-            out[f"{where}{key}"] = value
-    return out
-
-
 def preset_overrides(name: str) -> dict:
     """The dotted overrides of a preset (its file may hold nested sections or dotted keys)."""
     if name not in presets():
         raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(presets())}")
-    return _flatten(_read_yaml("presets", f"{name}.yaml"))
+    return dotted_keys(_read_yaml("presets", f"{name}.yaml"))
 
 
 def apply_preset(cfg: "Config", name: str) -> "Config":
