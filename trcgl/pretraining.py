@@ -18,6 +18,7 @@ import torch
 
 from .cache import atomic_torch_save, atomic_write_json
 from .config import Config, defaults
+from .runtime import processes
 from .train import fit_classifier, load_classifier
 
 
@@ -41,6 +42,8 @@ def pretrain_backbone(view, pool, select, groups, seed: int, device, work: Path)
     fit_dir = Path(work) / "training"
     fit_dir.mkdir(exist_ok=True)
     fit_classifier(cfg, pool, select, groups, None, seed, device, fit_dir, class_mask=head)
+    if not processes().is_main:     # under a launcher every process trains (a stage built together); one writes
+        return
     run = load_classifier(cfg, fit_dir, len(pool.classes), pool.Y, torch.device("cpu"))
     atomic_torch_save(run.model.backbone.state_dict(), Path(work) / "backbone.pth")
     atomic_write_json(Path(work) / "pretrain.json", {

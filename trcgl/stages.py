@@ -378,7 +378,7 @@ def _load_pretrain(ctx):
 
 @stage("pretrain", reads=PRETRAIN_READS, modules=("trcgl.pretraining", "trcgl.train", "trcgl.models",
                                                    "trcgl.losses", "trcgl.metrics", "configs/defaults.yaml"),
-       load=_load_pretrain)
+       load=_load_pretrain, together=True)
 def _pretrain(ctx):
     """A backbone pretrained on a pool of train-split rows disjoint from the experiment's, with
     only the head classes in the loss (no medium or tail label is ever seen): the analogue of the
