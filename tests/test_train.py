@@ -91,3 +91,32 @@ def test_component_rows_switch_one_part_at_a_time():
     flags = {k: (c.model.channel_gate, c.model.spatial_attention, c.model.label_gcn) for k, c in v.items()}
     assert flags == {GAP_ONLY: (False, False, False), CCA: (True, True, False), FULL: (True, True, True)}
     assert all(c.train == load_config("smoke").train for c in v.values())
+
+
+def test_masked_classes_leave_no_trace_in_the_weights(tmp_path):
+    """The pretraining's loss holds the head classes only (``class_mask``): whatever labels the masked
+    classes carry, training gives the very same weights and history (no tail knowledge leaks in);
+    unmasking them changes the weights."""
+    from dataclasses import replace
+
+    from trcgl.train import fit_classifier
+
+    cfg = toy_cfg(**{"model.arch": "timm", "model.head": "linear", "pretrain.enabled": False,
+                     "train.warmup_epochs": 0, "train.finetune_epochs": 2})
+    train, select = toy_set(48, 0), toy_set(24, 1)
+    mask = np.array([True, True, False])
+
+    def fit(name, t, m):
+        work = tmp_path / name
+        work.mkdir()
+        fit_classifier(cfg, t, select, GROUPS, None, 0, torch.device("cpu"), work, class_mask=m)
+        return torch.load(work / "best.pt", weights_only=True), pd.read_csv(work / "history.csv")
+
+    Y = train.Y.copy()
+    Y[:, 2] = 1 - Y[:, 2]                     # the masked class's labels, all flipped
+    first, h1 = fit("a", train, mask)
+    second, h2 = fit("b", replace(train, Y=Y), mask)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert h1.equals(h2)
+    third, _ = fit("c", replace(train, Y=Y), None)
+    assert not all(torch.equal(first[k], third[k]) for k in first)
