@@ -332,7 +332,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         data = TensorBatches(stored, device, float32, y=counted_or_stored(train_set, extra))
         select = TensorBatches(features["select"], device, float32)
         head = HeadOnly(model)
-        model.backbone.eval()
+        model.backbone.eval().requires_grad_(False)   # not in the graph: DDP must not wait for its gradients
     batches = [math.ceil(len(e) / cfg.train.batch_size) for e in epochs]
 
     def stage_steps(stage: str) -> int:
