@@ -161,11 +161,13 @@ def processes() -> Processes:
     if _PROCESSES is None:
         if launched():
             from accelerate import Accelerator
-            from accelerate.utils import InitProcessGroupKwargs
+            from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
             cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-            _PROCESSES = Processes(Accelerator(cpu=cpu, mixed_precision="no",
-                                               kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_TIMEOUT)]))
+            # unused parameters: heads trained on cached features skip modules of the feature side
+            # (the released preset's final norm and BatchNorm), which DDP would otherwise wait for
+            _PROCESSES = Processes(Accelerator(cpu=cpu, mixed_precision="no", kwargs_handlers=[
+                InitProcessGroupKwargs(timeout=PROCESS_TIMEOUT), DistributedDataParallelKwargs(find_unused_parameters=True)]))
         else:
             _PROCESSES = Processes()
     return _PROCESSES
