@@ -80,12 +80,16 @@ STAGES := runs/.stages-done
 TRCGL_STAGES := $(if $(strip $(LAUNCH)),PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(LAUNCH) -m trcgl,$(PY) -m trcgl)
 
 RUN_ARGS = --profile $(PROFILE) --device $(DEVICE) $(PARAMS)
+# Processes that compute stages side by side on this machine (python -m trcgl run --workers): two on
+# the CPU profiles (the many small stages use two cores better as two processes), one on a GPU and
+# under LAUNCH (the launcher's processes train together instead). The chapters execute as many at once.
+WORKERS ?= $(if $(strip $(LAUNCH)),1,$(if $(filter smoke cpu,$(PROFILE)),2,1))
 # Long profiles print the estimated time of each stage first (ESTIMATE= turns it off).
 ESTIMATE ?= $(filter gpu paper,$(PROFILE))
 
 $(STAGES): $(STAMP) $(PACKAGE) $(VENV)/.installed
 	$(if $(ESTIMATE),$(PY) -m trcgl run all $(RUN_ARGS) --estimate)
-	$(TRCGL_STAGES) run all $(RUN_ARGS)
+	$(TRCGL_STAGES) run all $(RUN_ARGS) $(if $(strip $(LAUNCH)),,--workers $(WORKERS))
 	@touch $@
 
 stages: $(STAGES)
@@ -141,7 +145,8 @@ publish: install
 	$(PY) -m trcgl publish --remote $(REMOTE) $(if $(FORCE),--force)
 
 reproduce: install
-	$(MAKE) --no-print-directory notebooks
+	$(MAKE) --no-print-directory stages
+	OMP_WAIT_POLICY=PASSIVE $(MAKE) --no-print-directory -j $(WORKERS) notebooks
 	$(MAKE) --no-print-directory book
 	$(MAKE) --no-print-directory check-site
 

@@ -144,6 +144,9 @@ def test_diffusion_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(straight.pipeline.context.vectors, resumed.pipeline.context.vectors)
     pd.testing.assert_frame_equal(straight.history, resumed.history)
+    # the saved pipeline's files do not name the folder they were written in (the caches differ)
+    configs = [sorted((tmp_path / c).glob("**/prompt-diffusion/*/pipeline/*/config.json")) for c in "ab"]
+    assert configs[0] and [f.read_text() for f in configs[0]] == [f.read_text() for f in configs[1]]
 
 
 def test_sampling_and_oracle_settings_do_not_retrain_the_model(tmp_path, monkeypatch):

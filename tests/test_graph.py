@@ -162,3 +162,56 @@ def test_two_processes_asking_for_one_artifact_compute_it_once(tmp_path):
     assert sorted(c for _, c in results) == [False, True]                # one computed, the other waited
     assert results[0][0] == results[1][0]                                  # and both see the same artifact
     assert not list((tmp_path / "cache" / "race").glob("*.partial"))
+
+
+def _pair_inputs(cfg, p):
+    return {"a": Request("t-source", cfg, n=2), "b": Request("t-source", cfg, n=3)}
+
+
+def _build_pair(ctx):
+    CALLS.append(("pair",))
+    (ctx.work / "value.json").write_text(json.dumps(ctx.inputs["a"] + ctx.inputs["b"]))
+
+
+def test_a_busy_stage_is_skipped_without_waiting_and_the_rest_goes_on(toy_stages, tmp_path, monkeypatch):
+    """``run --workers``: a process that finds a stage's lock taken (another process computing it)
+    resolves the other inputs, then raises Busy; the cooperative run puts that request back and
+    computes the other requests first, and waits only when nothing else is left."""
+    import threading
+
+    from filelock import FileLock
+
+    from trcgl import views
+    from trcgl.cache import Busy
+
+    monkeypatch.setitem(REGISTRY, "t-pair", Stage("t-pair", _build_pair, _load, (), (), inputs=_pair_inputs))
+    cfg = load_config("smoke")
+    key = Runner(ArtifactCache(tmp_path / "other")).resolve(Request("t-source", cfg, n=2)).key   # keys travel
+    CALLS.clear()
+    (tmp_path / "cache" / "t-source").mkdir(parents=True)
+    got, release = threading.Event(), threading.Event()
+
+    def holder():      # another holder of the lock (in its own thread, as another process would be)
+        lock = FileLock(str(tmp_path / "cache" / "t-source" / f"{key}.lock"))
+        lock.acquire()
+        got.set()
+        release.wait()
+        lock.release()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    got.wait()
+    runner = Runner(ArtifactCache(tmp_path))
+    runner.wait = False
+    with pytest.raises(Busy):
+        runner.resolve(Request("t-pair", cfg))
+    assert CALLS == [("source", 3)]                 # the free input was computed before giving up
+    # the cooperative loop: the busy request goes back in the queue, the free one is computed, then it waits
+    CALLS.clear()
+    monkeypatch.setattr(views, "target_requests", lambda cfg, target: [Request("t-double", cfg),
+                                                                       Request("t-source", cfg, n=4)])
+    timer = threading.Timer(1.0, release.set)
+    timer.start()
+    views.run(cfg, "toy", cache=ArtifactCache(tmp_path), cooperative=True)
+    thread.join()
+    assert CALLS == [("source", 4), ("source", 2), ("double",)]

@@ -42,16 +42,41 @@ def test_best_f1_threshold_is_the_argmax():
     assert thr[2] == 0.5
 
 
-def test_fast_ap_and_auc_equal_sklearn_with_ties():
-    from trcgl.metrics import _ap_fast, _auc_fast
+def test_ranked_scores_equal_sklearn_with_ties_and_on_repeated_rows():
+    """Unweighted: sklearn's AP and AUC per column (many ties). Weighted by a multiplicity per row:
+    sklearn's on the rows repeated that often (rows of weight 0 left out)."""
+    from trcgl.metrics import RankedScores
 
     rng = np.random.default_rng(1)
     for _ in range(20):
-        y = rng.integers(0, 2, 60)
-        y[:2] = [0, 1]
-        p = np.round(rng.random(60), 1)  # many ties
-        assert _ap_fast(y, p) == pytest.approx(average_precision_score(y, p))
-        assert _auc_fast(y, p) == pytest.approx(roc_auc_score(y, p))
+        Yr = rng.integers(0, 2, (60, 4))
+        Yr[:2] = [[0] * 4, [1] * 4]
+        Pr = np.round(rng.random((60, 4)), 1)  # many ties
+        ranked = RankedScores(Yr, Pr)
+        ap, auc = ranked.scores()
+        w = rng.integers(0, 4, 60)
+        w[:2] = 1
+        wap, wauc = ranked.scores(w)
+        keep = np.repeat(np.arange(60), w)
+        for c in range(4):
+            assert ap[c] == pytest.approx(average_precision_score(Yr[:, c], Pr[:, c]), abs=1e-12)
+            assert auc[c] == pytest.approx(roc_auc_score(Yr[:, c], Pr[:, c]), abs=1e-12)
+            assert wap[c] == pytest.approx(average_precision_score(Yr[keep, c], Pr[keep, c]), abs=1e-12)
+            assert wauc[c] == pytest.approx(roc_auc_score(Yr[keep, c], Pr[keep, c]), abs=1e-12)
+    # a column whose weighted rows lack positives is undefined
+    ranked = RankedScores(np.array([[1], [0], [0]]), np.array([[0.9], [0.1], [0.5]]))
+    assert np.isnan(ranked.scores(np.array([0, 1, 1]))[0][0]) and np.isnan(ranked.scores(np.array([0, 1, 1]))[1][0])
+
+
+def test_ranking_means_equal_evaluate():
+    from trcgl.metrics import ranking_means
+
+    groups = ["head", "tail", "tail"]
+    for empty in ("exclude", "released"):
+        full = evaluate(Y, P, ["a", "b", "c"], groups, empty=empty).means
+        fast = ranking_means(Y, P, groups, empty=empty)
+        for k in ("mAP", "mAUC", "mAP tail", "mAUC head"):
+            assert fast[k] == pytest.approx(full[k], abs=1e-12)
 
 
 def test_bootstrap_interval_contains_the_point_and_narrows_with_data():

@@ -146,3 +146,42 @@ def test_heads_on_cached_features_learn_what_heads_on_the_frozen_backbone_learn(
         assert torch.allclose(images[k].float(), heads[k].float(), atol=2e-3), k
     h1, h2 = (pd.read_csv(tmp_path / n / "history.csv") for n in ("images", "features"))
     assert np.allclose(h1.selection_mAP, h2.selection_mAP, atol=2e-3)
+
+
+def test_heads_on_cached_features_resume_from_a_checkpoint_without_the_backbone(tmp_path, monkeypatch):
+    """With a frozen backbone the per-epoch checkpoint leaves the backbone out (it never changes);
+    a run killed after an epoch resumes to the same best weights, and best.pt is a whole model."""
+    from trcgl.features import compute_features, feature_normalisation
+    from trcgl.models import build_model
+    from trcgl.train import fit_classifier
+
+    cfg = toy_cfg(**{"pretrain.enabled": False, "train.warmup_epochs": 3, "train.finetune_epochs": 0})
+    train, select = toy_set(48, 0), toy_set(24, 1)
+    torch.manual_seed(0)
+    backbone = build_model(cfg, 3, train.Y).backbone.eval()
+    mean, std = feature_normalisation(train)
+    cached = {name: compute_features(backbone, s, mean, std, torch.device("cpu"))
+              for name, s in (("train", train), ("select", select))}
+
+    def fit(folder):
+        folder.mkdir(exist_ok=True)
+        fit_classifier(cfg, train, select, GROUPS, None, 0, torch.device("cpu"), folder, features=cached)
+
+    fit(tmp_path / "straight")
+
+    def killed(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_after_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "resumed")
+    last = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert last["model"] and not any(k.startswith("backbone.") for k in last["model"])
+    monkeypatch.setattr(train_mod, "_after_epoch", lambda epoch: None)
+    fit(tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / n / "best.pt", weights_only=True) for n in ("straight", "resumed"))
+    assert set(a) == set(build_model(cfg, 3, train.Y).state_dict())
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    h1, h2 = (pd.read_csv(tmp_path / n / "history.csv") for n in ("straight", "resumed"))
+    pd.testing.assert_frame_equal(h1, h2)

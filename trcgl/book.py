@@ -240,9 +240,12 @@ def _timing_entry(data: dict, chapter: str, parameters: dict, seconds: float) ->
     }
 
 
-def record_stage_timing(run_dir: Path, profile: str, target: str, ledger) -> None:
+def record_stage_timing(run_dir: Path, profile: str, target: str, ledger, wall: float | None = None,
+                        workers: int = 1) -> None:
     """Record what a ``run`` of stages cost: per stage, how many were computed now and in how many
-    seconds, and the cold cost (each resolved artifact's own build time, whenever it was built)."""
+    seconds, and the cold cost (each resolved artifact's own build time, whenever it was built);
+    the run's wall-clock time and its number of worker processes (``run --workers``: stages
+    computed side by side, so their seconds add up to more than the wall-clock time)."""
     from .cache import ArtifactCache
 
     cache, per = ArtifactCache(run_dir), {}
@@ -251,12 +254,23 @@ def record_stage_timing(run_dir: Path, profile: str, target: str, ledger) -> Non
         row = per.setdefault(e.stage, {"artifacts": 0, "computed": 0, "seconds now": 0.0, "cold seconds": 0.0})
         row["artifacts"] += 1
         row["cold seconds"] += float(meta.get("seconds") or 0.0)
-        if e.computed:
+        if e.computed or (workers > 1 and float(meta.get("seconds") or 0.0) and _built_since(meta, wall)):
             row["computed"] += 1
-            row["seconds now"] += e.seconds
+            row["seconds now"] += e.seconds if e.computed else float(meta["seconds"])
     with _timings(run_dir) as data:
         data.setdefault(profile, {})["stages"] = {"target": target, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                  "machine": machine_description(), "per stage": per}
+                                                  "machine": machine_description(), "per stage": per,
+                                                  "wall seconds": None if wall is None else round(wall, 1),
+                                                  "workers": workers}
+
+
+def _built_since(meta: dict, wall: float | None) -> bool:
+    """Whether an artifact was finished within the last ``wall`` seconds (by a helper process of
+    this run, ``run --workers``)."""
+    if wall is None or "finished" not in meta:
+        return False
+    finished = time.mktime(time.strptime(meta["finished"], "%Y-%m-%d %H:%M:%S"))
+    return time.time() - finished <= wall + 1
 
 
 def machine_description() -> str:
@@ -287,8 +301,12 @@ def timings_markdown(run_dir: Path | None = None) -> str:
         out.append(f"**Profile `{profile}`**\n")
         if stages:
             per = stages["per stage"]
+            wall, workers = stages.get("wall seconds"), stages.get("workers", 1)
+            took = "" if wall is None else (f"; the run took **{wall:.0f} s** ({wall / 60:.1f} min) wall-clock with "
+                                            f"{workers} worker process{'es' if workers > 1 else ''}")
             out.append(f"Stages (`python -m trcgl run {stages['target']}`, finished {stages['finished']}, "
-                       f"{stages['machine']}): the cold cost is each artifact's own build time, whenever it was built.\n")
+                       f"{stages['machine']}{took}): the cold cost is each artifact's own build time, whenever it "
+                       f"was built{' (side by side with ' + str(workers) + ' workers: the seconds add up to more than the wall-clock time)' if workers > 1 else ''}.\n")
             out.append("| stage | artifacts | computed in the last run | seconds in the last run | cold cost (s) |")
             out.append("|---|---:|---:|---:|---:|")
             for name in sorted(per):

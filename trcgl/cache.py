@@ -152,6 +152,10 @@ def manifest(folder: Path) -> dict[str, dict]:
     return out
 
 
+class Busy(Exception):
+    """Another process holds the lock of an artifact this one asked for without waiting."""
+
+
 class ArtifactCache:
     """A folder of finished stage outputs keyed by ``(stage, digest(payload))``."""
 
@@ -227,7 +231,8 @@ class ArtifactCache:
         """The artifact folder (see :meth:`fetch`)."""
         return self.fetch(stage, payload, build)[0]
 
-    def fetch(self, stage: str, payload: Any, build: Callable[[Path], None], group=None) -> tuple[Path, bool]:
+    def fetch(self, stage: str, payload: Any, build: Callable[[Path], None], group=None,
+              wait: bool = True) -> tuple[Path, bool]:
         """The verified artifact folder and whether this call computed it; ``build(folder)`` fills
         it on a miss.
 
@@ -235,10 +240,12 @@ class ArtifactCache:
         already hold checkpoints from an interrupted earlier call). When it returns, the folder
         is sealed with ``meta.json`` (the payload and every file's checksum) and renamed into
         place. A per-key lock makes a second process wait for the first instead of computing
-        the same artifact in the same folder. ``group`` (:class:`trcgl.runtime.Processes` of
-        several processes): they build it together (see the module docstring).
+        the same artifact in the same folder; with ``wait=False`` it raises :class:`Busy` instead
+        (``run --workers``: the process goes on with other stages). ``group``
+        (:class:`trcgl.runtime.Processes` of several processes): they build it together (see the
+        module docstring).
         """
-        from filelock import FileLock
+        from filelock import FileLock, Timeout
 
         if group is not None and group.size > 1:
             return self._fetch_together(stage, payload, build, group)
@@ -248,7 +255,12 @@ class ArtifactCache:
             log.debug("cache hit: %s/%s", stage, final.name)
             return final, False
         final.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(final.with_name(final.name + ".lock"))):
+        lock = FileLock(str(final.with_name(final.name + ".lock")), timeout=-1 if wait else 0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise Busy(f"{stage}/{final.name}") from None
+        try:
             if self._finished(final) is not None:   # another process finished it while we waited
                 self.hits += 1
                 return final, False
@@ -259,6 +271,8 @@ class ArtifactCache:
             start = time.perf_counter()
             build(work)
             self._seal(stage, payload, final, work, start)
+        finally:
+            lock.release()
         return final, True
 
     def _seal(self, stage: str, payload: Any, final: Path, work: Path, start: float) -> None:

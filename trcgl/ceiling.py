@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .metrics import _auc_fast
+from .metrics import RankedScores
+from .resampling import row_weights
 
 
 def ceiling_table(Y: np.ndarray, P: np.ndarray, clusters, classes, groups, train_positives,
@@ -27,24 +28,16 @@ def ceiling_table(Y: np.ndarray, P: np.ndarray, clusters, classes, groups, train
     and distinct label rows) and the training positives of the ceiling classifier. A class without
     positives or negatives is not scored (NaN)."""
     Y, P = np.asarray(Y), np.asarray(P, dtype=float)
-    ids, inverse = np.unique(np.asarray(clusters), return_inverse=True)
-    rng = np.random.default_rng(seed)
-    draws = [np.bincount(rng.integers(0, len(ids), len(ids)), minlength=len(ids))[inverse] for _ in range(n_boot)]
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    ranked = RankedScores(Y, P)
+    auc = ranked.scores()[1]
+    draws = np.array([ranked.scores(w)[1] for w in row_weights(clusters, n_boot, seed)]).reshape(n_boot, -1)
     out = []
     for c, name in enumerate(classes):
         y = Y[:, c] == 1
-        auc, lo, hi = np.nan, np.nan, np.nan
-        if 0 < y.sum() < len(y):
-            auc = _auc_fast(y.astype(int), P[:, c])
-            boot = []
-            for w in draws:
-                keep = np.repeat(np.arange(len(y)), w)
-                yk = y[keep]
-                if 0 < yk.sum() < len(yk):
-                    boot.append(_auc_fast(yk.astype(int), P[keep, c]))
-            if boot:
-                lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-        out.append({"class": name, "group": groups[c], "AUC": auc, "low": lo, "high": hi,
+        boot = draws[:, c][np.isfinite(draws[:, c])]
+        lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if np.isfinite(auc[c]) and len(boot) else (np.nan,) * 2
+        out.append({"class": name, "group": groups[c], "AUC": auc[c], "low": lo, "high": hi,
                     "test images": int(y.sum()), "test label rows": int(len(np.unique(inverse[y]))),
                     "training positives": int(train_positives[c])})
     return pd.DataFrame(out).set_index("class")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shuffle", type=int, default=None, metavar="SEED",
                    help="visit the target's stages in an order drawn with SEED: several processes started at once "
                         "on one cache (each its own SEED) then mostly compute different stages")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="compute with N processes on this machine, sharing the cache (default 1; make reproduce: 2 "
+                        "on CPU): the book's many small stages use the cores better side by side")
+    p.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)   # one of --workers' processes
     g = p.add_argument_group("table runs (book/reproduce.md, 'Many machines')")
     g.add_argument("--row", default=None, help="compute one run of a table target: this row (with --seed)")
     g.add_argument("--seed", type=int, default=None, help="... and this seed")
@@ -133,7 +138,11 @@ def _targets() -> list[str]:
 
 
 def _run_stages(args) -> None:
+    import time
     from collections import Counter
+
+    from . import workers
+    workers.prepare(args.workers)    # before torch is imported
 
     from .runtime import processes
     from .views import run as run_target
@@ -150,14 +159,30 @@ def _run_stages(args) -> None:
     procs = processes()     # under accelerate launch / torchrun: join the group first (each process its GPU)
     if procs.size > 1 and procs.is_main:
         print(f"run {args.target}: {procs.size} processes on {procs.device.type} train together", flush=True)
+    start = time.perf_counter()
     if args.row is not None or args.inputs_only:
         ledger = _table_part(cfg, args)
+    elif args.helper:
+        run_target(cfg, args.target, shuffle=args.shuffle, cooperative=True)
+        return
+    elif args.workers > 1:
+        print(f"run {args.target}: {args.workers} worker processes share the cache (helpers' output: "
+              f"{default_run_dir() / 'logs'})", flush=True)
+        with workers.Helpers(["run", args.target, *_base_args(args)], args.workers - 1, default_run_dir() / "logs",
+                             args.target) as helpers:
+            ledger = run_target(cfg, args.target, shuffle=args.shuffle, cooperative=True)
+            failed = helpers.wait()
+        if failed:
+            from .graph import StageError
+
+            raise StageError("; ".join(failed))
     else:
         ledger = run_target(cfg, args.target, shuffle=args.shuffle)
     if not procs.is_main:   # every process resolved the same stages; the main one reports them
         return
     if args.row is None and not args.inputs_only:
-        book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger)
+        book.record_stage_timing(default_run_dir(), cfg.profile, args.target, ledger,
+                                 wall=time.perf_counter() - start, workers=args.workers)
     computed = [e for e in ledger if e.computed]
     for e in computed:
         print(f"computed {e.stage}/{e.key} in {e.seconds:.1f} s")
@@ -181,6 +206,13 @@ def _check_run_options(args) -> None:
         raise SweepError("--dry-run goes with --executor slurm (it prints the job array instead of submitting it)")
     if args.reference and not args.estimate:
         raise SweepError("--reference goes with --estimate")
+    if args.workers < 1:
+        raise SweepError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers > 1 and (modes or args.helper or args.shuffle is not None):
+        raise SweepError("--workers computes a whole target: not with --row/--seed, --list, --inputs-only, "
+                         "--executor slurm, --estimate or --shuffle")
+    if args.workers > 1 and os.environ.get("WORLD_SIZE", "1") != "1":
+        raise SweepError("--workers starts processes on its own: not under a launcher (accelerate launch, torchrun)")
 
 
 def _base_args(args) -> list[str]:

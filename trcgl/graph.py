@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .cache import ArtifactCache, digest, file_sha256
+from .cache import ArtifactCache, Busy, digest, file_sha256
 from .config import Config, neutral_values
 from .errors import TrcglError
 
@@ -216,6 +216,7 @@ class Runner:
         self._memo: dict[str, Artifact] = {}
         self._identities: dict[int, tuple[Request, str]] = {}
         self.ledger: list[LedgerEntry] = []
+        self.wait = True    # False: a stage another process is computing raises cache.Busy (run --workers)
 
     def _inputs(self, req: Request) -> tuple[dict, dict]:
         """(plain parameters, every input: Request-valued parameters and derived ones)."""
@@ -248,7 +249,14 @@ class Runner:
             return self._memo[ident]
         st = get_stage(req.stage)
         plain, inputs = self._inputs(req)
-        arts = {name: self._input(v) for name, v in inputs.items()}
+        arts, busy = {}, None
+        for name, v in inputs.items():
+            try:
+                arts[name] = self._input(v)
+            except Busy as err:      # computed elsewhere right now: resolve the other inputs first
+                busy = busy or err
+        if busy is not None:
+            raise busy
         reads = st.reads_for(plain)
         payload = _payload(st, req, plain, {n: (a.digest if a is not None else None) for n, a in arts.items()})
         key = self.cache.key(payload)
@@ -271,7 +279,8 @@ class Runner:
                 from .runtime import processes
 
                 group = processes()
-            folder, computed = self.cache.fetch(st.name, payload, lambda work: st.build(context(work)), group=group)
+            folder, computed = self.cache.fetch(st.name, payload, lambda work: st.build(context(work)), group=group,
+                                                wait=self.wait)
             seconds = time.perf_counter() - start
             log.info("stage %s/%s: %s (%.1f s)", st.name, key, "computed" if computed else "cached", seconds)
             meta = self.cache.verify(folder)

@@ -82,13 +82,22 @@ def _released_fill(ap: np.ndarray, auc: np.ndarray, positives: np.ndarray, n: in
 
 def _group_means(scores: dict, groups: Sequence[str]) -> dict:
     """Per metric, the mean over all classes and over each group, ignoring undefined (NaN) classes."""
+    return {k: float(v) for k, v in group_means(scores, groups).items()}
+
+
+def group_means(scores: dict, groups: Sequence[str]) -> dict:
+    """:func:`_group_means` for arrays whose last axis is the classes (e.g. runs x classes): each
+    metric's mean over all classes and each group, NaN classes ignored, NaN where none is defined."""
     g = np.asarray(groups)
     out = {}
     for name, sel in [("all", np.ones(len(g), dtype=bool))] + [(x, g == x) for x in GROUPS]:
         suffix = "" if name == "all" else f" {name}"
         for metric, values in scores.items():
-            v = values[sel]
-            out[f"{metric}{suffix}"] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+            v = np.asarray(values, dtype=float)[..., sel]
+            finite = np.isfinite(v)
+            count = finite.sum(-1)
+            total = np.where(finite, v, 0.0).sum(-1)
+            out[f"{metric}{suffix}"] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     return out
 
 
@@ -104,63 +113,58 @@ def best_f1_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ap_fast(y: np.ndarray, p: np.ndarray) -> float:
-    """Average precision exactly as scikit-learn defines it (ties grouped), without its input checks."""
-    order = np.argsort(-p, kind="mergesort")
-    ps, ys = p[order], y[order]
-    last_of_tie = np.r_[np.diff(ps) != 0, True]
-    tps = np.cumsum(ys)[last_of_tie]
-    fps = np.cumsum(1 - ys)[last_of_tie]
-    precision = tps / (tps + fps)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+class RankedScores:
+    """AP and ROC AUC of many score columns under many row weightings: each column is sorted once,
+    and :meth:`scores` with ``weights`` (a multiplicity per row, e.g. a bootstrap resample as the
+    number of times each row was drawn) equals scikit-learn's ``average_precision_score`` and
+    ``roc_auc_score`` on the rows repeated that often (ties grouped for AP, counted half for AUC;
+    ``tests/test_metrics.py``). What makes the tables' intervals cheap: a resample is a weighted
+    cumulative sum, not a sort."""
 
+    def __init__(self, Y: np.ndarray, P: np.ndarray):
+        Y, P = np.asarray(Y).astype(bool), np.asarray(P, dtype=float)
+        self.order = np.argsort(-P, axis=0, kind="mergesort")
+        self.positive = np.take_along_axis(Y, self.order, 0)
+        sorted_p = np.take_along_axis(P, self.order, 0)
+        self.end = np.vstack([np.diff(sorted_p, axis=0) != 0, np.ones((1, P.shape[1]), bool)])  # last of each tie
 
-def _auc_fast(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney statistic with average ranks for ties (= scikit-learn's)."""
-    from scipy.stats import rankdata
+    def scores(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(AP, AUC) of every column; NaN where the weighted rows lack positives or negatives."""
+        w = np.ones(self.order.shape) if weights is None else np.asarray(weights, dtype=float)[self.order]
+        tp = np.cumsum(np.where(self.positive, w, 0.0), 0)
+        fp = np.cumsum(w, 0) - tp
+        n_pos, n_neg = tp[-1], fp[-1]
 
-    pos = y == 1
-    n_pos, n_neg = pos.sum(), len(y) - pos.sum()
-    ranks = rankdata(p)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+        def step(c):                    # the increase of c over each tie group (0 inside a group)
+            at_end = np.where(self.end, c, 0.0)
+            before = np.vstack([np.zeros((1, c.shape[1])), np.maximum.accumulate(at_end, 0)[:-1]])
+            return np.where(self.end, c - before, 0.0)
 
-
-def _means_fast(Y: np.ndarray, P: np.ndarray, groups: Sequence[str], empty: str = "exclude") -> dict:
-    """mAP and mAUC, overall and per group, with the fast AP / AUC (classes without both labels left
-    out, or filled as the released code does with ``empty="released"``)."""
-    ap, auc = np.full(Y.shape[1], np.nan), np.full(Y.shape[1], np.nan)
-    positives = Y.sum(0)
-    for c in range(Y.shape[1]):
-        if 0 < positives[c] < len(Y):
-            ap[c], auc[c] = _ap_fast(Y[:, c], P[:, c]), _auc_fast(Y[:, c], P[:, c])
-    if empty == "released":
-        ap, auc = _released_fill(ap, auc, positives, len(Y))
-    return _group_means({"mAP": ap, "mAUC": auc}, groups)
+        d_tp, d_fp = step(tp), step(fp)
+        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+        defined = (n_pos > 0) & (n_neg > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ap = (d_tp * precision).sum(0) / n_pos
+            auc = (d_tp * (n_neg - fp + 0.5 * d_fp)).sum(0) / (n_pos * n_neg)
+        return np.where(defined, ap, np.nan), np.where(defined, auc, np.nan)
 
 
 def class_scores_fast(Y: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AP and ROC AUC of every column at once, exactly as scikit-learn defines them (ties grouped
     for AP, average ranks for AUC); NaN where a class lacks positives or negatives."""
-    from scipy.stats import rankdata
+    return RankedScores(Y, P).scores()
 
-    Y = np.asarray(Y).astype(bool)
-    P = np.asarray(P, dtype=float)
-    n = len(Y)
-    pos = Y.sum(0)
-    defined = (pos > 0) & (pos < n)
-    ranks = rankdata(P, axis=0)
-    auc = (np.where(Y, ranks, 0).sum(0) - pos * (pos + 1) / 2) / np.maximum(pos * (n - pos), 1)
-    order = np.argsort(-P, axis=0, kind="mergesort")
-    ps = np.take_along_axis(P, order, 0)
-    ys = np.take_along_axis(Y, order, 0).astype(float)
-    last_of_tie = np.vstack([np.diff(ps, axis=0) != 0, np.ones((1, P.shape[1]), bool)])
-    tps, fps = np.cumsum(ys, 0), np.cumsum(1 - ys, 0)
-    at_end = np.where(last_of_tie, tps, 0.0)
-    prev = np.vstack([np.zeros((1, P.shape[1])), np.maximum.accumulate(at_end, axis=0)[:-1]])
-    precision = tps / np.maximum(tps + fps, 1)
-    ap = np.where(last_of_tie, (tps - prev) * precision, 0.0).sum(0) / np.maximum(pos, 1)
-    return np.where(defined, ap, np.nan), np.where(defined, auc, np.nan)
+
+def ranking_means(Y: np.ndarray, P: np.ndarray, groups: Sequence[str], empty: str = "exclude") -> dict:
+    """mAP and mAUC, overall and per group, from :func:`class_scores_fast` (classes without both
+    labels left out, or filled as the released code does with ``empty="released"``): the
+    trainers' per-epoch selection score (no F1, no per-class table)."""
+    _check_empty(empty)
+    Y = np.asarray(Y)
+    ap, auc = class_scores_fast(Y, P)
+    if empty == "released":
+        ap, auc = _released_fill(ap, auc, Y.sum(0), len(Y))
+    return _group_means({"mAP": ap, "mAUC": auc}, groups)
 
 
 def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000, seed: int = 0,
@@ -172,9 +176,16 @@ def bootstrap_means(Y: np.ndarray, P: np.ndarray, classes, groups, n: int = 1000
     resamples use a fast AP / AUC that equals scikit-learn's (``tests/test_metrics.py``).
     """
     _check_empty(empty)
+    from .resampling import row_weights
+
     Y, P = np.asarray(Y), np.asarray(P, dtype=float)
-    rng = np.random.default_rng(seed)
-    draws = [_means_fast(Y[idx], P[idx], groups, empty) for idx in (rng.integers(0, len(Y), len(Y)) for _ in range(n))]
+    ranked = RankedScores(Y, P)
+    draws = []
+    for w in row_weights(np.arange(len(Y)), n, seed):
+        ap, auc = ranked.scores(w)
+        if empty == "released":
+            ap, auc = _released_fill(ap, auc, (w[:, None] * Y).sum(0), w.sum())
+        draws.append(_group_means({"mAP": ap, "mAUC": auc}, groups))
     df = pd.DataFrame(draws)
     lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
     point = evaluate(Y, P, classes, groups, empty=empty).means

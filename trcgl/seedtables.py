@@ -153,13 +153,6 @@ def with_paper(ours: pd.DataFrame, paper: pd.DataFrame, names: dict | None = Non
 
 # ----------------------------------------------------------------------------- intervals over seeds and test rows
 
-def _scores(Y, P, groups) -> dict:
-    from .metrics import _group_means, class_scores_fast
-
-    ap, auc = class_scores_fast(Y, P)
-    return _group_means({"mAP": ap, "mAUC": auc}, groups)
-
-
 def chance_levels(Y: np.ndarray, groups) -> dict:
     """What random scores reach on an evaluation set: AUC 0.5 for every class, and AP equal to
     the class's prevalence (classes without positives left out, as in the means)."""
@@ -171,51 +164,70 @@ def chance_levels(Y: np.ndarray, groups) -> dict:
     return _group_means({"mAP": np.where(defined, prevalence, np.nan), "mAUC": np.where(defined, 0.5, np.nan)}, groups)
 
 
+def resampled_means(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,
+                    seed: int = 0) -> tuple[dict, dict]:
+    """Each row's metrics (mAP / mAUC, overall or per group) averaged over ``seeds``: on the whole
+    test set, and on ``n`` joint resamples of the seeds and the test **label rows**
+    (:func:`trcgl.resampling.resamples`; ``clusters``: images rendered from the same label row,
+    e.g. a rare row repeated on new anatomy, move together). In a resample a row's value is its
+    metric averaged over the drawn seeds (each as often as drawn), on the drawn test rows; every
+    row is scored on the same resamples, and the resamples depend only on (``clusters``,
+    ``seeds``, ``n``, ``seed``), so any two statistics from them are paired. Returns
+    ``point[row][metric]`` and ``draws[metric]``, an array (n, rows)."""
+    from .metrics import RankedScores, group_means
+    from .resampling import resamples
+
+    Y, rows, seeds = np.asarray(Y), list(rows), list(seeds)
+    R, S, C = len(rows), len(seeds), Y.shape[1]
+    ranked = RankedScores(np.tile(Y, R * S), np.hstack([np.asarray(probs[(r, s)], float) for r in rows for s in seeds]))
+
+    def values(weights, counts) -> dict:
+        ap, auc = ranked.scores(weights)
+        per_run = group_means({"mAP": ap.reshape(R, S, C), "mAUC": auc.reshape(R, S, C)}, groups)
+        out = {}
+        for m in metrics:
+            v = per_run[m]
+            c = np.where(np.isfinite(v), counts, 0.0)
+            total = np.where(np.isfinite(v), v, 0.0) @ counts
+            out[m] = np.where(c.sum(1) > 0, total / np.maximum(c.sum(1), 1e-300), np.nan)
+        return out
+
+    whole = values(None, np.ones(S))
+    point = {r: {m: float(whole[m][i]) for m in metrics} for i, r in enumerate(rows)}
+    draws = {m: [] for m in metrics}
+    for counts, weights in resamples(clusters, seeds, n, seed):
+        for m, v in values(weights, counts).items():
+            draws[m].append(v)
+    return point, {m: np.asarray(d, float).reshape(n, R) for m, d in draws.items()}
+
+
 def bootstrap_records(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,
                       seed: int = 0, level: float = 0.95) -> list[dict]:
-    """Intervals that resample seeds and test label rows together, and paired differences.
-
-    Each of ``n`` resamples draws the seeds with replacement and the test **label rows** with
-    replacement (``clusters``: images rendered from the same label row, e.g. a rare row repeated on
-    new anatomy, move together); a row's value in a resample is its metric averaged over the drawn
-    seeds, on the drawn test rows. Every row is scored on the same resample, so a difference
-    between two rows is paired. Returns ``interval`` records (point value = the mean over seeds on
+    """Intervals that resample seeds and test label rows together, and paired differences
+    (:func:`resampled_means`). Returns ``interval`` records (point value = the mean over seeds on
     the whole test set, with the percentile interval) and ``difference`` records for every ordered
-    pair of rows (a − b, its interval, and ``sure`` when the interval excludes 0)."""
-    Y = np.asarray(Y)
-    clusters = np.asarray(clusters)
-    ids, inverse = np.unique(clusters, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
-    rng = np.random.default_rng(seed)
-    seeds = list(seeds)
-    point = {r: {m: float(np.nanmean([_scores(Y, probs[(r, s)], groups)[m] for s in seeds])) for m in metrics}
-             for r in rows}
-    draws = {r: {m: [] for m in metrics} for r in rows}
-    for _ in range(n):
-        drawn_seeds = rng.choice(seeds, size=len(seeds), replace=True)
-        idx = np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))])
-        per_seed = {(r, s): _scores(Y[idx], probs[(r, s)][idx], groups) for r in rows for s in set(drawn_seeds)}
-        for r in rows:
-            for m in metrics:
-                draws[r][m].append(np.nanmean([per_seed[(r, s)][m] for s in drawn_seeds]))
+    pair of rows (a − b on the same resamples, its interval, and ``sure`` when it excludes 0)."""
+    rows = list(rows)
+    point, draws = resampled_means(Y, probs, clusters, groups, rows, seeds, metrics, n, seed)
     lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    n_seeds = len(list(seeds))
     out = []
-    for r in rows:
+    for i, r in enumerate(rows):
         for m in metrics:
-            d = np.asarray(draws[r][m], float)
+            d = draws[m][:, i]
             out.append({"row": r, "metric": m, "value": point[r][m], "low": float(np.nanpercentile(d, lo)),
                         "high": float(np.nanpercentile(d, hi)), "seed": None, "kind": "interval",
-                        "n_seeds": len(seeds), "resamples": n})
-    for a in rows:
-        for b in rows:
+                        "n_seeds": n_seeds, "resamples": n})
+    for i, a in enumerate(rows):
+        for j, b in enumerate(rows):
             if a == b:
                 continue
             for m in metrics:
-                d = np.asarray(draws[a][m], float) - np.asarray(draws[b][m], float)
+                d = draws[m][:, i] - draws[m][:, j]
                 low, high = float(np.nanpercentile(d, lo)), float(np.nanpercentile(d, hi))
                 out.append({"row": a, "reference": b, "metric": m, "value": point[a][m] - point[b][m], "low": low,
                             "high": high, "sure": bool(low > 0 or high < 0), "seed": None, "kind": "difference",
-                            "n_seeds": len(seeds), "resamples": n})
+                            "n_seeds": n_seeds, "resamples": n})
     return out
 
 
@@ -224,23 +236,14 @@ def ratio_interval(Y: np.ndarray, probs: dict, clusters, groups, seeds, method: 
     """The fraction of the ideal gain the method reaches, (method − baseline) / (ideal − baseline),
     with an interval from the same resamples of seeds and test label rows as
     :func:`bootstrap_records` (same ``seed``)."""
-    rows = [method, baseline, ideal]
-    Y, clusters = np.asarray(Y), np.asarray(clusters)
-    ids, inverse = np.unique(clusters, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
-    rng = np.random.default_rng(seed)
-    seeds = list(seeds)
+    point, draws = resampled_means(Y, probs, clusters, groups, [method, baseline, ideal], seeds, [metric], n, seed)
 
-    def value(idx, drawn):
-        v = {r: np.nanmean([_scores(Y[idx], probs[(r, s)][idx], groups)[metric] for s in drawn]) for r in rows}
-        gain = v[ideal] - v[baseline]
-        return (v[method] - v[baseline]) / gain if gain != 0 else np.nan
+    def ratio(m, b, i):
+        gain = i - b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(gain != 0, (m - b) / np.where(gain != 0, gain, 1.0), np.nan)
 
-    point = value(np.arange(len(Y)), seeds)
-    draws = []
-    for _ in range(n):
-        drawn = rng.choice(seeds, size=len(seeds), replace=True)
-        draws.append(value(np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))]), drawn))
-    d = np.asarray(draws, float)
-    return {"metric": metric, "value": float(point), "low": float(np.nanpercentile(d, 100 * (1 - level) / 2)),
+    value = ratio(*(point[r][metric] for r in (method, baseline, ideal)))
+    d = ratio(*draws[metric].T)
+    return {"metric": metric, "value": float(value), "low": float(np.nanpercentile(d, 100 * (1 - level) / 2)),
             "high": float(np.nanpercentile(d, 100 * (1 + level) / 2))}

@@ -52,7 +52,7 @@ from .data.padchest import DataError
 from .data.sampling import image_repeats
 from .ema import evaluated, restore_ema, stage_ema
 from .losses import TrainingLoss
-from .metrics import evaluate
+from .metrics import ranking_means
 from .models import build_model
 from .runtime import Processes, autocast, images_per_second, processes, seed_everything, training_throughput
 
@@ -211,7 +211,7 @@ def _optimizer(cfg, model, stage: str, steps: int):
             p.requires_grad_(True)
         groups = [{"params": list(model.backbone.parameters()), "lr": t.backbone_lr},
                   {"params": model.head_parameters(), "lr": t.head_lr}]
-    opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay)
+    opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay, foreach=True)   # one kernel per step, not per tensor
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
     return opt, sched
 
@@ -297,6 +297,20 @@ def train_steps(cfg, net: nn.Module, model: nn.Module, data: TensorBatches, orde
     return losses
 
 
+def trained_state(model: nn.Module, frozen: bool) -> dict:
+    """What a checkpoint keeps: the whole state, or with a ``frozen`` backbone (heads on cached
+    features) everything but the backbone, which is rebuilt from its starting weights."""
+    state = model.state_dict()
+    return {k: v for k, v in state.items() if not k.startswith("backbone.")} if frozen else state
+
+
+def load_trained(model: nn.Module, state: dict, frozen: bool) -> None:
+    """Load :func:`trained_state` into ``model`` (only the backbone may be missing)."""
+    result = model.load_state_dict(state, strict=not frozen)
+    if frozen and (result.unexpected_keys or any(not k.startswith("backbone.") for k in result.missing_keys)):
+        raise RuntimeError(f"checkpoint does not fit the model: {result}")
+
+
 def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra: ImageSet | None, seed: int,
                    device, work: Path, schedule: ExtraSchedule = ALL_AT_ONCE, checkpoint: str | None = None,
                    features: dict | None = None, class_mask: np.ndarray | None = None) -> None:
@@ -323,6 +337,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     if features is not None and "finetune" in plan:
         raise ValueError("cached features need a frozen backbone: train.finetune_epochs must be 0")
     epochs = epoch_rows(cfg, train_set, extra, seed, len(plan), schedule)
+    frozen = features is not None   # the backbone never changes: checkpoints hold the rest
     if features is None:
         data = training_batches(train_set, extra, mean, std, device)
         select = TensorBatches(select_set.images, device, Normalised(mean, std))
@@ -344,7 +359,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     ema = stage_ema(cfg, model, stage)
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
+        load_trained(model, ckpt["model"], frozen)
         start, history, best = ckpt["epoch"] + 1, ckpt["history"], tuple(ckpt["best"])
         if start < len(plan):
             stage = plan[start]
@@ -373,23 +388,26 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
                              epoch, device, procs, columns)
         kept = evaluated(model, ema)   # the EMA weights when train.ema is on
         P = predict_batches(kept if features is None else HeadOnly(kept), select, procs=procs)
-        ev = evaluate(select_set.Y[:, mask], P[:, mask], [c for c, m in zip(classes, mask) if m],
-                      [g for g, m in zip(groups, mask) if m], cfg.eval.f1_threshold, empty=cfg.eval.empty_classes)
+        score = ranking_means(select_set.Y[:, mask], P[:, mask], [g for g, m in zip(groups, mask) if m],
+                              empty=cfg.eval.empty_classes)
         history.append({"epoch": epoch + 1, "stage": stage, "loss": procs.mean_of_steps(losses),
-                        "selection_mAP": ev.means["mAP"], "selection_mAUC": ev.means["mAUC"]})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{ev.means['mAP']:.3f}")
-        if ev.means["mAP"] > best[0]:
-            best = (ev.means["mAP"], epoch + 1)
+                        "selection_mAP": score["mAP"], "selection_mAUC": score["mAUC"]})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{score['mAP']:.3f}")
+        if score["mAP"] > best[0]:
+            best = (score["mAP"], epoch + 1)
             if procs.is_main:
-                atomic_torch_save(kept.state_dict(), work / "best.pt")
+                atomic_torch_save(trained_state(kept, frozen), work / "best.pt")
                 save_npy(work / "selection_probs.npy", P)
         if procs.is_main:
-            atomic_torch_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+            atomic_torch_save({"model": trained_state(model, frozen), "optimizer": opt.state_dict(),
                                 "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
                                 "history": history, "best": list(best), "rng": torch.get_rng_state(),
                                 **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
         _after_epoch(epoch)
     if procs.is_main:
+        if frozen:      # the best heads beside the (unchanged) starting backbone: a whole model again
+            load_trained(model, torch.load(work / "best.pt", map_location="cpu", weights_only=True), frozen)
+            atomic_torch_save(model.state_dict(), work / "best.pt")
         pd.DataFrame(history).to_csv(work / "history.csv", index=False)
         atomic_write_json(work / "result.json", {"best_epoch": best[1], "best_selection_mAP": best[0],
                                                  "mean": mean, "std": std, "device": str(device),

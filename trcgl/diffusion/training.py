@@ -103,8 +103,12 @@ def training_prompts(image_set, class_set, seed: int = 0) -> list[str]:
 # ----------------------------------------------------------------------------- stage 1: VAE
 
 def load_vae(folder: Path, device) -> AutoencoderKL:
-    """The autoencoder a ``vae`` stage wrote."""
-    return AutoencoderKL.from_pretrained(Path(folder) / "vae", local_files_only=True).to(device).eval()
+    """The autoencoder a ``vae`` stage wrote. diffusers records the folder it was loaded from in
+    the config, which pipelines saved with it copy: that is reset to the plain name "vae", so an
+    artifact's bytes do not depend on where the run directory lies."""
+    vae = AutoencoderKL.from_pretrained(Path(folder) / "vae", local_files_only=True)
+    vae.register_to_config(_name_or_path="vae")
+    return vae.to(device).eval()
 
 
 class _VAEStep(nn.Module):

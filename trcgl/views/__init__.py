@@ -79,14 +79,21 @@ def target_requests(cfg: Config, target: str) -> list:
     return stage_targets(cfg, target)
 
 
-def run(cfg: Config, target: str, cache: ArtifactCache | None = None, shuffle: int | None = None) -> list:
+def run(cfg: Config, target: str, cache: ArtifactCache | None = None, shuffle: int | None = None,
+        cooperative: bool = False) -> list:
     """Resolve a target (computing what is missing), publish its tables into the results store,
     and return the runner's ledger entries of this call (``python -m trcgl run``). ``shuffle``: visit
     the target's requests in an order drawn with this seed (``run --shuffle``), so that processes
     started at once on one cache with different seeds mostly compute different stages instead of
-    waiting for each other's locks; the artifacts and the results store do not depend on the order."""
+    waiting for each other's locks; the artifacts and the results store do not depend on the order.
+    ``cooperative`` (``run --workers``): a request whose stage (or an input's) another process is
+    computing is put back at the end of the queue, and the next one is tried; only when a whole
+    round of the queue found nothing to do does the process wait for a lock."""
+    from collections import deque
+
     import numpy as np
 
+    from ..cache import Busy
     from ..graph import runner
     from ..seedtables import publish, results_store
 
@@ -95,8 +102,20 @@ def run(cfg: Config, target: str, cache: ArtifactCache | None = None, shuffle: i
     requests = target_requests(cfg, target)
     if shuffle is not None:
         requests = [requests[i] for i in np.random.default_rng(shuffle).permutation(len(requests))]
-    for req in requests:
-        art = r.resolve(req)
+    queue, idle = deque(requests), 0
+    while queue:
+        req = queue.popleft()
+        before = len(r.ledger)
+        r.wait = not cooperative or idle > len(queue)      # a whole round without progress: wait
+        try:
+            art = r.resolve(req)
+        except Busy:
+            queue.append(req)
+            idle = 0 if len(r.ledger) > before else idle + 1
+            continue
+        finally:
+            r.wait = True
+        idle = 0
         if art.stage == "table":
             publish(results_store(cfg), art.value.name, art.value.records)
     return r.ledger[start:]

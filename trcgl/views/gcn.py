@@ -230,26 +230,21 @@ def label_only_ceiling(ch, cohort) -> tuple[pd.DataFrame, str]:
     interval over test label rows. An upper bound for what co-occurrence can contribute."""
     from sklearn.linear_model import LogisticRegression
 
-    from ..metrics import class_scores_fast
+    from ..metrics import RankedScores
+    from ..resampling import row_weights
 
     train, test = ch.get(S.train_set(ch.cfg)), ch.get(S.test_set(ch.cfg))
     classes = list(cohort.class_set.classes)
-    rng = np.random.default_rng(ch.cfg.seed)
     clusters = test.rows["ImageID"].to_numpy()
-    ids, inverse = np.unique(clusters, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(len(ids))]
     rows = []
     for c in [c for c, g in enumerate(cohort.groups) if g == "tail"]:
         others = [k for k in range(len(classes)) if k != c]
         if train.Y[:, c].sum() == 0 or test.Y[:, c].sum() == 0:
             continue
         clf = LogisticRegression(max_iter=1000).fit(train.Y[:, others], train.Y[:, c])
-        p = clf.predict_proba(test.Y[:, others])[:, 1]
-        auc = float(class_scores_fast(test.Y[:, [c]], p[:, None])[1][0])
-        draws = []
-        for _ in range(ch.cfg.eval.bootstrap):
-            idx = np.concatenate([members[k] for k in rng.integers(0, len(ids), len(ids))])
-            draws.append(class_scores_fast(test.Y[idx][:, [c]], p[idx][:, None])[1][0])
+        ranked = RankedScores(test.Y[:, [c]], clf.predict_proba(test.Y[:, others])[:, 1:])
+        auc = float(ranked.scores()[1][0])
+        draws = [ranked.scores(w)[1][0] for w in row_weights(clusters, ch.cfg.eval.bootstrap, ch.cfg.seed)]
         lo, hi = np.nanpercentile(draws, [2.5, 97.5])
         rows.append({"tail class": classes[c], "AUC from the other labels": auc, "low": lo, "high": hi,
                      "test positives": int(test.Y[:, c].sum())})
