@@ -107,3 +107,33 @@ def test_new_options_at_their_neutral_value_leave_the_cache_key_alone():
 def test_each_baseline_learns_the_toy_task(over, tmp_path):
     result = train_classifier(toy_cfg(**over), toy_set(240, 0), toy_set(120, 1), GROUPS, cache=ArtifactCache(tmp_path))
     assert result.history.selection_mAP.max() > 0.85, result.history
+
+
+def test_csra_with_a_learnt_scale_fits_frozen_features_that_the_published_head_cannot():
+    """On fixed features of small norm the published CSRA head's logits are bounded (unit class
+    vectors, no bias): it cannot make a rare class confidently negative. With ``scale`` (a learnt
+    logit scale and a per-class bias) the same head fits them; by hand, the scaled head's output is
+    scale · (base + λ · attention) + bias."""
+    g = torch.Generator().manual_seed(0)
+    X = 0.05 * torch.randn(512, 8, 2, 2, generator=g)
+    direction = torch.randn(8, generator=g)
+    Y = ((X.mean((2, 3)) @ direction) > 0.09).float()[:, None].repeat(1, 2)     # ~10 % positives
+    losses = {}
+    for scale in (None, 10.0):
+        torch.manual_seed(0)
+        head = CSRAHead(8, 2, lam=0.1, temperature=1.0, scale=scale)
+        opt = torch.optim.Adam(head.parameters(), 0.05)
+        for _ in range(300):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(head(X), Y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        losses[scale] = loss.item()
+    assert Y.mean() < 0.3
+    assert losses[10.0] < 0.5 * losses[None], losses
+    head = CSRAHead(8, 2, scale=3.0)
+    with torch.no_grad():
+        head.bias.copy_(torch.tensor([0.5, -1.0]))
+        plain = CSRAHead(8, 2)
+        plain.classifier.weight.copy_(head.classifier.weight)
+        assert torch.allclose(head(X[:4]), 3.0 * plain(X[:4]) + torch.tensor([0.5, -1.0]))

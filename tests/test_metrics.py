@@ -17,6 +17,28 @@ def test_per_class_scores_match_sklearn():
     assert np.isnan(t.AP[2]) and np.isnan(t.AUC[2]) and np.isnan(t.F1[2])  # no positives
 
 
+def test_per_class_scores_match_sklearn_on_random_data_with_ties_and_per_class_thresholds():
+    rng = np.random.default_rng(7)
+    for _ in range(10):
+        Yr = (rng.random((80, 5)) < [0.5, 0.2, 0.05, 0.0, 1.0]).astype(int)
+        Pr = np.round(rng.random((80, 5)), 2)
+        thr = rng.random(5)
+        t = per_class_scores(Yr, Pr, thr)
+        for c in range(5):
+            y, p = Yr[:, c], Pr[:, c]
+            both = 0 < y.sum() < len(y)
+            assert t.positives[c] == y.sum()
+            if both:
+                assert t.AP[c] == pytest.approx(average_precision_score(y, p), abs=1e-12)
+                assert t.AUC[c] == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+            else:
+                assert np.isnan(t.AP[c]) and np.isnan(t.AUC[c])
+            if y.sum():
+                assert t.F1[c] == pytest.approx(f1_score(y, p >= thr[c], zero_division=0), abs=1e-12)
+            else:
+                assert np.isnan(t.F1[c])
+
+
 def test_empty_classes_are_excluded_or_filled_as_released():
     ev = evaluate(Y, P, ["a", "b", "c"], ["head", "tail", "tail"])
     ap = [average_precision_score(Y[:, c], P[:, c]) for c in range(2)]

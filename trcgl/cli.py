@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute with N processes on this machine, sharing the cache (default 1; make reproduce: 2 "
                         "on CPU): the book's many small stages use the cores better side by side")
     p.add_argument("--helper", action="store_true", help=argparse.SUPPRESS)   # one of --workers' processes
+    p.add_argument("--reverse", action="store_true", help=argparse.SUPPRESS)  # its order: last to first
     g = p.add_argument_group("table runs (book/reproduce.md, 'Many machines')")
     g.add_argument("--row", default=None, help="compute one run of a table target: this row (with --seed)")
     g.add_argument("--seed", type=int, default=None, help="... and this seed")
@@ -163,7 +164,7 @@ def _run_stages(args) -> None:
     if args.row is not None or args.inputs_only:
         ledger = _table_part(cfg, args)
     elif args.helper:
-        run_target(cfg, args.target, shuffle=args.shuffle, cooperative=True)
+        run_target(cfg, args.target, shuffle=args.shuffle, cooperative=True, reverse=args.reverse)
         return
     elif args.workers > 1:
         print(f"run {args.target}: {args.workers} worker processes share the cache (helpers' output: "

@@ -92,7 +92,9 @@ def table1_rows(cfg) -> list[Row]:
     rows += [
         Row("ConvNeXt + LDAM", gap_only(cfg).replace({"model.head": "cosine", "train.loss": "ldam", "train.drw_epoch": drw}),
             meta={"model here": f"cosine head, LDAM, DRW from epoch {drw + 1}"}),
-        Row("ConvNeXt + CSRA", cfg.replace({"model.arch": "csra"}), meta={"model here": f"{cfg.model.backbone} + CSRA head"}),
+        Row("ConvNeXt + CSRA", cfg.replace({"model.arch": "csra"}),
+            meta={"model here": f"{cfg.model.backbone} + CSRA head" + ("" if cfg.model.csra_scale is None else
+                                                                        " with a learnt logit scale and bias")}),
         Row("Ours", cfg, extra=Extra.of(SYNTHETIC), meta={"model here": "TRCGL-Net + filtered synthetic tail images"}),
     ]
     return rows

@@ -3,7 +3,9 @@
 Two cores run the book's many small stages (the tables' heads on cached features take seconds
 each and use a second core poorly) faster as two processes than as one with two threads. The
 process the user started walks the target's stages in their order; N - 1 **helpers** (the same
-command with ``--helper --shuffle k``) walk them in other orders. All share the cache: a stage is
+command with ``--helper``) walk them in other orders: the first from the last to the first (so
+that the long stages of the last chapters, e.g. the inpainting DiT, start early instead of
+leaving one core idle at the end), the others shuffled. All share the cache: a stage is
 computed by whichever process takes its lock first, and a process that finds a lock taken goes on
 with other stages (:func:`trcgl.views.run`, ``cooperative``) until only taken ones are left. What
 is computed does not depend on who computes it: every process keeps the same torch threads, so
@@ -41,7 +43,8 @@ class Helpers:
         for k in range(1, self.n + 1):
             log = self.log_dir / f"run-{self.target}-helper-{k}.log"
             with open(log, "wb") as out:
-                proc = subprocess.Popen([sys.executable, "-m", "trcgl", *self.command, "--helper", "--shuffle", str(k)],
+                order = ["--reverse"] if k == 1 else ["--shuffle", str(k)]
+                proc = subprocess.Popen([sys.executable, "-m", "trcgl", *self.command, "--helper", *order],
                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.procs.append((proc, log))
         return self

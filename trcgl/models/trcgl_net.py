@@ -79,7 +79,7 @@ def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None, c
             return TimmClassifier(m.backbone, num_classes, cfg.data.image_size, head=m.head, scale=m.head_scale,
                                   checkpoint=checkpoint or m.checkpoint)
         if m.arch == "csra":
-            return CSRAClassifier(_backbone(m, checkpoint), num_classes, m.csra_lam, m.csra_temperature)
+            return CSRAClassifier(_backbone(m, checkpoint), num_classes, m.csra_lam, m.csra_temperature, m.csra_scale)
         if m.arch == "clip":
             return ClipClassifier(cfg.paths.clip_image_encoder, num_classes)
         raise ValueError(f"unknown model.arch '{m.arch}': choose trcgl, timm, csra or clip")

@@ -80,7 +80,7 @@ def target_requests(cfg: Config, target: str) -> list:
 
 
 def run(cfg: Config, target: str, cache: ArtifactCache | None = None, shuffle: int | None = None,
-        cooperative: bool = False) -> list:
+        cooperative: bool = False, reverse: bool = False) -> list:
     """Resolve a target (computing what is missing), publish its tables into the results store,
     and return the runner's ledger entries of this call (``python -m trcgl run``). ``shuffle``: visit
     the target's requests in an order drawn with this seed (``run --shuffle``), so that processes
@@ -88,7 +88,9 @@ def run(cfg: Config, target: str, cache: ArtifactCache | None = None, shuffle: i
     waiting for each other's locks; the artifacts and the results store do not depend on the order.
     ``cooperative`` (``run --workers``): a request whose stage (or an input's) another process is
     computing is put back at the end of the queue, and the next one is tried; only when a whole
-    round of the queue found nothing to do does the process wait for a lock."""
+    round of the queue found nothing to do does the process wait for a lock. ``reverse``: visit
+    the requests last to first (the first helper of ``run --workers``: the two processes start at
+    the two ends, so the long stages of the last chapters do not all wait for the end)."""
     from collections import deque
 
     import numpy as np
@@ -102,6 +104,8 @@ def run(cfg: Config, target: str, cache: ArtifactCache | None = None, shuffle: i
     requests = target_requests(cfg, target)
     if shuffle is not None:
         requests = [requests[i] for i in np.random.default_rng(shuffle).permutation(len(requests))]
+    if reverse:
+        requests = requests[::-1]
     queue, idle = deque(requests), 0
     while queue:
         req = queue.popleft()
