@@ -72,7 +72,7 @@ $(STAMP): FORCE
 	@mkdir -p $(dir $@)
 	@echo "$(PROFILE) $(DEVICE) $(PARAMS)" | cmp -s - $@ || echo "$(PROFILE) $(DEVICE) $(PARAMS)" > $@
 
-# Every expensive step is a stage of trcgl/stages.py, computed here, outside the notebooks (the
+# Every expensive step is a stage of trcgl/stages/, computed here, outside the notebooks (the
 # cache's per-key locks keep parallel runs safe); the chapters then load their results.
 STAGES := runs/.stages-done
 # Under LAUNCH the launcher runs `-m trcgl` in every process (the venv's bin first on PATH, so that

@@ -35,9 +35,8 @@ def _load(ctx):
 @pytest.fixture
 def toy_stages(monkeypatch):
     """Three stages registered for the test: source (reads data.image_size) -> double; sneaky."""
-    from trcgl.graph import get_stage
+    import trcgl.stages  # noqa: F401  (the real declarations first, so ours sit beside them)
 
-    get_stage("cohort")   # load the real declarations first, so ours sit beside them
     CALLS.clear()
     monkeypatch.setitem(REGISTRY, "t-source", Stage("t-source", _build_source, _load, ("data.image_size",),
                                                     ("trcgl.cache",)))

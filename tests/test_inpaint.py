@@ -56,7 +56,7 @@ def test_trainer_epoch_data_follows_pil_and_all_is_the_neutral_default():
     cfg = load_config("smoke", {"train.warmup_epochs": 1, "train.finetune_epochs": 3}, device="cpu")
     real, extra = tiny_set(30, 1), tiny_set(40, 2)
     from trcgl.config import ConfigError
-    from trcgl.stages import _schedule
+    from trcgl.stages.classifiers import _schedule
 
     assert [len(d) for d in epoch_rows(cfg, real, extra, 0, 4, _schedule(cfg))] == [70] * 4
     pil = cfg.replace({"train.extra_schedule": "pil", "train.pil_beta": 0.5})
@@ -189,8 +189,8 @@ def test_normal_dit_is_cached_and_saved_as_a_dit_pipeline(tmp_path):
     from trcgl.graph import Runner
 
     runner = Runner(cache)
-    from trcgl.stages import Request, const_set, module_weights_digest
-    from trcgl.graph import Const
+    from trcgl.graph import Const, Request
+    from trcgl.stages import const_set, module_weights_digest
 
     again = runner.value(Request("normal-dit", cfg, seed=int(cfg.seed), normals=const_set(normals),
                                  vae=Const(vae, module_weights_digest(vae))))

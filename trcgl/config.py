@@ -306,7 +306,7 @@ class Config:
                 return
         raise UndeclaredKey(f"{self._owner or 'this view'} reads config key '{path}', which it does not declare "
                             f"(declared: {', '.join(sorted(self._allowed))}); add it to the stage's reads in "
-                            f"trcgl/stages.py")
+                            f"trcgl/stages/")
 
     def _wrap(self, path: str, value: Any) -> Any:
         self._check(path, isinstance(value, dict))

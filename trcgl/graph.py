@@ -1,7 +1,8 @@
 """The stage graph engine: declared stages, requests, cache keys derived from declarations.
 
 A **stage** is one expensive step (rendering an image set, training a classifier, sampling a
-synthetic set, ...). It is declared once (:mod:`trcgl.stages` holds every declaration) with
+synthetic set, ...). It is declared once (the package :mod:`trcgl.stages` holds every declaration,
+one module per domain; importing it fills :data:`REGISTRY`) with
 
 - ``reads``: the config keys it may read (a section name allows all of that section's keys);
 - ``inputs``: the upstream stages it needs, as :class:`Request` objects derived from the config
@@ -34,7 +35,6 @@ the numbers only within float tolerance (the device type, cpu or cuda, does ente
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import logging
 import time
@@ -90,15 +90,14 @@ def stage(name: str, *, reads, modules, load, inputs=None, version: int = 1, tog
 
 
 def get_stage(name: str) -> Stage:
-    _load_declarations()
+    """The declaration of stage ``name``. The book's stages are declared by importing
+    :mod:`trcgl.stages` (as the command line, the chapters' views and the tests do); this engine
+    never imports them itself: it is the lower layer."""
     try:
         return REGISTRY[name]
     except KeyError:
-        raise StageError(f"unknown stage '{name}' (known: {', '.join(sorted(REGISTRY))})") from None
-
-
-def _load_declarations() -> None:
-    importlib.import_module("trcgl.stages")
+        known = ", ".join(sorted(REGISTRY)) or "none: import trcgl.stages to declare the book's stages"
+        raise StageError(f"unknown stage '{name}' (known: {known})") from None
 
 
 # ----------------------------------------------------------------------------- requests

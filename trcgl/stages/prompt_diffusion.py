@@ -1,0 +1,257 @@
+"""The prompt-diffusion chapter's stages (chapter 2): the VAE and the prompt-latent diffusion model,
+images sampled from it, the filtered synthetic tail set, its controls (oversampled real rows, the
+ideal generator, shuffled labels) and the oracle that scores whether samples show their pathology.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..cache import digest, load_npy, save_npy
+from ..graph import Const, Request, StageError, stage
+from .classifiers import classifier
+from .common import _device, folder_input, get
+from .data import _load_plain_set, cohort, const_set, image_set, selection_set, train_set
+
+# ----------------------------------------------------------------------------- prompt-latent diffusion
+
+VAE_KEYS = ("n_train", "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "batch_size", "amp")
+
+
+def _load_vae(ctx):
+    from ..diffusion.training import load_vae
+
+    return load_vae(ctx.work, _device(ctx.cfg))
+
+
+@stage("vae", reads=tuple(f"diffusion.{k}" for k in VAE_KEYS) + ("deterministic", "device"),
+       modules=("trcgl.diffusion.training", "trcgl.diffusion.models", "trcgl.data.batches"), load=_load_vae,
+       together=True)
+def _vae(ctx):
+    """The autoencoder of the latent diffusion (trained on the train split's images)."""
+    from ..diffusion.training import diffusion_rows, fit_vae
+
+    train, seed = ctx.inputs["train"], ctx.params["seed"]
+    fit_vae(ctx.cfg, train.images[diffusion_rows(ctx.cfg, train, seed)], seed, _device(ctx.cfg), ctx.work)
+
+
+def _diffusion_reads(params) -> tuple[str, ...]:
+    from ..diffusion.training import TRAINING_KEYS
+
+    return tuple(f"diffusion.{k}" for k in TRAINING_KEYS) + ("deterministic", "device", "paths.text_encoder")
+
+
+def _diffusion_inputs(cfg, params):
+    if cfg.paths.diffusion_pipeline:   # a saved pipeline replaces training
+        return {"pipeline": folder_input(cfg.paths.diffusion_pipeline, "paths.diffusion_pipeline")}
+    inputs = {"vae": Request("vae", cfg, seed=params["seed"], train=train_set(cfg))}
+    if cfg.diffusion.text_encoder == "clip" and cfg.paths.text_encoder:
+        inputs["text_encoder"] = folder_input(cfg.paths.text_encoder, "paths.text_encoder")
+    return inputs
+
+
+def _load_diffusion(ctx):
+    from ..diffusion.training import load_diffusion
+
+    return load_diffusion(ctx.work, _device(ctx.cfg))
+
+
+@stage("prompt-diffusion", reads=_diffusion_reads,
+       modules=("trcgl.diffusion.training", "trcgl.diffusion.models", "trcgl.diffusion.text",
+                "trcgl.diffusion.pipeline", "trcgl.data.prompts", "trcgl.data.batches"),
+       inputs=_diffusion_inputs, load=_load_diffusion, together=True)
+def _prompt_diffusion(ctx):
+    """The UNet and context vectors (Eq. 1-3), or a saved pipeline folder copied in."""
+    if "pipeline" in ctx.inputs:
+        from ..diffusion.pipeline import load_pipeline
+
+        from ..runtime import processes
+
+        load_pipeline(ctx.inputs["pipeline"])     # one clear error for an incomplete folder
+        if processes().is_main:                   # several processes: one copies
+            shutil.copytree(ctx.inputs["pipeline"], ctx.work / "pipeline", dirs_exist_ok=True)
+        return
+    from ..diffusion.training import fit_prompt_diffusion
+
+    fit_prompt_diffusion(ctx.cfg, ctx.inputs["cohort"].class_set, ctx.inputs["train"], ctx.inputs["select"],
+                         ctx.inputs["vae"], ctx.params["seed"], _device(ctx.cfg), ctx.work)
+
+
+SAMPLE_READS = ("diffusion.target_groups", "diffusion.n_per_class", "diffusion.n_sweep_per_class",
+                "diffusion.sampling_steps", "diffusion.clip_latents", "device")
+
+
+@dataclass
+class Samples:
+    plan: pd.DataFrame      # per image: target, target_id, findings, prompt (empty for unconditional)
+    images: np.ndarray      # uint8 (N, H, W)
+
+
+def _load_samples(ctx):
+    from ..data.datasets import read_rows
+
+    return Samples(read_rows(ctx.work / "plan.json"), load_npy(ctx.work / "images.npy"))
+
+
+@stage("samples", reads=SAMPLE_READS, modules=("trcgl.diffusion.generate", "trcgl.diffusion.pipeline",
+                                                "trcgl.data.prompts"), load=_load_samples)
+def _samples(ctx):
+    """Images sampled with DDIM + classifier-free guidance (Eq. 4-6) for a plan of prompts:
+    ``synthetic`` (n_per_class label sets per target class), ``sweep`` (the first n_sweep_per_class
+    of those) or ``unconditional``."""
+    from ..data.datasets import write_rows
+    from ..diffusion.generate import draw_label_sets, sample, target_classes
+
+    d, kind, seed = ctx.cfg.diffusion, ctx.params["kind"], ctx.params["seed"]
+    cohort, train = ctx.inputs["cohort"], ctx.inputs["train"]
+    targets = target_classes(ctx.cfg, cohort.groups)
+    if kind == "unconditional":
+        n = max(d.n_sweep_per_class * len(targets), 8)
+        plan = pd.DataFrame({"prompt": [""] * n, "target_id": [0] * n})
+    else:
+        plan = draw_label_sets(train, cohort.class_set, targets, d.n_per_class, seed)
+        if kind == "sweep":
+            plan = plan.groupby("target_id", sort=False).head(d.n_sweep_per_class).reset_index(drop=True)
+        elif kind != "synthetic":
+            raise StageError(f"samples: unknown kind {kind!r} (synthetic, sweep, unconditional)")
+    images = sample(ctx.inputs["diffusion"], plan["prompt"], plan["target_id"], ctx.params["omega"], d.sampling_steps,
+                    ctx.params["sample_seed"], unconditional=kind == "unconditional", clip_latents=d.clip_latents)
+    write_rows(plan, ctx.work / "plan.json")
+    save_npy(ctx.work / "images.npy", images)
+
+
+def _load_synthetic(ctx):
+    from ..data.datasets import load_image_set, read_rows
+    from ..diffusion.generate import SyntheticResult
+
+    report = pd.read_csv(ctx.work / "report.csv", index_col=0)
+    kept = load_image_set(ctx.work / "kept")
+    return SyntheticResult(kept, read_rows(ctx.work / "plan.json"), ctx.inputs["samples"].images, report,
+                           load_npy(ctx.work / "thresholds.npy"))
+
+
+@stage("synthetic-set", reads=("diffusion.filter_negative_quantile", "diffusion.synthetic_weight", "device"),
+       modules=("trcgl.diffusion.generate", "trcgl.train"), load=_load_synthetic)
+def _synthetic_set(ctx):
+    """The filtered synthetic tail set: kept images with loss weight w (filter calibrated on selection)."""
+    from ..data.datasets import save_image_set, write_rows
+    from ..diffusion.generate import filter_synthetic
+
+    s = ctx.inputs["samples"]
+    res = filter_synthetic(ctx.cfg, ctx.inputs["cohort"].class_set, s.plan, s.images, ctx.inputs["filter"],
+                           ctx.inputs["select"], _device(ctx.cfg))
+    if len(res.kept):
+        save_image_set(res.kept, ctx.work / "kept")
+    else:   # nothing kept: an explicit empty set, so the rows that use it say so
+        from ..data.padchest import DataError
+
+        raise DataError("the filter kept no synthetic image: lower diffusion.filter_negative_quantile or generate more")
+    write_rows(res.plan, ctx.work / "plan.json")
+    res.report.to_csv(ctx.work / "report.csv")
+    save_npy(ctx.work / "thresholds.npy", res.thresholds)
+
+
+# ----------------------------------------------------------------------------- controls of the synthetic claim
+
+CONTROL_KINDS = ("oversampled", "ideal", "shuffled")
+
+
+def _control_reads(params) -> tuple[str, ...]:
+    if params.get("kind") not in CONTROL_KINDS:
+        raise StageError(f"control-set: unknown kind {params.get('kind')!r} (known: {', '.join(CONTROL_KINDS)})")
+    return ("phantom", "data.image_size", "data.source") if params["kind"] == "ideal" else ()
+
+
+@stage("control-set", reads=_control_reads, modules=("trcgl.controls", "trcgl.data.datasets", "trcgl.data.phantom"),
+       load=_load_plain_set)
+def _control_set(ctx):
+    """A control of the synthetic tail set: real tail rows oversampled to its count and weight, its
+    label sets rendered by the phantom renderer (ideal generator), or its labels shuffled."""
+    from .. import controls
+    from ..data.datasets import phantom_renderer, save_image_set
+
+    kind, seed = ctx.params["kind"], ctx.params["seed"]
+    synthetic, train = ctx.inputs["synthetic"].kept, ctx.inputs["train"]
+    if kind == "oversampled":
+        out = controls.oversampled(train, synthetic, seed)
+    elif kind == "shuffled":
+        out = controls.shuffled_labels(synthetic, seed)
+    else:
+        if ctx.cfg.data.source != "phantom":
+            raise StageError("the ideal generator renders phantoms: it needs data.source = phantom")
+        renderer = phantom_renderer(ctx.cfg, ctx.inputs["cohort"])
+        out = controls.ideal_renders(renderer, synthetic, train, ctx.cfg.data.image_size, seed)
+    save_image_set(out, ctx.work)
+
+
+# ----------------------------------------------------------------------------- requests
+
+def diffusion(cfg, seed: int | None = None) -> Request:
+    """The prompt-latent diffusion model (chapter 2)."""
+    seed = int(cfg.seed if seed is None else seed)
+    return Request("prompt-diffusion", cfg, seed=seed, train=train_set(cfg), select=selection_set(cfg),
+                   cohort=cohort(cfg))
+
+
+def filter_classifier(cfg) -> Request:
+    """The synthetic set's filter: the GAP-only classifier trained on the real train split."""
+    from ..tables import gap_only
+
+    return classifier(gap_only(cfg))
+
+
+def samples(cfg, kind: str = "synthetic", omega: float | None = None, model: Request | None = None,
+            sample_seed: int | None = None) -> Request:
+    """Sampled images (chapter 2): ``synthetic`` at ω = guidance_scale by default."""
+    omega = float(cfg.diffusion.guidance_scale if omega is None else omega)
+    seed = int(cfg.seed)
+    return Request("samples", cfg, kind=kind, omega=omega, seed=seed,
+                   sample_seed=int(seed + (1 if kind == "unconditional" else 0) if sample_seed is None else sample_seed),
+                   diffusion=model or diffusion(cfg), train=train_set(cfg), cohort=cohort(cfg))
+
+
+def synthetic_set(cfg) -> Request:
+    """The filtered synthetic tail set (chapters 2, 5, 6, 7)."""
+    return Request("synthetic-set", cfg, samples=samples(cfg), filter=filter_classifier(cfg),
+                   select=selection_set(cfg), cohort=cohort(cfg))
+
+
+def control_set(cfg, kind: str) -> Request:
+    """A control of the synthetic set (chapters 2 and 5): ``oversampled``, ``ideal`` or ``shuffled``."""
+    return Request("control-set", cfg, kind=kind, seed=int(cfg.seed), synthetic=synthetic_set(cfg),
+                   train=train_set(cfg), cohort=cohort(cfg))
+
+
+def oracle(cfg) -> Request:
+    """The oracle (chapter 2): GAP-only on fresh balanced renders."""
+    from ..diffusion.oracle import oracle_config
+
+    return classifier(oracle_config(cfg), train=image_set(cfg, "oracle"))
+
+
+def vae(cfg) -> Request:
+    return Request("vae", cfg, seed=int(cfg.seed), train=train_set(cfg))
+
+
+# ----------------------------------------------------------------------------- in-memory inputs
+
+@dataclass(frozen=True)
+class _ClassSetOnly:
+    """Stands for a cohort where a stage needs only its class set (tests on toy classes)."""
+
+    class_set: Any
+    groups: tuple = ()
+
+
+def train_prompt_diffusion(cfg, class_set, train_set, select_set, seed: int | None = None, cache=None):
+    """The ``vae`` and ``prompt-diffusion`` stages on in-memory image sets (tests)."""
+    seed = int(cfg.seed if seed is None else seed)
+    train = const_set(train_set)
+    cohort = Const(_ClassSetOnly(class_set, tuple(class_set.paper_groups)),
+                   digest(class_set.name, list(class_set.classes), [list(s) for s in class_set.padchest_labels]))
+    return get(Request("prompt-diffusion", cfg, seed=seed, train=train, select=const_set(select_set), cohort=cohort,
+                       vae=Request("vae", cfg, seed=seed, train=train)), cache)

@@ -1,0 +1,140 @@
+"""The tables' stage (chapters 3-7): every (row, seed) run of a table (:mod:`trcgl.tables` says
+which configurations and extra training images), scored on the test split, with intervals that
+resample seeds and test label rows together, paired differences and the chance levels.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..cache import atomic_write_json
+from ..graph import Request, StageError, stage
+from .classifiers import classifier, predictions
+from .common import _groups, get
+from .data import cohort, test_set, train_set
+from .inpainting import inpainted_set
+from .prompt_diffusion import CONTROL_KINDS, control_set, synthetic_set
+
+# ----------------------------------------------------------------------------- tables
+
+TABLE_READS = ("eval.f1_threshold", "eval.empty_classes", "eval.bootstrap")
+INTERVAL_METRICS = ("mAP", "mAUC", "mAP head", "mAP medium", "mAP tail", "mAUC head", "mAUC medium", "mAUC tail")
+
+
+@dataclass
+class TableResult:
+    name: str
+    records: list[dict]                 # per (row, seed, metric) values, intervals, differences, chance; test split
+    rows: list[dict]                    # name, meta, unavailable
+    seeds: list[int]
+    probs: dict                         # (row, seed) -> test probabilities (N, C)
+    runs: dict                          # (row, seed) -> classifier Request (resolve for the model)
+
+
+def _load_table_result(ctx):
+    meta = json.loads((ctx.work / "table.json").read_text())
+    with np.load(ctx.work / "probs.npz", allow_pickle=False) as z:
+        probs = {tuple(k.split("|", 1)): z[k] for k in z.files}
+    probs = {(r, int(s)): v for (r, s), v in probs.items()}
+    return TableResult(meta["name"], meta["records"], meta["rows"], meta["seeds"], probs, {})
+
+
+@stage("table", reads=TABLE_READS, modules=("trcgl.metrics", "trcgl.seedtables", "trcgl.tables"),
+       load=_load_table_result)
+def _table(ctx):
+    """Every (row, seed) of a table scored on the test split: per-seed values, intervals that
+    resample seeds and test label rows together, paired differences, and the chance levels."""
+    import io
+
+    from ..cache import atomic_write_bytes
+    from ..metrics import evaluate
+    from ..seedtables import METRICS, bootstrap_records, chance_levels
+
+    test = ctx.inputs["test"]
+    groups = _groups(ctx.inputs["cohort"])
+    e = ctx.cfg.eval
+    seeds = ctx.params["seeds"]
+    records, probs = [], {}
+    names = [row["name"] for row in ctx.params["rows"] if not row["unavailable"]]
+    for name in names:
+        for seed in seeds:
+            P = ctx.inputs[f"run|{name}|{seed}"]
+            ev = evaluate(test.Y, P, test.classes, groups, e.f1_threshold, empty=e.empty_classes)
+            for metric in METRICS:
+                records.append({"row": name, "metric": metric, "value": float(ev.means[metric]), "seed": int(seed),
+                                "group": None, "split": "test", "kind": "seed"})
+            probs[(name, seed)] = P.astype(np.float32)
+    records += [{**r, "group": None, "split": "test"} for r in
+                bootstrap_records(test.Y, probs, test.rows["ImageID"].to_numpy(), groups, names, seeds,
+                                  INTERVAL_METRICS, n=e.bootstrap, seed=0)]
+    chance = chance_levels(test.Y, groups)
+    records += [{"row": "chance (random scores)", "metric": m, "value": float(chance[m]), "seed": None, "group": None,
+                 "split": "test", "kind": "chance"} for m in INTERVAL_METRICS]
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{r}|{s}": P for (r, s), P in probs.items()})
+    atomic_write_bytes(ctx.work / "probs.npz", buffer.getvalue())
+    atomic_write_json(ctx.work / "table.json", {"name": ctx.params["name"], "records": records,
+                                                "rows": ctx.params["rows"], "seeds": seeds})
+
+
+# ----------------------------------------------------------------------------- requests
+
+def extra_request(cfg, extra) -> Request | None:
+    """The stage request of a table row's :class:`~trcgl.tables.Extra`."""
+    from ..tables import COPIES, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, tables_config
+
+    if extra is None:
+        return None
+    kinds = {SYNTHETIC: lambda: synthetic_set(cfg), INPAINTED: lambda: inpainted_set(cfg),
+             INPAINTED_UNGUARDED: lambda: inpainted_set(cfg, guard="off"),
+             **{kind: (lambda k: lambda: control_set(cfg, k))(kind) for kind in CONTROL_KINDS},
+             COPIES: lambda: Request("copies-set", cfg, train=train_set(tables_config(cfg)),
+                                     inpainted=inpainted_set(cfg))}
+    parts = []
+    for kind, weight, progressive in extra.parts:
+        if kind not in kinds:
+            raise StageError(f"unknown extra images {kind!r} (known: {', '.join(kinds)})")
+        parts.append((kinds[kind](), weight, progressive))
+    if len(parts) == 1 and parts[0][1] is None and parts[0][2] is None:
+        return parts[0][0]
+    return Request("extra-set", cfg, overrides=[[w, p] for _, w, p in parts],
+                   **{f"part{k}": r for k, (r, _, _) in enumerate(parts)})
+
+
+def row_run(cfg, row, seed: int) -> Request:
+    """The classifier request of one (row, seed) of a table."""
+    return classifier(row.cfg, seed=seed, extra=extra_request(cfg, row.extra))
+
+
+def table(cfg, name: str, seeds=None) -> Request:
+    """Every (row, seed) run of a table, scored on the test split (chapters 3-7)."""
+    from ..tables import table_rows
+
+    rows = table_rows(cfg, name)
+    seeds = [int(s) for s in (cfg.seeds if seeds is None else seeds)]
+    if not seeds:
+        raise StageError("a table needs at least one seed (config key 'seeds')")
+    runs = {}
+    for row in rows:
+        if row.unavailable:
+            continue
+        for s in seeds:
+            model = row_run(cfg, row, s)
+            runs[f"run|{row.name}|{s}"] = predictions(model, test_set(row.cfg))
+    row_meta = [{"name": r.name, "meta": r.meta, "unavailable": r.unavailable} for r in rows]
+    return Request("table", cfg, name=name, seeds=seeds, rows=row_meta, cohort=cohort(cfg), test=test_set(cfg), **runs)
+
+
+def table_result(cfg, name: str, seeds=None, cache=None) -> TableResult:
+    """A table's results, published into the profile's results store (chapters 3-7)."""
+    from ..seedtables import publish, results_store
+    from ..tables import table_rows
+
+    req = table(cfg, name, seeds)
+    result = get(req, cache)
+    rows = {r.name: r for r in table_rows(cfg, name)}
+    result.runs = {(r, s): row_run(cfg, rows[r], s) for (r, s) in result.probs}
+    publish(results_store(cfg), name, result.records)
+    return result
