@@ -11,7 +11,7 @@ the released metric conventions are an evaluation choice, shown where the book c
 from __future__ import annotations
 
 from .config import preset_overrides
-from .tables import Row
+from .tablerow import Row
 
 TEXT = "text reading"
 RELEASED = "released reading"

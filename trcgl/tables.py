@@ -8,39 +8,14 @@ images, with which loss weight and PIL flag), or the reason it cannot run here. 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
+
+from .released import released_rows
+from .tablerow import Extra, Row
 
 #: Kinds of extra training images (each a stage of :mod:`trcgl.stages`).
 SYNTHETIC, INPAINTED, INPAINTED_UNGUARDED, COPIES = "synthetic", "inpainted", "inpainted-unguarded", "copies"
 OVERSAMPLED, IDEAL, SHUFFLED = "oversampled", "ideal", "shuffled"     # controls (trcgl.controls)
-
-
-@dataclass(frozen=True)
-class Extra:
-    """Extra training images: one or more parts, each ``(kind, weight override, progressive flag)``
-    (``None`` keeps the part's own weight / leaves PIL's default: every row scheduled)."""
-
-    parts: tuple = ()
-
-    @staticmethod
-    def of(kind: str, weight: float | None = None, progressive: bool | None = None) -> "Extra":
-        return Extra(((kind, weight, progressive),))
-
-    def __add__(self, other: "Extra") -> "Extra":
-        return Extra(self.parts + other.parts)
-
-
-@dataclass
-class Row:
-    """One row of a table: a configuration, optionally extra training images, or the reason it
-    cannot run here (then it shows that reason instead of numbers)."""
-
-    name: str
-    cfg: object = None
-    extra: Extra | None = None
-    unavailable: str | None = None
-    meta: dict = field(default_factory=dict)
 
 
 def tables_config(cfg):
@@ -210,8 +185,6 @@ def cca_rows(cfg) -> list[Row]:
 
 def released_comparison_rows(cfg) -> list[Row]:
     """The ablation chapter's text-vs-released comparison (issue 14), with the synthetic tail set."""
-    from .released import released_rows
-
     return released_rows(cfg, Extra.of(SYNTHETIC))
 
 
