@@ -52,8 +52,7 @@ def test_the_gpu_profile_leaves_rows_for_the_held_out_generators(paper_cohort):
     """The normal-image DiT and the oracle learn from train-split rows the classifiers never see:
     the gpu profile leaves normals and rows of every class for them."""
     from trcgl.data.datasets import split_rows
-    from trcgl.diffusion.oracle import oracle_rows
-    from trcgl.inpaint.normal_dit import normal_rows
+    from trcgl.data.rows import normal_rows, oracle_rows
 
     cfg = load_config("gpu")
     train = split_rows(cfg, paper_cohort, "train")

@@ -8,8 +8,8 @@ from trcgl.data.datasets import ImageSet
 from trcgl.data.padchest import load_class_set
 from trcgl.diffusion.generate import (as_image_set, draw_label_sets, filter_thresholds, keep_mask, plan_labels,
                                       target_classes)
-from trcgl.diffusion.oracle import (bootstrap_difference, consistency_table, frechet_distance, mean_pairwise_distance,
-                                    oracle_rows)
+from trcgl.data.rows import oracle_rows
+from trcgl.diffusion.oracle import bootstrap_difference, consistency_table, frechet_distance, mean_pairwise_distance
 
 
 @pytest.fixture(scope="module")

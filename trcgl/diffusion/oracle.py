@@ -18,25 +18,6 @@ from ..data.datasets import ImageSet, XrayDataset, make_loader
 from .generate import image_set_of
 
 
-def oracle_rows(cfg, cohort, exclude: np.ndarray, seed: int) -> np.ndarray:
-    """Cohort rows for the oracle: frontal rows of the train split not in ``exclude`` (the
-    experiment's training rows),
-    ``oracle_per_class`` carrying each class. A class with fewer such rows has them repeated;
-    a repeat is rendered on a new patient's anatomy (see ``repeat_ids``), so every class gets
-    its share of fresh phantoms."""
-    frame = cohort.frame
-    pool = (cohort.split == "train") & frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
-    pool[np.asarray(exclude, dtype=np.int64)] = False
-    rng = np.random.default_rng(seed + 991)
-    chosen: list[int] = []
-    n = cfg.diffusion.oracle_per_class
-    for c in range(cohort.Y.shape[1]):
-        rows = np.flatnonzero(pool & (cohort.Y[:, c] == 1))
-        if len(rows):
-            chosen.extend(rng.choice(rows, size=n, replace=len(rows) < n).tolist())
-    return np.asarray(sorted(chosen), dtype=np.int64)
-
-
 def oracle_config(cfg):
     """The oracle: the GAP-only classifier, 1 warm-up epoch + ``oracle_epochs`` fine-tuning epochs of
     the whole network at ``oracle_backbone_lr`` / ``oracle_head_lr``. It is also the learnability

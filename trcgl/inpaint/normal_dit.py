@@ -50,20 +50,6 @@ class NormalDiT:
     n_images: int
 
 
-def normal_rows(cfg, cohort, exclude: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Cohort rows labelled exactly ``normal``: frontal, train split, not in ``exclude`` (the
-    classifier's training rows), ``n`` of them drawn at random (all when fewer)."""
-    frame = cohort.frame
-    only_normal = frame["labels"].map(lambda labels: list(labels) == [NORMAL]).to_numpy()
-    allowed = (cohort.split == "train") & only_normal & frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
-    allowed[np.asarray(exclude, dtype=np.int64)] = False
-    pool = np.flatnonzero(allowed)
-    if len(pool) == 0:
-        raise ValueError("no normal training-split rows outside the training set: the normal generator has nothing to learn")
-    rng = np.random.default_rng(seed + 4409)
-    return np.sort(rng.choice(pool, size=min(n, len(pool)), replace=False))
-
-
 def build_dit(latent_size: int, latent_channels: int, layers: int, heads: int, head_dim: int,
               patch: int) -> DiTTransformer2DModel:
     """A small DiT (adaLN-Zero blocks, one class) over ``latent_size``² latents in ``patch``² patches."""

@@ -86,26 +86,23 @@ def _split_rows(split: str) -> Callable:
 
 def _oracle_rows(cfg, cohort):
     from ..data.datasets import split_rows
-    from ..diffusion.oracle import oracle_rows
+    from ..data.rows import oracle_rows
 
     return oracle_rows(cfg, cohort, split_rows(cfg, cohort, "train"), cfg.seed)
 
 
 def _normal_rows(cfg, cohort):
     from ..data.datasets import split_rows
-    from ..inpaint.normal_dit import normal_rows
+    from ..data.rows import normal_rows
 
     return normal_rows(cfg, cohort, split_rows(cfg, cohort, "train"), cfg.inpaint.n_normal, cfg.seed)
 
 
 def _pool_rows(cfg, cohort):
     from ..data.datasets import split_rows
+    from ..data.rows import pool_rows
 
-    allowed = (cohort.split == "train") & cohort.frame["Projection"].isin(list(cfg.data.projections)).to_numpy()
-    allowed[split_rows(cfg, cohort, "train")] = False
-    pool = np.flatnonzero(allowed)
-    rng = np.random.default_rng([cfg.pretrain.seed, 5171])
-    return np.sort(rng.choice(pool, size=min(cfg.pretrain.n_pool, len(pool)), replace=False))
+    return pool_rows(cfg, cohort, split_rows(cfg, cohort, "train"), cfg.pretrain.n_pool, cfg.pretrain.seed)
 
 
 ROWS: dict[str, Rows] = {
@@ -123,7 +120,7 @@ ROWS: dict[str, Rows] = {
 IMAGE_READS = ("data.source", "data.image_size", "data.on_missing", "data.cooccurrence", "phantom",
                "paths.padchest_root")
 IMAGE_MODULES = ("trcgl.data.datasets", "trcgl.data.render", "trcgl.data.phantom", "trcgl.data.images", "trcgl.data.padchest",
-                 "data/locations.json", "trcgl.diffusion.oracle", "trcgl.inpaint.normal_dit")
+                 "data/locations.json", "trcgl.data.rows")
 
 
 def _image_reads(params) -> tuple[str, ...]:
