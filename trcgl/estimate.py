@@ -356,9 +356,7 @@ def stage_work(req, counts: Counts) -> list[Work]:
     if stage == "features":
         return [Work("forward", counts.of(p["images"]), classifier_net(cfg), cfg)]
     if stage == "pretrain":
-        from .pretraining import pretraining_config
-
-        pcfg = pretraining_config(cfg)
+        pcfg = cfg      # the request's configuration is the pretraining recipe (trcgl.stages.pretrain)
         n, n_sel = counts.of(p["pool"]), counts.of(p["select"])
         return [Work("train", pcfg.train.finetune_epochs * n, classifier_net(pcfg), pcfg),
                 Work("forward", pcfg.train.finetune_epochs * n_sel, classifier_net(pcfg), pcfg)]

@@ -22,22 +22,40 @@ from .runtime import processes
 from .train import fit_classifier, load_classifier
 
 
-def pretraining_config(view) -> Config:
-    """The fixed pretraining recipe (the package defaults), for the declared backbone, image size
-    and ``pretrain`` settings: the whole network learns from the first epoch (no warm-up)."""
-    p = view.pretrain
-    return defaults().replace({
-        "model.arch": "timm", "model.backbone": view.model.backbone, "model.head": "linear",
-        "data.image_size": view.data.image_size, "deterministic": view.deterministic, "device": view.device,
+#: The settings of the recipe taken from the package defaults, whatever the experiment's profile
+#: sets: every key the trainer reads (:func:`trcgl.train.fit_classifier` on the recipe) that
+#: :func:`pretraining_config` does not set.
+RECIPE_DEFAULTS = ("model.checkpoint", "model.head_scale", "train.amp", "train.drw_beta", "train.drw_epoch",
+                   "train.ema", "train.grad_clip", "train.hflip", "train.ldam_max_margin", "train.loss",
+                   "train.sampler", "train.weight_decay", "eval.empty_classes")
+
+#: Every key the ``pretrain`` stage reads from its configuration (the recipe), so exactly what its
+#: cache key holds: a default the recipe does not read (a new key, another section's setting)
+#: leaves the pretrained backbones alone. Running the recipe under a view of these keys alone
+#: raises on any other read (:meth:`trcgl.config.Config.restrict`; tests/test_pretraining.py).
+READS = RECIPE_DEFAULTS + ("model.arch", "model.backbone", "model.head", "data.image_size", "deterministic", "device",
+                           "train.warmup_epochs", "train.finetune_epochs", "train.backbone_lr", "train.head_lr",
+                           "train.batch_size")
+
+
+def pretraining_config(cfg) -> Config:
+    """The fixed pretraining recipe for ``cfg``'s backbone, image size, determinism, device and
+    ``pretrain`` settings: the package defaults of :data:`RECIPE_DEFAULTS`, the timm network with a
+    linear head, and the whole network learning from the first epoch (no warm-up). The ``pretrain``
+    stage runs under this configuration, so its key holds these values."""
+    p = cfg.pretrain
+    return cfg.replace({
+        **defaults().leaves(RECIPE_DEFAULTS),
+        "model.arch": "timm", "model.head": "linear",
         "train.warmup_epochs": 0, "train.finetune_epochs": p.epochs, "train.backbone_lr": p.lr,
         "train.head_lr": p.lr, "train.batch_size": p.batch_size,
     })
 
 
-def pretrain_backbone(view, pool, select, groups, seed: int, device, work: Path) -> None:
-    """Train on ``pool`` with head-class labels only; write the backbone's weights (timm's own
-    state dict, loadable by :func:`trcgl.models.backbone.create_timm_model`) and a summary."""
-    cfg = pretraining_config(view)
+def pretrain_backbone(cfg, pool, select, groups, seed: int, device, work: Path) -> None:
+    """Train the recipe ``cfg`` (:func:`pretraining_config`) on ``pool`` with head-class labels
+    only; write the backbone's weights (timm's own state dict, loadable by
+    :func:`trcgl.models.backbone.create_timm_model`) and a summary."""
     head = np.asarray([g == "head" for g in groups])
     fit_dir = Path(work) / "training"
     fit_dir.mkdir(exist_ok=True)
@@ -47,6 +65,6 @@ def pretrain_backbone(view, pool, select, groups, seed: int, device, work: Path)
     run = load_classifier(cfg, fit_dir, len(pool.classes), pool.Y, torch.device("cpu"))
     atomic_torch_save(run.model.backbone.state_dict(), Path(work) / "backbone.pth")
     atomic_write_json(Path(work) / "pretrain.json", {
-        "backbone": view.model.backbone, "pool images": int(len(pool)), "classes in the loss": int(head.sum()),
+        "backbone": cfg.model.backbone, "pool images": int(len(pool)), "classes in the loss": int(head.sum()),
         "best epoch": int(run.best_epoch), "epochs": int(cfg.train.finetune_epochs),
         "selection head mAP": float(run.history["selection_mAP"].max())})

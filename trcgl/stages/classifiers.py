@@ -33,12 +33,14 @@ CONDITION_KEYS = ("phantom.hidden_classes", "phantom.tail_subtlety", "data.coocc
 def pretrain(cfg) -> Request:
     """The pretrained backbone of ``cfg``'s architecture (``model.backbone``): one per architecture
     and image size, seeded by ``pretrain.seed`` (not the experiment's seed), on the default
-    rendering (:data:`CONDITION_KEYS` at their neutral values)."""
+    rendering (:data:`CONDITION_KEYS` at their neutral values). The request's configuration is
+    the pretraining recipe (:func:`trcgl.pretraining.pretraining_config`)."""
     from ..config import neutral_values
+    from ..pretraining import pretraining_config
 
     neutral = neutral_values()
     base = cfg.replace({k: neutral[k] for k in CONDITION_KEYS})
-    return Request("pretrain", base, seed=int(base.pretrain.seed), pool=image_set(base, "pool"),
+    return Request("pretrain", pretraining_config(base), seed=int(base.pretrain.seed), pool=image_set(base, "pool"),
                    select=selection_set(base), cohort=cohort(base))
 
 
@@ -106,15 +108,19 @@ def _predictions(ctx):
 
 # ----------------------------------------------------------------------------- the pretrained backbone and its features
 
-PRETRAIN_READS = ("model.backbone", "pretrain", "data.image_size", "deterministic", "device")
+def _pretrain_reads(params) -> tuple[str, ...]:
+    from ..pretraining import READS
+
+    return READS
 
 
 def _load_pretrain(ctx):
     return json.loads((ctx.work / "pretrain.json").read_text())
 
 
-@stage("pretrain", reads=PRETRAIN_READS, modules=("trcgl.pretraining", "trcgl.train", "trcgl.models",
-                                                   "trcgl.losses", "trcgl.metrics", "configs/defaults.yaml"),
+@stage("pretrain", reads=_pretrain_reads, modules=("trcgl.pretraining", "trcgl.train", "trcgl.models", "trcgl.losses",
+                                                   "trcgl.metrics", "trcgl.data.datasets", "trcgl.data.sampling",
+                                                   "trcgl.data.batches", "trcgl.ema"),
        load=_load_pretrain, together=True)
 def _pretrain(ctx):
     """A backbone pretrained on a pool of train-split rows disjoint from the experiment's, with
