@@ -151,3 +151,23 @@ def test_a_table_without_required_columns_or_usable_rows_is_a_clear_error():
         parse_table(_raw(["['normal']"]).drop(columns="Projection"))
     with pytest.raises(DataError, match="has no usable row: 2 read, 1 without labels, 1 malformed"):
         parse_table(_raw([None, "['oops'"]))
+
+
+def tiny_label_csv(path, n: int = 80, seed: int = 0, image_ids=None):
+    """A small PadChest-style label CSV (one frontal image per patient, labels drawn from the paper
+    class set's label strings) for tests that run the label-table, cohort and image-set stages."""
+    strings = [labels[0] for labels in load_class_set("paper").padchest_labels]
+    rng = np.random.default_rng(seed)
+    ids = image_ids or [f"img{i:04d}.png" for i in range(n)]
+    rows = [{"ImageID": ids[i], "ImageDir": str(i % 3), "PatientID": f"p{i}", "StudyID": f"s{i}", "Projection": "PA",
+             "Labels": str(sorted(rng.choice(strings, size=rng.integers(1, 4), replace=False).tolist())),
+             "Localizations": "[]", "LabelsLocalizationsBySentence": "[]"} for i in range(n)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+#: a profile small enough to run the label-table, cohort and image-set stages in a second
+TINY = {"data.n_train": 24, "data.n_selection": 4, "data.n_test": 4, "data.min_train_positives": 0,
+        "data.min_selection_positives": 0, "data.min_test_positives": 0, "data.image_size": 16,
+        "phantom.render_size": 32}
+

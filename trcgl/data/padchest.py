@@ -195,13 +195,20 @@ def load_table(csv_path: str | Path | None = None) -> LabelTable:
 
 
 def save_table(table: LabelTable, folder: Path) -> None:
-    """Write a parsed table as JSON (columns of strings and lists; no pickles)."""
-    from ..cache import atomic_write_bytes
+    """Write a parsed table as JSON (columns of strings and lists; no pickles); a full disk is one
+    line naming the folder, the bytes needed and the bytes free (:func:`trcgl.cache.disk_space`)."""
+    from ..cache import atomic_write_bytes, disk_space
 
-    frame = table.frame
-    columns = {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
-    atomic_write_bytes(Path(folder) / "table.json", json.dumps(columns, separators=(",", ":")).encode())
-    atomic_write_bytes(Path(folder) / "report.json", json.dumps(table.report, indent=1).encode())
+    files = {"table.json": json.dumps(_columns(table.frame), separators=(",", ":")).encode(),
+             "report.json": json.dumps(table.report, indent=1).encode()}
+    with disk_space(folder, sum(map(len, files.values()))):
+        for name, data in files.items():
+            atomic_write_bytes(Path(folder) / name, data)
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, list]:
+    """A table's columns as plain lists (missing values as None): what :func:`save_table` writes."""
+    return {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
 
 
 def read_table(folder: Path) -> LabelTable:
