@@ -40,6 +40,7 @@ def files(tmp_path_factory):
     (d / "no-usable-row.csv").write_text(header + "a.png,0,1,PA,\"['normal'\"\nb.png,0,2,PA,\n")
     rows = "".join(f"{i}.png,0,{i},L,\"['normal']\"\n" for i in range(40))
     (d / "lateral-only.csv").write_text(header + rows)
+    (d / "header-only.csv").write_text(header)
     with gzip.open(d / "lateral-only.csv.gz", "wt") as fh:
         fh.write(header + rows)
     (d / "images-empty").mkdir()
@@ -123,6 +124,8 @@ CLI_CASES = [
     ("csv-not-gzip", [*CSV, "paths.padchest_csv={d}/not-gzip.csv.gz"],
      "cannot read the label table {d}/not-gzip.csv.gz: BadGzipFile"),
     ("csv-no-projection", [*CSV, "paths.padchest_csv={d}/no-projection.csv"], "the label table {d}/no-projection.csv lacks the column(s) ['Projection'] (its header: 'ImageID, ImageDir, PatientID, Labels')"),
+    ("csv-header-only", [*CSV, "paths.padchest_csv={d}/header-only.csv"],
+     "the label table {d}/header-only.csv has its header row only, no data rows"),
     ("csv-no-usable-row", [*CSV, "paths.padchest_csv={d}/no-usable-row.csv"],
      "{d}/no-usable-row.csv has no usable row: 2 read, 1 without labels, 1 malformed"),
     ("csv-no-frontal-row", [*CSV, "paths.padchest_csv={d}/lateral-only.csv.gz"],

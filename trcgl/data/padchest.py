@@ -117,6 +117,10 @@ def parse_table(raw: pd.DataFrame, source: str = "the label table") -> LabelTabl
     if missing_cols:
         raise DataError(f"{source} lacks the column(s) {missing_cols} (found: {list(raw.columns)}); "
                         f"a PadChest label CSV has {', '.join(REQUIRED)}")
+    if not len(raw):
+        raise DataError(f"{source} has its header row only, no data rows: a PadChest label CSV needs one row "
+                        "per image under its header; check that the file is complete (or set paths.padchest_csv "
+                        "to another table)")
     df = raw.copy()
     for col in COLUMNS:
         if col not in df.columns:
@@ -443,12 +447,18 @@ def build_cohort(table: LabelTable, class_set: ClassSet | str = "paper", split_s
 
 
 def save_cohort(cohort: Cohort, folder: Path) -> None:
-    """The cohort's own arrays (the table is its input artifact)."""
-    from ..cache import atomic_write_bytes, atomic_write_json, save_npy
+    """The cohort's own arrays (the table is its input artifact), and the digest of the table's rows.
+
+    The rows' digest is part of the cohort's content, so a table that differs only where the
+    arrays do not show it (an ImageID, an ImageDir, a Projection, a report sentence) still changes
+    the cohort's content digest, and with it the key of every stage downstream (the image sets
+    render or read those rows): stage keys take their inputs' content digests."""
+    from ..cache import atomic_write_bytes, atomic_write_json, digest, save_npy
 
     save_npy(Path(folder) / "Y.npy", cohort.Y)
     save_npy(Path(folder) / "split.npy", cohort.split)
-    atomic_write_json(Path(folder) / "cohort.json", {"class_set": cohort.class_set.name, "groups": cohort.groups})
+    atomic_write_json(Path(folder) / "cohort.json", {"class_set": cohort.class_set.name, "groups": cohort.groups,
+                                                     "table_rows": digest(_columns(cohort.frame))})
     # key order matters (locations by frequency): no sort_keys here
     atomic_write_bytes(Path(folder) / "localization_stats.json", json.dumps(cohort.localization_stats()).encode())
 
