@@ -8,8 +8,10 @@ wrapper ``main`` uses. Bad checkpoint files (a text file, a truncated file, a ba
 not in this table: they belong with the checkpoint loaders of trcgl/models, which are being
 replaced by timm's.
 """
+import errno
 import gzip
 import logging
+import re
 import subprocess
 import sys
 
@@ -38,6 +40,7 @@ def files(tmp_path_factory):
     (d / "no-usable-row.csv").write_text(header + "a.png,0,1,PA,\"['normal'\"\nb.png,0,2,PA,\n")
     rows = "".join(f"{i}.png,0,{i},L,\"['normal']\"\n" for i in range(40))
     (d / "lateral-only.csv").write_text(header + rows)
+    (d / "header-only.csv").write_text(header)
     with gzip.open(d / "lateral-only.csv.gz", "wt") as fh:
         fh.write(header + rows)
     (d / "images-empty").mkdir()
@@ -85,7 +88,10 @@ CLI_CASES = [
     ("unknown-key", [*S, "data.imagesize=3"], "unknown config key 'data.imagesize'"),
     ("section-as-value", [*S, "data=3"], "config key 'data' is a section; got 3"),
     ("wrong-type", [*S, "data.image_size=big"], "got 'big'"),
-    ("image-size-0", [*S, "data.image_size=0"], "data.image_size must be >= 8; got 0"),
+    ("image-size-0", [*S, "data.image_size=0"], "data.image_size must be >= 8 and <= 1024; got 0"),
+    ("image-size-huge", [*S, "data.image_size=100000"], "data.image_size must be >= 8 and <= 1024; got 100000"),
+    ("difficulty-inf", [*S, "phantom.difficulty=.inf"], "phantom.difficulty must be a finite number > 0; got inf"),
+    ("difficulty-nan-parameter", [*X, "difficulty", ".nan"], "phantom.difficulty must be a finite number > 0; got nan"),
     ("n-train-negative", [*X, "n_train", "-5"], "data.n_train must be >= 1 or null; got -5"),
     ("seeds-empty", [*S, "seeds=[]"], "seeds must hold at least 1 item(s); got []"),
     ("seeds-negative", [*X, "seeds", "[0, -3]"], "seeds item must be >= 0; got -3"),
@@ -118,6 +124,8 @@ CLI_CASES = [
     ("csv-not-gzip", [*CSV, "paths.padchest_csv={d}/not-gzip.csv.gz"],
      "cannot read the label table {d}/not-gzip.csv.gz: BadGzipFile"),
     ("csv-no-projection", [*CSV, "paths.padchest_csv={d}/no-projection.csv"], "the label table {d}/no-projection.csv lacks the column(s) ['Projection'] (its header: 'ImageID, ImageDir, PatientID, Labels')"),
+    ("csv-header-only", [*CSV, "paths.padchest_csv={d}/header-only.csv"],
+     "the label table {d}/header-only.csv has its header row only, no data rows"),
     ("csv-no-usable-row", [*CSV, "paths.padchest_csv={d}/no-usable-row.csv"],
      "{d}/no-usable-row.csv has no usable row: 2 read, 1 without labels, 1 malformed"),
     ("csv-no-frontal-row", [*CSV, "paths.padchest_csv={d}/lateral-only.csv.gz"],
@@ -233,3 +241,191 @@ def test_every_from_pretrained_call_reads_local_files_only():
                 calls.append((f"{path.relative_to(ROOT)}:{node.lineno}", local))
     assert len(calls) >= 6
     assert [where for where, local in calls if not local] == []
+
+
+# ----------------------------------------------------------------------------- the run folder, its disk, memory
+
+def _file_run_dir(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "file"))
+    return f"the run folder TRCGL_RUN_DIR={tmp_path / 'file'} is a file, not a folder; set TRCGL_RUN_DIR to a folder"
+
+
+def _run_dir_under_a_file(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "file" / "runs"))
+    return f"TRCGL_RUN_DIR={tmp_path / 'file' / 'runs'} cannot be made: {tmp_path / 'file'} is a file, not a folder"
+
+
+def _cache_is_a_file(tmp_path, monkeypatch):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "cache").write_text("not a folder")
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "runs"))
+    return f"the run folder {tmp_path / 'runs'} cannot hold the cache ({tmp_path / 'runs' / 'cache'} is a file"
+
+
+def _read_only(tmp_path, monkeypatch, code=errno.EROFS):
+    """A read-only (or, for a user other than root, unwritable) run folder: its folders cannot be made."""
+    import os
+    import pathlib
+
+    real_mkdir = pathlib.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "runs")):
+            raise OSError(code, os.strerror(code), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "runs"))
+    return (f"the run folder {tmp_path / 'runs'} cannot hold the cache ({os.strerror(code)}: "
+            f"{tmp_path / 'runs' / 'cache' / 'label-table'}); set TRCGL_RUN_DIR to a folder you can write")
+
+
+RUN_DIR_CASES = {"is-a-file": _file_run_dir, "under-a-file": _run_dir_under_a_file, "cache-is-a-file": _cache_is_a_file,
+                 "read-only": _read_only, "not-writable": lambda t, m: _read_only(t, m, errno.EACCES)}
+
+
+@pytest.mark.parametrize("case", list(RUN_DIR_CASES))
+def test_a_run_folder_that_cannot_hold_the_cache_is_one_clean_line(case, tmp_path, monkeypatch, capsys):
+    """``TRCGL_RUN_DIR`` naming a file ended in a NotADirectoryError traceback."""
+    monkeypatch.delenv("PADCHEST_ROOT", raising=False)
+    expected = RUN_DIR_CASES[case](tmp_path, monkeypatch)
+    rc, err = main_in_process(["check-data", "--profile", "smoke"], capsys)
+    _assert_one_clean_line(rc, err, expected)
+
+
+#: options of a `run` small enough for a test (a label table of 80 rows; 24 training rows in 3 chunks of 8)
+def _tiny_run(csv) -> list[str]:
+    from .test_padchest import TINY
+
+    sets = [f"{key}={value}" for key, value in {**TINY, "paths.padchest_csv": str(csv)}.items()]
+    return ["run", "image-sets", "--profile", "smoke", "--device", "cpu", *[a for s in sets for a in ("--set", s)]]
+
+
+@pytest.fixture
+def tiny_run(tmp_path, monkeypatch):
+    from trcgl.data import datasets
+
+    from .test_padchest import tiny_label_csv
+
+    monkeypatch.setattr(datasets, "CHUNK", 8)
+    monkeypatch.setenv("TRCGL_RENDER_PROCESSES", "1")      # in this process, so that the patches apply
+    monkeypatch.delenv("PADCHEST_ROOT", raising=False)
+    return _tiny_run(tiny_label_csv(tmp_path / "labels.csv"))
+
+
+def _image_sets(run_dir) -> dict:
+    from trcgl.cache import ArtifactCache
+
+    cache = ArtifactCache(run_dir)
+    return {key: cache.meta(cache.root / "image-set" / key)["digest"] for key in
+            (r["key"] for r in cache.listing() if r["stage"] == "image-set" and r["bytes"] is not None)}
+
+
+def test_a_full_disk_is_one_line_and_the_next_run_resumes_from_the_chunks_written(tiny_run, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """A full disk (ENOSPC) while an image set is written ended in an OSError traceback. Now: one
+    line naming the stage's .partial folder, what it needs and what is free; the chunk written
+    before stays, and the next run renders only the rest and gives the uninterrupted run's set."""
+    from trcgl import cache
+    from trcgl.data import datasets
+
+    real_write, chunks = cache.atomic_write_bytes, []
+
+    def full_after_one_chunk(path, data):
+        if path.name.startswith("chunk") and chunks:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+        chunks.extend([path] if path.name.startswith("chunk") else [])
+
+    monkeypatch.setattr(cache, "atomic_write_bytes", full_after_one_chunk)
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "runs"))
+    rc, err = main_in_process(tiny_run, capsys)
+    partial = chunks[0].parent
+    _assert_one_clean_line(rc, err, f"No space left on device while writing {partial}: it needs roughly ")
+    assert partial.name.endswith(".partial") and partial.parent.name == "image-set"
+    assert " free on that disk; the work so far (" in err and "stays there and the next run resumes from it" in err
+    assert sorted(p.name for p in partial.iterdir()) == ["chunk0000.npz"]      # the chunk written is kept
+
+    monkeypatch.setattr(cache, "atomic_write_bytes", real_write)
+    renders, real_render = [], datasets.PhantomRenderer.render
+    monkeypatch.setattr(datasets.PhantomRenderer, "render", lambda self, *a, **k: renders.append(1) or
+                        real_render(self, *a, **k))
+    rc, err = main_in_process(tiny_run, capsys)
+    assert rc == 0, err
+    assert len(renders) == 24 - 8 + 4 + 4                  # the rest of train (chunk 0 kept), selection, test
+    assert not partial.exists()
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "uninterrupted"))
+    assert main_in_process(tiny_run, capsys)[0] == 0
+    resumed = _image_sets(tmp_path / "runs")
+    assert len(resumed) == 3 and resumed == _image_sets(tmp_path / "uninterrupted")
+
+
+def test_a_full_disk_while_the_label_table_is_written_is_one_line(tmp_path, monkeypatch, capsys):
+    """The label table's JSON is made in memory first: the line says how many bytes it needs."""
+    from trcgl import cache
+
+    from .test_padchest import tiny_label_csv
+
+    real_write = cache.atomic_write_bytes
+
+    def full(path, data):
+        if path.name == "table.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(cache, "atomic_write_bytes", full)
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "runs"))
+    argv = ["check-data", "--profile", "smoke", "--set", f"paths.padchest_csv={tiny_label_csv(tmp_path / 'l.csv')}"]
+    rc, err = main_in_process(argv, capsys)
+    _assert_one_clean_line(rc, err, f"No space left on device while writing {tmp_path / 'runs' / 'cache' / 'label-table'}/")
+    assert re.search(r"\.partial: it needs roughly [0-9.]+ KiB more, [0-9.]+ [KMG]iB free on that disk", err), err
+    monkeypatch.setattr(cache, "atomic_write_bytes", real_write)
+    assert main_in_process(argv, capsys)[0] == 0
+
+
+def test_a_full_disk_in_any_stage_is_one_line_and_keeps_its_partial_work(tmp_path, capsys):
+    """The cache turns a full disk (ENOSPC, or a quota: EDQUOT) in any stage's build into one line
+    naming its .partial folder and the free space; the files written stay for the next run."""
+    import os
+
+    from trcgl.cache import ArtifactCache
+
+    cache = ArtifactCache(tmp_path)
+
+    def build(work, code):
+        (work / "first.bin").write_bytes(b"x" * 1000)
+        raise OSError(code, os.strerror(code))
+
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        rc = cli.guarded(lambda code=code: cache.fetch("toy", {"code": code}, lambda work: build(work, code)))
+        partial = cache.partial_path("toy", {"code": code})
+        _assert_one_clean_line(rc, capsys.readouterr().err, f"{os.strerror(code)} while writing {partial}: it needs "
+                               "more than the ")
+        assert (partial / "first.bin").stat().st_size == 1000 and not cache.exists("toy", {"code": code})
+    with pytest.raises(OSError, match="Broken pipe"):      # another OSError is not the disk's: it stays as it is
+        cache.fetch("toy", {"code": errno.EPIPE}, lambda work: build(work, errno.EPIPE))
+
+
+def test_an_image_set_too_big_for_the_memory_or_the_disk_is_refused_before_rendering(tiny_run, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """A big set on a small machine ended in an allocator traceback after the rendering: now the
+    set's memory (rows x size^2, its masks, the copies made while assembling) is checked against
+    the memory available, and its bytes against the disk's free space, before anything is drawn."""
+    from trcgl import cache
+    from trcgl.data import datasets
+
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(datasets.PhantomRenderer, "render", lambda *a, **k: pytest.fail("rendered"))
+    monkeypatch.setattr(datasets, "available_memory", lambda: 20_000)
+    need = datasets.image_set_bytes("phantom", 24, 16, 30)
+    rc, err = main_in_process(tiny_run, capsys)
+    _assert_one_clean_line(rc, err, f"the image set 'train' needs about {cache.human_bytes(need['memory'])} of memory "
+                           "to build (24 rows of 16x16 px), more than the 19.5 KiB this machine has available: lower "
+                           "data.image_size or the number of rows")
+    monkeypatch.setattr(datasets, "available_memory", lambda: 1 << 40)
+    monkeypatch.setattr(cache, "free_bytes", lambda folder: 1000)
+    rc, err = main_in_process(tiny_run, capsys)
+    _assert_one_clean_line(rc, err, f"not enough free disk space while writing {tmp_path / 'runs' / 'cache'}")
+    assert f"it needs roughly {cache.human_bytes(need['disk'])} more, 1000 bytes free on that disk" in err

@@ -168,7 +168,9 @@ def test_class_set_choices_are_the_shipped_class_sets():
 
 
 BAD_VALUES = [
-    ("data.image_size", 0, "data.image_size must be >= 8; got 0"),
+    ("data.image_size", 0, "data.image_size must be >= 8 and <= 1024; got 0"),
+    ("data.image_size", 100000, "data.image_size must be >= 8 and <= 1024; got 100000"),
+    ("phantom.render_size", 40000, "phantom.render_size must be >= 16 and <= 2048; got 40000"),
     ("data.n_train", -5, "data.n_train must be >= 1 or null; got -5"),
     ("seeds", [], "seeds must hold at least 1 item(s); got []"),
     ("seeds", [0, -1], "seeds item must be >= 0; got -1"),
@@ -180,7 +182,9 @@ BAD_VALUES = [
     ("train.loss", "focal", "unknown train.loss 'focal'"),
     ("data.test_fraction", 1.0, "data.test_fraction must be > 0 and < 1; got 1.0"),
     ("data.projections", ["XX"], "unknown data.projections item 'XX'"),
-    ("phantom.difficulty", float("nan"), "phantom.difficulty expects a number; got nan"),
+    ("phantom.difficulty", float("nan"), "phantom.difficulty must be a finite number > 0; got nan"),
+    ("phantom.difficulty", float("inf"), "phantom.difficulty must be a finite number > 0; got inf"),
+    ("tables.alphas", [1.0, float("inf")], "tables.alphas item must be a finite number >= 0; got inf"),
     ("train.drw_epoch", 1.5, "train.drw_epoch expects an integer; got 1.5"),
     ("diffusion.guidance_sweep", [], "diffusion.guidance_sweep must hold at least 1 item(s)"),
     ("data.tail_threshold", 9000, "data.tail_threshold (9000) must not exceed data.head_threshold (5000)"),
@@ -193,6 +197,29 @@ def test_a_value_outside_the_schema_is_one_clear_error(key, value, message):
     with pytest.raises(ConfigError) as info:
         load_config("cpu", {key: value})
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_float_key_refuses_infinity_and_nan_unless_its_rule_allows_infinity():
+    """``.inf`` passes any lower bound (``phantom.difficulty: {above: 0}`` took it) and ``.nan`` fails
+    every comparison: a float must be finite, on every float key and list of floats of the schema,
+    as a value and as the YAML words of ``--set``; ``finite: false`` in a rule allows the infinities."""
+    from trcgl.config import check_value
+
+    floats = [key for key, rule in schema().items() if "float" in (rule["type"], rule.get("items"))]
+    assert len(floats) > 50
+    with pytest.raises(ConfigError, match="model.lam must be a finite number >= 0; got inf"):
+        load_config("smoke", dict([parse_assignment("model.lam=inf")]))   # YAML text, read as a float
+    base = load_config("smoke")
+    for key in floats:
+        for word in (".inf", "-.inf", ".nan"):
+            value = parse_assignment(f"{key}={word}")[1]
+            value = [1.0, value] if schema()[key]["type"] == "list" else value
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key)}( item)? must be a finite number"):
+                base.replace({key: value})
+    rule = {"type": "float", "min": 0, "finite": False}
+    assert check_value("model.lam", float("inf"), rule) == float("inf")
+    with pytest.raises(ConfigError, match="finite"):
+        check_value("model.lam", float("nan"), rule)
 
 
 def test_values_are_normalised_and_yaml_words_read_back():

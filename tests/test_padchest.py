@@ -151,3 +151,49 @@ def test_a_table_without_required_columns_or_usable_rows_is_a_clear_error():
         parse_table(_raw(["['normal']"]).drop(columns="Projection"))
     with pytest.raises(DataError, match="has no usable row: 2 read, 1 without labels, 1 malformed"):
         parse_table(_raw([None, "['oops'"]))
+
+
+def tiny_label_csv(path, n: int = 80, seed: int = 0, image_ids=None):
+    """A small PadChest-style label CSV (one frontal image per patient, labels drawn from the paper
+    class set's label strings) for tests that run the label-table, cohort and image-set stages."""
+    strings = [labels[0] for labels in load_class_set("paper").padchest_labels]
+    rng = np.random.default_rng(seed)
+    ids = image_ids or [f"img{i:04d}.png" for i in range(n)]
+    rows = [{"ImageID": ids[i], "ImageDir": str(i % 3), "PatientID": f"p{i}", "StudyID": f"s{i}", "Projection": "PA",
+             "Labels": str(sorted(rng.choice(strings, size=rng.integers(1, 4), replace=False).tolist())),
+             "Localizations": "[]", "LabelsLocalizationsBySentence": "[]"} for i in range(n)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+#: a profile small enough to run the label-table, cohort and image-set stages in a second
+TINY = {"data.n_train": 24, "data.n_selection": 4, "data.n_test": 4, "data.min_train_positives": 0,
+        "data.min_selection_positives": 0, "data.min_test_positives": 0, "data.image_size": 16,
+        "phantom.render_size": 32}
+
+
+def test_a_table_that_differs_only_in_its_image_ids_gives_another_image_set(tmp_path):
+    """The image-set key takes the cohort's *content* digest; a label table whose only change is
+    the ImageID column gave the same labels, split and groups, so the same cohort content and the
+    same image-set key: the image set made from the old ImageIDs was loaded for the new table (its
+    rows named files the new table does not have). The cohort now carries its rows' digest."""
+    from trcgl import load_config
+    from trcgl.cache import ArtifactCache
+    from trcgl.graph import Request, Runner
+
+    a = tiny_label_csv(tmp_path / "a.csv")
+    renamed = [f"renamed{i:04d}.png" for i in range(80)]
+    b = tiny_label_csv(tmp_path / "b.csv", image_ids=renamed)
+    runner = Runner(ArtifactCache(tmp_path / "runs"))
+    sets = {}
+    for name, csv in (("a", a), ("b", b)):
+        cfg = load_config("smoke", {**TINY, "paths.padchest_csv": str(csv)})
+        cohort = runner.resolve(Request("cohort", cfg))
+        image_set = runner.resolve(Request("image-set", cfg, rows="train"))
+        sets[name] = (runner.identity(Request("image-set", cfg, rows="train")), cohort, image_set)
+    (ident_a, cohort_a, set_a), (ident_b, cohort_b, set_b) = sets["a"], sets["b"]
+    assert set(set_b.value.rows["ImageID"]) <= set(renamed)  # the new table's rows, not the old set
+    assert set_a.key != set_b.key and set_b.computed
+    assert np.array_equal(set_a.value.Y, set_b.value.Y)      # the same labels, rendered for the new rows
+    assert ident_a != ident_b and cohort_a.key != cohort_b.key
+    assert cohort_a.digest != cohort_b.digest                # the cohort's content names its rows

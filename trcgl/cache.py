@@ -27,16 +27,21 @@ stage depends on (the stage graph, :mod:`trcgl.graph`, derives that payload). Th
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
+
+from .errors import TrcglError
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +88,101 @@ def file_sha256(path: Path) -> str:
 
 
 def default_run_dir() -> Path:
-    """``$TRCGL_RUN_DIR`` or ``./runs``."""
-    return Path(os.environ.get("TRCGL_RUN_DIR", "runs")).resolve()
+    """``$TRCGL_RUN_DIR`` or ``./runs``; a :class:`StorageError` when that path (or a folder it
+    would be made in) is a file."""
+    given = os.environ.get("TRCGL_RUN_DIR")
+    path = Path(given or "runs").resolve()
+    blocking = _blocking_file(path)
+    if blocking is not None:
+        what = "is a file" if blocking == path else f"cannot be made: {blocking} is a file"
+        raise StorageError(f"the run folder TRCGL_RUN_DIR={given} {what}, not a folder; set TRCGL_RUN_DIR to a "
+                           "folder (it is made if missing), or unset it to use ./runs" if given else
+                           f"the run folder ./runs ({path}) {what}, not a folder; move that file away, or set "
+                           "TRCGL_RUN_DIR to a folder (it is made if missing)")
+    return path
+
+
+# ----------------------------------------------------------------------------- storage problems
+
+class StorageError(TrcglError):
+    """The run folder cannot hold the cache: it is a file, it cannot be written, or its disk is
+    full. The message names the folder and the fix; a stage's ``.partial`` work is kept."""
+
+
+#: a full disk, or an exhausted disk quota
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: the run folder is a file, or is not writable
+NOT_WRITABLE = (errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The file that stands where ``path`` or one of its parent folders should be; None if none."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
+def human_bytes(n: float) -> str:
+    """``512 bytes``, ``47.7 KiB``, ``1.5 GiB``."""
+    if n < 1024:
+        return f"{n:.0f} bytes"
+    power = min(int(math.log(n, 1024)), 3)
+    return f"{n / 1024 ** power:.1f} {('KiB', 'MiB', 'GiB')[power - 1]}"
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (0 when there is none)."""
+    folder = Path(folder)
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the disk of ``folder`` (or of its nearest existing parent)."""
+    folder = Path(folder).resolve()
+    return shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+
+
+def disk_full(folder: Path, needed: int | None, reason: str = "no space left on device") -> StorageError:
+    """The one-line error of a full disk while writing ``folder``: what it needs, what is free, and
+    that the ``.partial`` work there is kept for the next run to resume from."""
+    folder = Path(folder)
+    free = human_bytes(free_bytes(folder))
+    need = f"it needs roughly {human_bytes(needed)} more, {free} free" if needed else f"it needs more than the {free} free"
+    return StorageError(f"{reason} while writing {folder}: {need} on that disk; the work so far "
+                        f"({human_bytes(folder_bytes(folder))}) stays there and the next run resumes from it: free "
+                        "space on that disk (or lower data.image_size / the row counts), then run the same command again")
+
+
+@contextmanager
+def disk_space(folder: Path, needed: int):
+    """``with disk_space(folder, needed):`` refuses to start when the disk of ``folder`` has less
+    free than ``needed`` bytes (an estimate of the whole work) minus what ``folder`` already holds
+    (work resumed), and turns a full disk inside the block into :func:`disk_full`'s one line."""
+    folder = Path(folder)
+    remaining = max(int(needed) - folder_bytes(folder), 0)
+    if remaining > free_bytes(folder):
+        raise disk_full(folder, remaining, "not enough free disk space")
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise disk_full(folder, max(int(needed) - folder_bytes(folder), 0), err.strerror or "disk full") from err
+
+
+def storage_problem(err: OSError, run_dir: Path, work: Path) -> StorageError | None:
+    """The :class:`StorageError` an ``OSError`` met while computing a stage in ``work`` stands for
+    (a full disk; the run folder a file or not writable), or None when it is another fault."""
+    if err.errno in DISK_FULL:
+        return disk_full(work, None, err.strerror or "disk full")
+    name = err.filename if isinstance(err.filename, (str, os.PathLike)) else None
+    if err.errno in NOT_WRITABLE and name is not None and Path(name).resolve().is_relative_to(Path(run_dir).resolve()):
+        blocking = _blocking_file(Path(name).resolve()) if err.errno in (errno.ENOTDIR, errno.EEXIST) else None
+        what = f"{blocking} is a file, not a folder" if blocking is not None else f"{err.strerror}: {name}"
+        return StorageError(f"the run folder {run_dir} cannot hold the cache ({what}); set TRCGL_RUN_DIR to a "
+                            "folder you can write (it is made if missing), or fix this one")
+    return None
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -233,6 +331,18 @@ class ArtifactCache:
 
     def fetch(self, stage: str, payload: Any, build: Callable[[Path], None], group=None,
               wait: bool = True) -> tuple[Path, bool]:
+        """:meth:`_fetch`, with a full disk or an unusable run folder as one :class:`StorageError`
+        (the stage's ``.partial`` folder is kept: the next run resumes from it)."""
+        try:
+            return self._fetch(stage, payload, build, group, wait)
+        except OSError as err:
+            problem = storage_problem(err, self.root.parent, self.partial_path(stage, payload))
+            if problem is None:
+                raise
+            raise problem from err
+
+    def _fetch(self, stage: str, payload: Any, build: Callable[[Path], None], group=None,
+               wait: bool = True) -> tuple[Path, bool]:
         """The verified artifact folder and whether this call computed it; ``build(folder)`` fills
         it on a miss.
 

@@ -141,8 +141,12 @@ def _check_scalar(value: Any, kind: str, rule: Mapping, what: str) -> Any:
         if not ok and isinstance(value, float) and value.is_integer():
             value, ok = int(value), True
     elif kind == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and (math.isnan(value) or (math.isinf(value) and rule.get("finite", True))):
+            # .inf / .nan pass every bound check or none; the schema's `finite: false` allows infinities
+            bounds = " and ".join(f"{word} {rule[b]}" for b, (_, word) in _BOUNDS.items() if b in rule)
+            raise ConfigError(f"{what} must be a finite number{' ' + bounds if bounds else ''}; got {value!r}")
     else:
         ok = isinstance(value, str) and (kind == "str" or value.strip() != "")
     if not ok:

@@ -156,19 +156,66 @@ def with_repeats(cohort: Cohort, index: np.ndarray, min_positives: int, max_rend
     return np.asarray(out, dtype=np.int64)
 
 
+def image_set_bytes(source: str, rows: int, size: int, n_classes: int) -> dict[str, int]:
+    """Roughly the peak memory and disk space of building an image set (:func:`write_image_set`).
+
+    Phantoms: the chunks' images (uint8), then their packed masks, are loaded, concatenated and
+    serialised (three copies of the larger of the two in memory); on disk the chunks and the
+    assembled arrays coexist until the chunks go. PadChest: every image is read as float32 and
+    stacked (two float32 copies), then stored as uint8."""
+    pixels = rows * size * size
+    if source == "phantom":
+        masks = rows * n_classes * -(-size * size // 8)
+        return {"memory": 3 * max(pixels, masks), "disk": 2 * (pixels + masks) + rows * n_classes}
+    return {"memory": 9 * pixels, "disk": pixels + rows * n_classes}
+
+
+def available_memory() -> int:
+    """The bytes of memory this machine can give a process now (psutil, a dependency of accelerate)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def check_memory(name: str, rows: int, size: int, needed: int) -> None:
+    """Refuse, as one line, an image set whose arrays would not fit in the memory available now
+    (instead of an allocator traceback after minutes of rendering)."""
+    from ..cache import human_bytes
+
+    available = available_memory()
+    if needed > available:
+        raise DataError(f"the image set '{name}' needs about {human_bytes(needed)} of memory to build ({rows} rows "
+                        f"of {size}x{size} px), more than the {human_bytes(available)} this machine has available: "
+                        "lower data.image_size or the number of rows (data.n_*), or use a machine with more memory")
+
+
 def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Path,
                     processes: int | None = None) -> None:
     """Render (phantom) or read (PadChest) the cohort rows ``index`` into ``work`` (the
     ``image-set`` stage). Rendering is chunked and, for large sets, spread over ``processes``
     (default ``$TRCGL_RENDER_PROCESSES`` or every CPU; :mod:`trcgl.data.render`): an interrupted
     build resumes at the chunks still missing, and the pixels do not depend on the process count.
-    A row repeated in ``index`` is rendered on a new patient's anatomy (:func:`repeat_ids`)."""
-    from ..cache import atomic_write_json, save_npy
-    from .render import ChunkJob, render_chunks
+    A row repeated in ``index`` is rendered on a new patient's anatomy (:func:`repeat_ids`).
+
+    A set that would not fit in the memory available, or on the disk of ``work``, is refused
+    first; a disk that fills up meanwhile is one line too (:func:`trcgl.cache.disk_space`), and the
+    chunks written so far are kept for the next run."""
+    from ..cache import disk_space
 
     index = np.asarray(index, dtype=np.int64)
     if len(index) == 0:
         raise DataError(f"the image set '{name}' selects no rows: check data.n_* and the split settings")
+    size = cfg.data.image_size
+    need = image_set_bytes(cfg.data.source, len(index), size, len(cohort.class_set))
+    check_memory(name, len(index), size, need["memory"])
+    with disk_space(work, need["disk"]):
+        _write_image_set(cfg, cohort, index, name, Path(work), processes)
+
+
+def _write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Path, processes: int | None) -> None:
+    from ..cache import atomic_write_json, save_npy
+    from .render import ChunkJob, render_chunks
+
     frame = cohort.frame.iloc[index]
     size = cfg.data.image_size
     render_ids = repeat_ids(frame["ImageID"].tolist())
@@ -209,7 +256,8 @@ def write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Pat
         if int(kept.sum()) == 0:
             raise DataError(f"no image of the '{name}' set could be read under {root} "
                             f"({rep.skipped} skipped): check PADCHEST_ROOT")
-        save_npy(work / "images.npy", np.round(imgs * 255).astype(np.uint8))
+        imgs *= 255                                 # in place: a set of float32 images can be large
+        save_npy(work / "images.npy", np.round(imgs, out=imgs).astype(np.uint8))
         report = {"read": rep.read, "skipped": rep.skipped, "missing": rep.missing[:20], "unreadable": rep.unreadable[:20]}
     keep_index = index[kept]
     save_npy(work / "Y.npy", Y[kept])

@@ -4,8 +4,12 @@
 published layout, ``<root>/<ImageDir>/<ImageID>``. A missing or unreadable file is either one
 clear error (``on_missing="error"``, the default) or a counted, logged skip (``"skip"``); it is
 never replaced by another image. The two cases are two exception types, :class:`MissingImage`
-and :class:`UnreadableImage` (a file that does not decode, or a row whose ``ImageDir`` is not a
-folder number). Reading none of the rows is always an error.
+and :class:`UnreadableImage` (a file that does not decode, a row whose ``ImageDir`` is not a
+folder number, or a row whose ``ImageID`` leads outside the image folder: ``../``, an absolute
+path, a symbolic link to elsewhere). Reading none of the rows is always an error.
+
+A PNG's pixels are read as gray levels whatever its mode (:func:`gray_levels`): 16-bit gray as
+PadChest stores it, 8-bit gray, palette, RGB, with or without alpha, 1-bit.
 """
 from __future__ import annotations
 
@@ -41,6 +45,30 @@ class ReadReport:
         return len(self.missing) + len(self.unreadable)
 
 
+#: 16-bit gray modes as Pillow reads them (``I``: Pillow before 10.x reads 16-bit PNGs so)
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def gray_levels(im: Image.Image) -> np.ndarray:
+    """An image's gray levels in [0, 1] (float32), whatever mode its file stores.
+
+    16-bit gray (``I;16``, or ``I`` from an older Pillow; a PNG holds at most 16 bits) is divided by
+    65535, 8-bit gray by 255, 1-bit is 0 or 1; ``F`` is taken as it is. A palette image (``P``,
+    ``PA``) is looked up in its palette, not read as palette indices; colour (``RGB``...) becomes
+    luma (ITU-R 601-2, Pillow's ``convert("L")``), exactly the gray level for R = G = B. Alpha is
+    ignored: an X-ray's transparency carries no density."""
+    mode = im.mode
+    if mode in SIXTEEN_BIT:
+        return np.asarray(im, dtype=np.float32) / 65535.0
+    if mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    if mode in ("P", "PA"):
+        im = im.convert("RGBA")             # through the palette (and its transparency)
+    if im.mode != "L":
+        im = im.convert("L")
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
 class PadChestImages:
     """Reads ``<root>/<ImageDir>/<ImageID>`` as float32 in [0, 1], resized to ``size``."""
 
@@ -53,17 +81,27 @@ class PadChestImages:
             raise DataError(f"unknown data.on_missing {on_missing!r}: choose one of error, skip")
         self.size = int(size)
         self.on_missing = on_missing
+        self._real_root = self.root.resolve()
 
     def path(self, image_dir, image_id: str) -> Path:
-        """``<root>/<ImageDir>/<ImageID>``; :class:`UnreadableImage` when ImageDir is not a folder number."""
+        """``<root>/<ImageDir>/<ImageID>``; :class:`UnreadableImage` when ImageDir is not a folder
+        number, or when the path, with symbolic links followed, is not inside the image folder (a
+        label table must not make the reader open files elsewhere)."""
         try:
             folder = int(float(image_dir))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             folder = None
         if folder is None or folder < 0 or not isinstance(image_id, str) or not image_id.strip():
             raise UnreadableImage(f"the label row of image {image_id!r} has ImageDir {image_dir!r}, "
                                   f"not a PadChest folder number (0, 1, ...): no file to read under {self.root}")
-        return self.root / str(folder) / image_id
+        path = self.root / str(folder) / image_id
+        real = path.resolve()
+        if not real.is_relative_to(self._real_root):
+            raise UnreadableImage(f"the label row of image {image_id!r} (ImageDir {image_dir!r}) leads to {real}, "
+                                  f"outside the image folder {self.root}: an ImageID must name a file inside "
+                                  "PADCHEST_ROOT/<ImageDir>/ (no '..', no absolute path, no symbolic link out of "
+                                  "the folder); fix the label table, or point PADCHEST_ROOT at the real image folder")
+        return path
 
     def load(self, image_dir, image_id: str) -> np.ndarray:
         """One image; raises :class:`MissingImage` or :class:`UnreadableImage`."""
@@ -72,12 +110,10 @@ class PadChestImages:
             raise MissingImage(f"missing PadChest image {path}")
         try:
             with Image.open(path) as im:
-                arr = np.asarray(im, dtype=np.float32)
+                arr = gray_levels(im)
         except Exception as err:  # PIL raises many types for a broken file
             reason = " ".join(str(err).split())[:120]
             raise UnreadableImage(f"unreadable PadChest image {path}: {type(err).__name__}: {reason}") from err
-        if arr.ndim == 3:
-            arr = arr[..., :3].mean(-1)
         lo, hi = np.percentile(arr, [0.5, 99.5])
         arr = np.clip((arr - lo) / max(hi - lo, 1e-6), 0, 1)
         out = Image.fromarray(arr.astype(np.float32), mode="F").resize((self.size, self.size), Image.BILINEAR)

@@ -117,6 +117,10 @@ def parse_table(raw: pd.DataFrame, source: str = "the label table") -> LabelTabl
     if missing_cols:
         raise DataError(f"{source} lacks the column(s) {missing_cols} (found: {list(raw.columns)}); "
                         f"a PadChest label CSV has {', '.join(REQUIRED)}")
+    if not len(raw):
+        raise DataError(f"{source} has its header row only, no data rows: a PadChest label CSV needs one row "
+                        "per image under its header; check that the file is complete (or set paths.padchest_csv "
+                        "to another table)")
     df = raw.copy()
     for col in COLUMNS:
         if col not in df.columns:
@@ -195,13 +199,20 @@ def load_table(csv_path: str | Path | None = None) -> LabelTable:
 
 
 def save_table(table: LabelTable, folder: Path) -> None:
-    """Write a parsed table as JSON (columns of strings and lists; no pickles)."""
-    from ..cache import atomic_write_bytes
+    """Write a parsed table as JSON (columns of strings and lists; no pickles); a full disk is one
+    line naming the folder, the bytes needed and the bytes free (:func:`trcgl.cache.disk_space`)."""
+    from ..cache import atomic_write_bytes, disk_space
 
-    frame = table.frame
-    columns = {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
-    atomic_write_bytes(Path(folder) / "table.json", json.dumps(columns, separators=(",", ":")).encode())
-    atomic_write_bytes(Path(folder) / "report.json", json.dumps(table.report, indent=1).encode())
+    files = {"table.json": json.dumps(_columns(table.frame), separators=(",", ":")).encode(),
+             "report.json": json.dumps(table.report, indent=1).encode()}
+    with disk_space(folder, sum(map(len, files.values()))):
+        for name, data in files.items():
+            atomic_write_bytes(Path(folder) / name, data)
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, list]:
+    """A table's columns as plain lists (missing values as None): what :func:`save_table` writes."""
+    return {c: frame[c].astype(object).where(frame[c].notna(), None).tolist() for c in frame.columns}
 
 
 def read_table(folder: Path) -> LabelTable:
@@ -436,12 +447,18 @@ def build_cohort(table: LabelTable, class_set: ClassSet | str = "paper", split_s
 
 
 def save_cohort(cohort: Cohort, folder: Path) -> None:
-    """The cohort's own arrays (the table is its input artifact)."""
-    from ..cache import atomic_write_bytes, atomic_write_json, save_npy
+    """The cohort's own arrays (the table is its input artifact), and the digest of the table's rows.
+
+    The rows' digest is part of the cohort's content, so a table that differs only where the
+    arrays do not show it (an ImageID, an ImageDir, a Projection, a report sentence) still changes
+    the cohort's content digest, and with it the key of every stage downstream (the image sets
+    render or read those rows): stage keys take their inputs' content digests."""
+    from ..cache import atomic_write_bytes, atomic_write_json, digest, save_npy
 
     save_npy(Path(folder) / "Y.npy", cohort.Y)
     save_npy(Path(folder) / "split.npy", cohort.split)
-    atomic_write_json(Path(folder) / "cohort.json", {"class_set": cohort.class_set.name, "groups": cohort.groups})
+    atomic_write_json(Path(folder) / "cohort.json", {"class_set": cohort.class_set.name, "groups": cohort.groups,
+                                                     "table_rows": digest(_columns(cohort.frame))})
     # key order matters (locations by frequency): no sort_keys here
     atomic_write_bytes(Path(folder) / "localization_stats.json", json.dumps(cohort.localization_stats()).encode())
 
