@@ -126,13 +126,18 @@ notebooks: $(EXECUTED)
 
 BOOK_SOURCES := $(wildcard book/*.md book/*.bib) _config.yml _toc.yml
 HTML := _build/html/index.html
+# `python -m trcgl build-book` writes this stamp after every build that succeeded. The targets below
+# follow it, not the pages: Sphinx leaves a page whose source did not change (index.html) as it was,
+# so after a build in another profile the pages' times cannot tell the new book from the old one (the
+# browser check would pass the new book by the stamp of the old). No index.html: built again.
+BUILT := _build/.book-built
 
-$(HTML): $(EXECUTED) $(BOOK_SOURCES)
+$(BUILT): $(EXECUTED) $(BOOK_SOURCES) $(if $(wildcard $(HTML)),,FORCE)
 	$(PY) -m trcgl build-book
 
-book: install $(HTML)
+book: install $(BUILT)
 
-_build/.site-checked: $(HTML)
+_build/.site-checked: $(BUILT)
 	$(PY) -m trcgl check-site --if-chromium
 	@touch $@
 

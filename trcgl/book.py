@@ -422,20 +422,42 @@ def _jupyter_book() -> Path:
     return Path(found)
 
 
+#: Written by :func:`build` after every build that succeeded, beside the HTML folder
+#: (``OUTPUT/_build/.book-built``). The Makefile's book and browser-check targets follow it: Sphinx
+#: leaves a page whose source did not change (the index) untouched, so the pages' modification times
+#: cannot tell a new build from an old one.
+BUILD_STAMP = Path("_build") / ".book-built"
+
+
+def write_build_stamp(out: Path, html: Path, notebooks: list[Path]) -> Path:
+    """Record a finished build in ``out/_build/.book-built`` (a new file each time, so its
+    modification time is the build's): when, where the HTML went, from which executed chapters."""
+    stamp = Path(out) / BUILD_STAMP
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stamp, {"built": time.strftime("%Y-%m-%d %H:%M:%S"), "html": str(html),
+                              "notebooks": sorted(str(p.name) for p in notebooks)})
+    return stamp
+
+
 def build(root: Path, output: Path | None = None, strict: bool = True, run_dir: Path | None = None) -> Path:
     """Check freshness, write the measured chapter times for the reproduce page, then
     ``jupyter-book build``; returns the HTML folder (``OUTPUT/_build/html``, by default
-    ``ROOT/_build/html``)."""
+    ``ROOT/_build/html``). The build stamp (:data:`BUILD_STAMP`) is removed first and written
+    again only when the build succeeded."""
     root = Path(root).resolve()
-    check_fresh(root, run_dir)
+    out = Path(output).resolve() if output else root
+    stamp = out / BUILD_STAMP
+    stamp.unlink(missing_ok=True)      # a failed or interrupted build leaves none: `make book` builds again
+    executed = check_fresh(root, run_dir)
     write_timings_page(root, run_dir)
     cmd = [str(_jupyter_book()), "build", str(root), "--builder", "html"]
     if output:
-        cmd += ["--path-output", str(Path(output).resolve())]
+        cmd += ["--path-output", str(out)]
     if strict:
         cmd += ["-W", "-n", "--keep-going"]
     result = subprocess.run(cmd, cwd=root)
     if result.returncode != 0:
         raise BookError(f"jupyter-book build failed (exit {result.returncode}); see the log above")
-    # jupyter-book writes into <path-output>/_build/html
-    return (Path(output).resolve() if output else root) / "_build" / "html"
+    html = out / "_build" / "html"      # jupyter-book writes into <path-output>/_build/html
+    write_build_stamp(out, html, executed)
+    return html

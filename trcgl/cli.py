@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -163,14 +164,18 @@ def _run_stages(args) -> None:
     start = time.perf_counter()
     if args.row is not None or args.inputs_only:
         ledger = _table_part(cfg, args)
-    elif args.helper:
-        run_target(cfg, args.target, shuffle=args.shuffle, cooperative=True, reverse=args.reverse)
+    elif args.helper:       # SIGTERM (from the main process, or when it died) stops it as Ctrl-C would
+        with workers.stop_on_sigterm():
+            parent = workers.watch_parent()
+            print(f"helper {os.getpid()} of `run {args.target}` (stops with its main process {parent})", flush=True)
+            run_target(cfg, args.target, shuffle=args.shuffle, cooperative=True, reverse=args.reverse)
         return
     elif args.workers > 1:
         print(f"run {args.target}: {args.workers} worker processes share the cache (helpers' output: "
               f"{default_run_dir() / 'logs'})", flush=True)
-        with workers.Helpers(["run", args.target, *_base_args(args)], args.workers - 1, default_run_dir() / "logs",
-                             args.target) as helpers:
+        # SIGTERM, as Ctrl-C, leaves through Helpers.__exit__, which stops the helpers
+        with workers.stop_on_sigterm(), workers.Helpers(["run", args.target, *_base_args(args)], args.workers - 1,
+                                                        default_run_dir() / "logs", args.target) as helpers:
             ledger = run_target(cfg, args.target, shuffle=args.shuffle, cooperative=True)
             failed = helpers.wait()
         if failed:
@@ -381,11 +386,13 @@ def guarded(call, debug: bool = False) -> int:
             raise
         print(f"trcgl: error: {one_line(str(err))}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:    # Ctrl-C: 130; a SIGTERM turned into workers.Stopped: 143
         if debug:
             raise
-        print("trcgl: interrupted", file=sys.stderr)
-        return 130
+        signum = getattr(err, "signum", signal.SIGINT)
+        print("trcgl: interrupted" + (f" ({signal.Signals(signum).name})" if signum != signal.SIGINT else ""),
+              file=sys.stderr)
+        return 128 + signum
 
 
 def main(argv: list[str] | None = None) -> int:
