@@ -209,8 +209,13 @@ def test_a_busy_stage_is_skipped_without_waiting_and_the_rest_goes_on(toy_stages
     CALLS.clear()
     monkeypatch.setattr(views, "target_requests", lambda cfg, target: [Request("t-double", cfg),
                                                                        Request("t-source", cfg, n=4)])
-    timer = threading.Timer(1.0, release.set)
-    timer.start()
+    def release_after_the_free_request():     # not a timer: imports alone can take seconds on a loaded machine
+        deadline = time.monotonic() + 120
+        while ("source", 4) not in CALLS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release.set()                          # a run that waited first gets the lock only now: wrong order
+
+    threading.Thread(target=release_after_the_free_request, daemon=True).start()
     views.run(cfg, "toy", cache=ArtifactCache(tmp_path), cooperative=True)
     thread.join()
     assert CALLS == [("source", 4), ("source", 2), ("double",)]
