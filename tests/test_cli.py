@@ -58,7 +58,7 @@ def test_version_and_debug():
     assert out.returncode == 0 and out.stdout.strip() == f"trcgl {__version__}"
     out = _run("--debug", "config", "--set", "data.image_size=0")
     assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr
-    assert "ConfigError: data.image_size must be >= 8; got 0" in out.stderr
+    assert "ConfigError: data.image_size must be >= 8 and <= 1024; got 0" in out.stderr
 
 
 def test_cache_clear_asks_and_without_a_yes_removes_nothing(tmp_path):
