@@ -38,6 +38,7 @@ seed = None           # None: the profile's value
 seeds = None          # the seeds every table row is trained with
 
 # %%
+import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 import trcgl.views
@@ -64,10 +65,17 @@ display(Markdown(view.rule()))
 
 # %% [markdown]
 # ## The ledger
+#
+# First as a figure: each claim's difference in this run with its interval (coloured by the
+# verdict), the paper's own difference where it reports one, and the line of no effect. Then as a
+# table, with the numbers, the controls and the reason for each verdict.
 
 # %%
-ledger, summary = view.ledger(ch)
+ledger, summary, fig = view.ledger(ch)
 print(summary)
+plt.show()
+
+# %%
 ledger
 
 # %% [markdown]

@@ -29,12 +29,14 @@ def setting(ch) -> str:
     """What the ledger's numbers are: the profile, the seeds, the interval, the primary endpoint."""
     store = results_store(ch.cfg)
     recorded = [r for name in _tables() for r in store.records(name) if r.get("kind") == "difference"]
-    resamples = sorted({r["resamples"] for r in recorded if r.get("resamples")})
-    how = (f"{', '.join(map(str, resamples))} joint resamples of the seeds and the test label rows"
-           if resamples else "a paired t-interval over the seeds")
+    # the method each record names (records without one are percentile intervals), its level and resamples
+    kinds = sorted({(r.get("interval", "percentile"), r.get("level", 0.95), r["resamples"])
+                    for r in recorded if r.get("resamples")})
+    how = ("; ".join(f"a {100 * level:g}% {method} bootstrap interval over {n} joint resamples of the seeds and the "
+                     f"test label rows" for method, level, n in kinds) if kinds else "a paired t-interval over the seeds")
     return (f"profile {ch.cfg.profile}; seeds {list(ch.cfg.seeds)}; every difference paired (both rows on the same "
-            f"seeds and test resamples), its 95% interval from {how}, as the table stages recorded them; the verdict "
-            f"on {C.PRIMARY} (the primary endpoint).")
+            f"seeds and test resamples), with {how}, as the table stages recorded them; the verdict on {C.PRIMARY} "
+            f"(the primary endpoint).")
 
 
 def rule() -> str:
@@ -86,7 +88,8 @@ def _paper_cell(claim: C.Claim) -> str:
 
 def judge(ch, claim: C.Claim) -> dict:
     """One row of the ledger: this run's difference and controls from the results store, the paper's
-    values, and the verdict with its reason."""
+    values, and the verdict with its reason (and, under ``"numbers"``, the difference and the paper's
+    effect for the figure)."""
     store = results_store(ch.cfg)
     reference = _reference(store, claim)
     diff = None if reference is None else _difference(store, claim.table, claim.row, reference, claim.metric)
@@ -105,22 +108,30 @@ def judge(ch, claim: C.Claim) -> dict:
         compared += f" (the strongest other row here on {claim.metric})"
     return {"claim": claim.name, "paper (its numbers)": _paper_cell(claim),
             "here: compared rows": f"{claim.row} vs {compared} ({claim.table})",
-            f"here: Δ {claim.metric} [95% interval]": _interval(diff),
+            f"here: Δ {claim.metric} [interval]": _interval(diff),
             "controls here": "; ".join(f"{k.role}: {k.label} {_interval(d)}" for k, d in controls) or "none",
-            "verdict": verdict, "why": why}
+            "verdict": verdict, "why": why, "numbers": {"diff": diff, "paper": paper_effect}}
 
 
-def ledger(ch) -> tuple[pd.DataFrame, str]:
-    """The ledger (one row per claim of :data:`trcgl.claims.CLAIMS`) and a sentence counting its
-    verdicts. Resolves the tables it reads (cached: computed by ``run all`` for chapters 4-6), which
-    publishes them into the results store it then reads."""
+def ledger(ch):
+    """The ledger (one row per claim of :data:`trcgl.claims.CLAIMS`), a sentence counting its
+    verdicts, and the ledger as a forest plot. Resolves the tables it reads (cached: computed by
+    ``run all`` for chapters 4-6), which publishes them into the results store it then reads."""
+    from ..plots import claims_forest
+
     for name in _tables():
         table(ch, name)
-    rows = pd.DataFrame([judge(ch, c) for c in C.CLAIMS]).set_index("claim")
+    judged = [judge(ch, c) for c in C.CLAIMS]
+    numbers = [j.pop("numbers") for j in judged]
+    rows = pd.DataFrame(judged).set_index("claim")
     counts = rows["verdict"].value_counts()
     text = (f"{len(rows)} claims: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
                                                 (C.SUPPORTED, C.NOT_SUPPORTED, C.INCONCLUSIVE)) + ".")
-    return rows, text
+    nan = {"value": math.nan, "low": math.nan, "high": math.nan}
+    diffs = [n["diff"] or nan for n in numbers]
+    fig = claims_forest(list(rows.index), [d["value"] for d in diffs], [d["low"] for d in diffs],
+                        [d["high"] for d in diffs], [n["paper"] for n in numbers], list(rows["verdict"]), C.PRIMARY)
+    return rows, text, fig
 
 
 def wording() -> pd.DataFrame:
