@@ -443,10 +443,10 @@ def claims_forest(labels, values, lows, highs, paper_effects, verdicts, metric: 
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel(f"Δ {metric} (claimed winner − compared row): dot and line this run with its interval; "
-                  "× the paper's", fontsize=8)
-    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=v)
+    ax.set_xlabel(f"Δ {metric} (claimed winner − compared row)", fontsize=8)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=f"this run: {v}")
                for v, c in [*colours.items(), ("inconclusive at this scale", "tab:grey")]]
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    handles.append(plt.Line2D([], [], color="black", marker="x", lw=0, label="the paper (mAUC where no tail mAUC)"))
+    ax.legend(handles=handles, fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
