@@ -31,7 +31,7 @@ VERDICT_RULE = (
     "interval the table stage recorded (the same resamples of seeds and test label rows for both rows). "
     "**Not supported**: the interval lies entirely on the side opposite to the paper's claim; or it contains 0 "
     "but excludes the paper's own effect (where the paper's effect is in the claimed direction) while every "
-    "positive control shows its effect, so an effect as large as the paper's is ruled out on a benchmark that can "
+    "positive control of the claim (where it has one) shows its effect, so an effect as large as the paper's is ruled out on a benchmark that can "
     "show one. **Supported**: the interval excludes 0 on the paper's side, every positive control shows its "
     "effect (interval excluding 0 on its expected side) and no negative control does. **Inconclusive at this "
     "scale**: everything else, e.g. an interval that contains both 0 and the paper's effect, a positive control "
