@@ -21,6 +21,8 @@ CHAPTERS = [
      "topic": "ablation and sensitivity"},
     {"paper": "second paper, Eq. 1-3, Tables 3-4", "chapter": "07_inpainting_augmentation", "modules": ["trcgl.inpaint"],
      "topic": "normal-image inpainting augmentation"},
+    {"paper": "Sec. 4, Tables 1-5", "chapter": "08_claims_ledger", "modules": ["trcgl.claims"],
+     "topic": "every claim of the paper against this run, and the paper against itself"},
 ]
 
 

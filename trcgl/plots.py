@@ -423,3 +423,30 @@ def entanglement_heatmap(E, rows, columns, title: str) -> plt.Figure:
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def claims_forest(labels, values, lows, highs, paper_effects, verdicts, metric: str) -> plt.Figure:
+    """The claims ledger as a forest plot: per claim this run's paired difference with its interval
+    (colour: the verdict), the paper's own difference as a cross where it reports one, and 0."""
+    colours = {"supported": "tab:green", "not supported": "tab:red"}
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(8, 0.42 * n + 1.2))
+    y = np.arange(n)
+    for k in range(n):
+        c = colours.get(verdicts[k], "tab:grey")
+        if np.isfinite(lows[k]) and np.isfinite(highs[k]):
+            ax.plot([lows[k], highs[k]], [y[k], y[k]], color=c, lw=2)
+        if np.isfinite(values[k]):
+            ax.plot(values[k], y[k], "o", color=c, ms=5)
+        if paper_effects[k] is not None and np.isfinite(paper_effects[k]):
+            ax.plot(paper_effects[k], y[k], "x", color="black", ms=6)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"Δ {metric} (claimed winner − compared row)", fontsize=8)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2, label=f"this run: {v}")
+               for v, c in [*colours.items(), ("inconclusive at this scale", "tab:grey")]]
+    handles.append(plt.Line2D([], [], color="black", marker="x", lw=0, label="the paper (mAUC where no tail mAUC)"))
+    ax.legend(handles=handles, fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig

@@ -26,6 +26,7 @@ CHAPTER_VIEWS = {
     "05_main_results": "results",
     "06_ablation_sensitivity": "ablation",
     "07_inpainting_augmentation": "inpainting",
+    "08_claims_ledger": "claims",
 }
 
 

@@ -1,0 +1,171 @@
+"""The claims ledger: the verdict rule on hand-made differences, the paper's internal
+inconsistencies found from its numbers, and a registry that names only rows the table stages train."""
+import math
+import re
+
+import pytest
+
+from trcgl import claims as C
+from trcgl import load_config, paper
+from trcgl.tables import TABLES, table_rows
+
+from .conftest import ROOT
+
+TEXT = ROOT.parent / "shared" / "paper" / "trcgl-net-2607.00975.txt"
+
+
+def d(value, low, high):
+    return {"value": value, "low": low, "high": high}
+
+
+WORKS, SILENT = d(0.05, 0.02, 0.08), d(0.001, -0.01, 0.012)
+
+
+# ----------------------------------------------------------------------------- the verdict rule
+
+def test_an_interval_above_zero_with_working_controls_is_supported():
+    verdict, why = C.verdict(d(0.03, 0.01, 0.05), 1, 0.05, [("positive", WORKS), ("negative", SILENT)])
+    assert verdict == C.SUPPORTED, why
+    assert C.verdict(d(-0.03, -0.05, -0.01), -1, -0.02)[0] == C.SUPPORTED      # a claimed decrease
+
+
+def test_an_interval_on_the_wrong_side_is_not_supported():
+    verdict, why = C.verdict(d(-0.03, -0.05, -0.01), 1, 0.05, [("positive", WORKS)])
+    assert verdict == C.NOT_SUPPORTED and "opposite" in why
+    assert C.verdict(d(-0.03, -0.05, -0.01), 1, 0.05, [("positive", SILENT)])[0] == C.NOT_SUPPORTED
+
+
+def test_ruling_out_the_papers_effect_on_a_sensitive_benchmark_is_not_supported():
+    verdict, why = C.verdict(d(0.002, -0.01, 0.015), 1, 0.05, [("positive", WORKS)])
+    assert verdict == C.NOT_SUPPORTED and "excludes the paper's effect" in why
+
+
+def test_a_silent_positive_control_makes_every_non_negative_result_inconclusive():
+    # the claim's own interval excludes 0 on the paper's side, but the benchmark cannot see the effect
+    assert C.verdict(d(0.03, 0.01, 0.05), 1, 0.05, [("positive", SILENT)])[0] == C.INCONCLUSIVE
+    # the interval rules out the paper's effect, but on a benchmark that shows nothing
+    verdict, why = C.verdict(d(0.002, -0.01, 0.015), 1, 0.05, [("positive", SILENT)])
+    assert verdict == C.INCONCLUSIVE and "positive control" in why
+
+
+def test_a_negative_control_that_shows_the_effect_makes_a_gain_inconclusive():
+    verdict, why = C.verdict(d(0.03, 0.01, 0.05), 1, 0.05, [("positive", WORKS), ("negative", WORKS)])
+    assert verdict == C.INCONCLUSIVE and "negative control" in why
+
+
+def test_an_interval_holding_zero_and_the_papers_effect_is_inconclusive():
+    assert C.verdict(d(0.02, -0.01, 0.06), 1, 0.05)[0] == C.INCONCLUSIVE
+    assert C.verdict(d(0.002, -0.01, 0.015), 1, None)[0] == C.INCONCLUSIVE      # the paper gives no number
+    assert C.verdict(d(0.002, -0.01, 0.015), 1, -0.001)[0] == C.INCONCLUSIVE    # the paper's own step goes the other way
+
+
+def test_no_interval_is_inconclusive():
+    assert C.verdict(d(0.03, math.nan, math.nan), 1, 0.05)[0] == C.INCONCLUSIVE
+
+
+# ----------------------------------------------------------------------------- the paper against itself
+
+def test_the_papers_contradictions_are_found_from_its_numbers():
+    found = {(a.table, tuple(c)) for a, c in C.inconsistencies()}
+    assert found == {
+        ("1", ("mAUC: ConvNeXt + CSRA 0.8581 < ConvNeXt 0.8720",)),                  # "consistent gains across all metrics"
+        ("3", ("F1: + channel-class attention 0.4053 < + prompt diffusion 0.4192",)),  # "slight but consistent improvement"
+        ("2", ("Ours: mAP tail 0.4904 > mAP medium 0.3272",)),                        # the tail above the medium classes
+        ("3", ("mAUC: + label GCN (full) 0.8989 < + channel-class attention 0.9000",)),  # "reaches the best performance"
+    }
+
+
+def test_a_consistent_paper_has_no_contradictions():
+    tables = C.paper_tables()
+    t1, t2, t3 = dict(paper.TABLE_1), dict(paper.TABLE_2), dict(paper.TABLE_3)
+    t1["ConvNeXt + CSRA"] = (0.3671, 0.8800, 0.3227)
+    t2["Ours"] = (0.5479, 0.3272, 0.2904, 0.9012, 0.8849, 0.9229)
+    t3["+ channel-class attention"] = (0.4381, 0.8985, 0.4253)
+    tables.update({"1": (t1, paper.COLUMNS_1), "2": (t2, paper.COLUMNS_2), "3": (t3, paper.COLUMNS_1)})
+    assert C.inconsistencies(tables) == []
+    assert len(C.ASSERTIONS) > 4         # the sentences that hold were checked too
+
+
+def test_an_unknown_assertion_kind_is_refused():
+    with pytest.raises(ValueError, match="unknown assertion kind"):
+        C.contradictions(C.Assertion("1", "x", "above", ("mAP",), "Ours", "ConvNeXt"))
+
+
+@pytest.mark.skipif(not TEXT.exists(), reason="the paper's text is not beside this checkout")
+def test_the_quoted_words_are_the_papers():
+    text = " ".join(TEXT.read_text().split())
+    quotes = [c.wording for c in C.CLAIMS] + [a.wording for a in C.ASSERTIONS]
+    for quote in quotes:
+        for part in re.split(r"\s*\[\.\.\.\]\s*", quote):
+            assert " ".join(part.split()) in text, part
+
+
+# ----------------------------------------------------------------------------- the registry against the tables
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_the_registry_names_rows_the_table_stages_train(profile):
+    cfg = load_config(profile)
+    for claim in C.CLAIMS:
+        comparisons = [(claim.table, claim.row, claim.reference)] + [(k.table, k.row, k.reference)
+                                                                       for k in claim.controls]
+        for table, row, reference in comparisons:
+            assert table in TABLES, (claim.name, table)
+            trained = [r.name for r in table_rows(cfg, table) if not r.unavailable]
+            assert row in trained, (claim.name, table, row)
+            assert reference in trained or (reference == C.BEST_OTHER and len(trained) > 1), (claim.name, reference)
+        assert claim.metric == C.PRIMARY
+        if claim.paper is not None:
+            metric, a, b, _ = claim.paper
+            assert metric in paper.COLUMNS_1 + paper.COLUMNS_2 and a != b
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_the_ledger_needs_no_stage_that_other_chapters_do_not(profile, monkeypatch):
+    """Every request of the ledger is a table request that another chapter makes with the same
+    arguments, so `run all` computes nothing new for it (table requests recorded, not built: building
+    one walks every run of the table)."""
+    import trcgl.stages as S
+    from trcgl.views import CHAPTER_VIEWS, chapter_needs
+
+    monkeypatch.setattr(S, "table", lambda cfg, name, seeds=None: ("table", name, seeds and tuple(seeds), cfg.hash()))
+    cfg = load_config(profile)
+    mine = chapter_needs("08_claims_ledger", cfg)
+    assert mine and all(isinstance(q, tuple) for q in mine)
+    missing = set(mine)
+    for chapter in reversed([c for c in CHAPTER_VIEWS if c != "08_claims_ledger"]):   # the tables' chapters are last
+        missing -= {q for q in chapter_needs(chapter, cfg) if isinstance(q, tuple)}
+        if not missing:
+            break
+    assert not missing
+
+
+# ----------------------------------------------------------------------------- the ledger reads the results store
+
+def test_a_ledger_row_reads_the_store_and_compares_with_the_strongest_other_row(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from trcgl.results import ResultsStore
+    from trcgl.views import claims as view
+
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path))
+    values = {"Ours": (0.80, 0.82), "weak": (0.70, 0.69), "strong": (0.75, 0.76)}
+    records = [{"row": r, "metric": "mAUC tail", "value": v, "seed": s, "kind": "seed"} for r, vs in values.items()
+               for s, v in enumerate(vs)]
+    records += [{"row": "Ours", "reference": "strong", "metric": "mAUC tail", "value": 0.05, "low": 0.02, "high": 0.08,
+                 "seed": None, "kind": "difference", "resamples": 50},
+                {"row": "Ours", "reference": "weak", "metric": "mAUC tail", "value": 0.10, "low": -0.01, "high": 0.2,
+                 "seed": None, "kind": "difference", "resamples": 50}]
+    ResultsStore(tmp_path / "results-t.json").replace_table("table1", records)
+    ch = SimpleNamespace(cfg=SimpleNamespace(profile="t", seeds=[0, 1]))
+    claim = C.Claim("c", "", "", "table1", "Ours", C.BEST_OTHER, ("mAUC tail", 0.9, 0.85, "ConvNeXt"))
+    row = view.judge(ch, claim)
+    assert row["here: compared rows"].startswith("Ours vs strong") and row["verdict"] == C.SUPPORTED
+    assert row["here: Δ mAUC tail [interval]"] == "+0.0500 [+0.0200, +0.0800]"
+    assert "Δ +0.0500" in row["paper (its numbers)"]
+    # a positive control that this run did not train cannot vouch for the benchmark
+    blind = C.Claim("c", "", "", "table1", "Ours", "strong", None,
+                    controls=(C.Control("positive", "controls", "ideal", "none", "ideal vs none"),))
+    row = view.judge(ch, blind)
+    assert row["verdict"] == C.INCONCLUSIVE and "ideal vs none not run here" in row["controls here"]
+    # a compared row without results
+    assert view.judge(ch, C.Claim("c", "", "", "table1", "Ours", "absent"))["verdict"] == C.INCONCLUSIVE

@@ -1,0 +1,151 @@
+"""Chapter 8 (the claims ledger): one row per claim of the paper, the paper's number beside this
+run's paired difference in tail mAUC with its interval and controls, and a verdict by the rule of
+:mod:`trcgl.claims`; then the paper's statements that its own numbers contradict.
+
+It reads only tables that other chapters already compute (the table stages of chapters 4-6), and
+this run's numbers only from the results store (:func:`trcgl.seedtables.paired_differences`)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .. import claims as C
+from .. import stages as S
+from ..seedtables import paired_differences, results_store, seed_means
+from .common import table
+
+
+def _tables() -> list[str]:
+    names = [c.table for c in C.CLAIMS] + [k.table for c in C.CLAIMS for k in c.controls]
+    return list(dict.fromkeys(names))
+
+
+def needs(cfg) -> list:
+    return [S.table(cfg, name) for name in _tables()]
+
+
+def setting(ch) -> str:
+    """What the ledger's numbers are: the profile, the seeds, the interval, the primary endpoint."""
+    store = results_store(ch.cfg)
+    recorded = [r for name in _tables() for r in store.records(name) if r.get("kind") == "difference"]
+    # the method each record names (records without one are percentile intervals), its level and resamples
+    kinds = sorted({(r.get("interval", "percentile"), r.get("level", 0.95), r["resamples"])
+                    for r in recorded if r.get("resamples")})
+    how = ("; ".join(f"a {100 * level:g}% {method} bootstrap interval over {n} joint resamples of the seeds and the "
+                     f"test label rows" for method, level, n in kinds) if kinds else "a paired t-interval over the seeds")
+    return (f"profile {ch.cfg.profile}; seeds {list(ch.cfg.seeds)}; every difference paired (both rows on the same "
+            f"seeds and test resamples), with {how}, as the table stages recorded them; the verdict on {C.PRIMARY} "
+            f"(the primary endpoint).")
+
+
+def rule() -> str:
+    """The verdict rule, in words (the page prints it above the ledger)."""
+    return C.VERDICT_RULE
+
+
+def _difference(store, tbl: str, row: str, reference: str, metric: str) -> dict | None:
+    """The store's paired difference row − reference (value, low, high), or None when either row has
+    no results in this run."""
+    try:
+        d = paired_differences(store, tbl, reference, metric)
+    except KeyError:
+        return None
+    if d.empty or row not in d.index:
+        return None
+    r = d.loc[row]
+    return {"value": float(r.iloc[0]), "low": float(r["low"]), "high": float(r["high"])}
+
+
+def _reference(store, claim: C.Claim) -> str | None:
+    """The claim's compared row; for :data:`~trcgl.claims.BEST_OTHER` the row with the highest mean of
+    the claim's metric in this run, the claimed row left out."""
+    if claim.reference != C.BEST_OTHER:
+        return claim.reference
+    means = seed_means(store, claim.table, [claim.metric])
+    if claim.metric not in means:
+        return None
+    others = means[claim.metric].drop(index=claim.row, errors="ignore").dropna()
+    return None if others.empty else str(others.idxmax())
+
+
+def _interval(d: dict | None) -> str:
+    if d is None:
+        return "not run here"
+    if math.isnan(d["low"]):
+        return f"{d['value']:+.4f} (no interval)"
+    return f"{d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+
+
+def _paper_cell(claim: C.Claim) -> str:
+    if claim.paper is None:
+        return "no number in the paper"
+    metric, a, b, ref = claim.paper
+    ref = f"{ref:g}" if isinstance(ref, float) else ref
+    what = metric if metric == claim.metric else f"{metric}; no {claim.metric} reported"
+    return f"{a:.4f} vs {b:.4f} ({ref}): Δ {a - b:+.4f} ({what})"
+
+
+def judge(ch, claim: C.Claim) -> dict:
+    """One row of the ledger: this run's difference and controls from the results store, the paper's
+    values, and the verdict with its reason (and, under ``"numbers"``, the difference and the paper's
+    effect for the figure)."""
+    store = results_store(ch.cfg)
+    reference = _reference(store, claim)
+    diff = None if reference is None else _difference(store, claim.table, claim.row, reference, claim.metric)
+    controls = [(k, _difference(store, k.table, k.row, k.reference, claim.metric)) for k in claim.controls]
+    paper_effect = None if claim.paper is None else claim.paper[1] - claim.paper[2]
+    if diff is None:
+        verdict, why = C.INCONCLUSIVE, "a compared row has no results in this run"
+    else:
+        missing = [k.label for k, d in controls if d is None and k.role == "positive"]
+        verdict, why = C.verdict(diff, claim.direction, paper_effect,
+                                 [(k.role, d) for k, d in controls if d is not None])
+        if missing and verdict == C.SUPPORTED:
+            verdict, why = C.INCONCLUSIVE, f"no positive control in this run ({'; '.join(missing)})"
+    compared = reference if reference is not None else "—"
+    if claim.reference == C.BEST_OTHER and reference is not None:
+        compared += f" (the strongest other row here on {claim.metric})"
+    return {"claim": claim.name, "paper (its numbers)": _paper_cell(claim),
+            "here: compared rows": f"{claim.row} vs {compared} ({claim.table})",
+            f"here: Δ {claim.metric} [interval]": _interval(diff),
+            "controls here": "; ".join(f"{k.role}: {k.label} {_interval(d)}" for k, d in controls) or "none",
+            "verdict": verdict, "why": why, "numbers": {"diff": diff, "paper": paper_effect}}
+
+
+def ledger(ch):
+    """The ledger (one row per claim of :data:`trcgl.claims.CLAIMS`), a sentence counting its
+    verdicts, and the ledger as a forest plot. Resolves the tables it reads (cached: computed by
+    ``run all`` for chapters 4-6), which publishes them into the results store it then reads."""
+    from ..plots import claims_forest
+
+    for name in _tables():
+        table(ch, name)
+    judged = [judge(ch, c) for c in C.CLAIMS]
+    numbers = [j.pop("numbers") for j in judged]
+    rows = pd.DataFrame(judged).set_index("claim")
+    counts = rows["verdict"].value_counts()
+    text = (f"{len(rows)} claims: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
+                                                (C.SUPPORTED, C.NOT_SUPPORTED, C.INCONCLUSIVE)) + ".")
+    nan = {"value": math.nan, "low": math.nan, "high": math.nan}
+    diffs = [n["diff"] or nan for n in numbers]
+    fig = claims_forest(list(rows.index), [d["value"] for d in diffs], [d["low"] for d in diffs],
+                        [d["high"] for d in diffs], [n["paper"] for n in numbers], list(rows["verdict"]), C.PRIMARY)
+    return rows, text, fig
+
+
+def wording() -> pd.DataFrame:
+    """Each claim in the paper's words, and where it makes it."""
+    return pd.DataFrame([{"claim": c.name, "where": c.source, "the paper's words": c.wording}
+                         for c in C.CLAIMS]).set_index("claim")
+
+
+def inconsistencies() -> tuple[pd.DataFrame, str]:
+    """The paper's sentences about its own tables that its numbers contradict (computed from
+    :mod:`trcgl.paper`), and how many of the checked sentences hold."""
+    found = C.inconsistencies()
+    df = pd.DataFrame([{"table": f"Table {a.table}", "the paper says": a.wording,
+                        "its own numbers": "; ".join(c)} for a, c in found])
+    text = (f"{len(C.ASSERTIONS)} sentences of the paper about its own tables were checked against its numbers; "
+            f"{len(found)} are contradicted by them, {len(C.ASSERTIONS) - len(found)} hold.")
+    return df, text
