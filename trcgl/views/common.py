@@ -1,4 +1,5 @@
-"""What several chapters show: a table's per-row means and the runs behind it."""
+"""What several chapters show: a table's per-row means and the runs behind it, and the notes under the
+tables that state the run's setting (every word read from the configuration and the table's records)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -23,3 +24,95 @@ def row_means(result) -> pd.DataFrame:
 def run(ch, result, row: str, seed: int):
     """The trained classifier (TrainResult) of one (row, seed) of a table."""
     return ch.get(result.runs[(row, seed)])
+
+
+def backbone_start(cfg) -> str:
+    """Where the run's backbones start, read from the configuration (what the classifier stage
+    does: :func:`trcgl.stages.uses_pretraining`): a local checkpoint, the ``pretrain`` stage's
+    backbone (pretrained here on a pool disjoint from the training set, head labels only), or
+    random initialisation."""
+    if cfg.model.checkpoint:
+        return "loaded from a local checkpoint"
+    if cfg.pretrain.enabled:
+        return (f"pretrained here ({cfg.pretrain.epochs} epochs on {cfg.pretrain.n_pool} training-split "
+                f"rows disjoint from the training set, head-class labels only; one per architecture)")
+    return "random initialisation"
+
+
+def training_text(cfg) -> str:
+    """Which stages the classifier trains, read from ``train.warmup_epochs`` / ``finetune_epochs``:
+    heads only on the frozen backbone, the whole network, or heads then the whole network."""
+    w, f = int(cfg.train.warmup_epochs), int(cfg.train.finetune_epochs)
+    if f == 0:
+        return f"heads only on the frozen backbone ({w} epochs; no fine-tuning)"
+    if w == 0:
+        return f"the whole network fine-tuned ({f} epochs)"
+    return f"heads on the frozen backbone ({w} epochs), then the whole network fine-tuned ({f} epochs)"
+
+
+def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pretrained backbones, one run.",
+                   records=None) -> str:
+    """The lines under each table that say what our numbers are measured on (and the reference
+    columns beside them), every setting read from ``cfg``; with the table's ``records``, which
+    interval each metric carries (:func:`intervals_note`)."""
+    where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
+             else "real PadChest images")
+    intervals = f" {intervals_note(records)}" if records is not None else ""
+    return (f"Ours: {where}, {cfg.data.image_size}px; backbones {backbone_start(cfg)}; trained: "
+            f"{training_text(cfg)}, best epoch on the selection split; scored on the test split, mean over seeds "
+            f"{list(cfg.seeds)}; macro-F1 at a fixed threshold of {cfg.eval.f1_threshold:g}.{intervals}\n{reference}")
+
+
+def intervals_note(records) -> str:
+    """Which 95 % interval each metric of a table carries, read from its records: the metrics with
+    ``interval`` records (their ``resamples`` and, where recorded, ``method``) resample seeds and test
+    label rows together; every other metric gets a t-interval over the seeds (none with one seed)."""
+    records = list(records)
+    seeds = {r["seed"] for r in records if r.get("kind", "seed") in (None, "seed")}
+    metrics = list(dict.fromkeys(r["metric"] for r in records if r.get("kind", "seed") in (None, "seed")))
+    resampled = [r for r in records if r.get("kind") == "interval"]
+    boot = [m for m in metrics if any(r["metric"] == m for r in resampled)]
+    rest = [m for m in metrics if m not in boot]
+    parts = []
+    if boot:
+        n = sorted({int(r["resamples"]) for r in resampled if r.get("resamples") is not None})
+        method = sorted({str(r["method"]) for r in resampled if r.get("method")}) or ["percentile"]
+        parts.append(f"{', '.join(boot)}: {' / '.join(method)} bootstrap interval over "
+                     f"{' / '.join(map(str, n)) or 'the recorded'} joint resamples of the seeds and the test label rows")
+    if rest:
+        parts.append(f"{', '.join(rest)}: " + ("t-interval over the seeds" if len(seeds) > 1
+                                                else "no interval (one seed)"))
+    return ("95% intervals: " + "; ".join(parts) + ".") if parts else ""
+
+
+def differences_note(records, metric: str, what: str) -> str:
+    """The sentence above a table of paired differences on ``metric``: how its intervals were made,
+    read from the table's records (``difference`` records: a paired bootstrap on the resamples they
+    name; none: a paired t-interval over the seeds, as :func:`trcgl.seedtables.paired_differences`)."""
+    records = list(records)
+    recorded = [r for r in records if r.get("kind") == "difference" and r["metric"] == metric]
+    if recorded:
+        n = sorted({int(r["resamples"]) for r in recorded if r.get("resamples") is not None})
+        method = sorted({str(r["method"]) for r in recorded if r.get("method")}) or ["percentile"]
+        how = (f"a paired {' / '.join(method)} bootstrap interval: both rows scored on the same "
+               f"{' / '.join(map(str, n))} joint resamples of the seeds and the test label rows")
+    else:
+        seeds = {r["seed"] for r in records if r.get("kind", "seed") in (None, "seed")}
+        how = "a paired t-interval over the seeds" if len(seeds) > 1 else "no interval (one seed)"
+    return f"{what} on {metric}, on the same seeds ({how}; *sure* when the 95% interval excludes zero):"
+
+
+def exercises(*items: tuple[str, str]):
+    """A chapter's exercises as MyST Markdown (the book renders Markdown outputs as MyST:
+    ``nb_render_markdown_format`` in ``_config.yml``): a numbered list, each exercise with a
+    collapsible hint. Chapters whose exercises name the run's values (seeds, thresholds, epochs)
+    take them from here, so the values are the configuration's, never typed."""
+    from textwrap import indent
+
+    from IPython.display import Markdown
+
+    lines = []
+    for k, (question, hint) in enumerate(items, 1):
+        lines.append(f"{k}. " + indent(question.strip(), "   ").lstrip())
+        lines.append(indent(f"```{{admonition}} Hint\n:class: dropdown\n{hint.strip()}\n```", "   "))
+    return Markdown("\n".join(lines) + "\n")
