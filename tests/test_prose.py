@@ -87,7 +87,7 @@ def test_the_table_note_states_the_configured_setting(profile):
 
     cfg = config(profile)
     tcfg = tables_config(cfg)
-    note = benchmark_note(tcfg, records=fake_records(tcfg))
+    note = " ".join(benchmark_note(tcfg, records=fake_records(tcfg)).split())     # as one line: notes are wrapped
     assert tcfg.pretrain.enabled
     assert not re.search(r"random[- ]init", note), note
     assert "pretrained here" in note and f"{tcfg.pretrain.n_pool} training-split rows" in note
@@ -105,7 +105,7 @@ def test_the_table_note_follows_the_configuration():
     from trcgl.views.common import benchmark_note
 
     cfg = config("smoke").replace({"pretrain.enabled": False, "train.finetune_epochs": 3, "eval.f1_threshold": 0.2})
-    note = benchmark_note(cfg, records=fake_records(cfg))
+    note = " ".join(benchmark_note(cfg, records=fake_records(cfg)).split())
     assert "random initialisation" in note and "fine-tuned (3 epochs)" in note and "threshold of 0.2" in note
 
 
@@ -114,7 +114,7 @@ def test_the_gcn_verdict_states_the_configured_setting_and_leads_with_tail_mauc(
     from trcgl.views import gcn
 
     cfg = config(profile)
-    text = gcn.verdict(SimpleNamespace(cfg=cfg), fake_means())
+    text = " ".join(gcn.verdict(SimpleNamespace(cfg=cfg), fake_means()).split())
     assert not re.search(r"random[- ]init", text), text
     assert "pretrained here" in text and "heads only" in text
     assert text.startswith("Tail mAUC")

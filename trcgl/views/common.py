@@ -57,10 +57,19 @@ def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pr
     interval each metric carries (:func:`intervals_note`)."""
     where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
              else "real PadChest images")
-    intervals = f" {intervals_note(records)}" if records is not None else ""
-    return (f"Ours: {where}, {cfg.data.image_size}px; backbones {backbone_start(cfg)}; trained: "
-            f"{training_text(cfg)}, best epoch on the selection split; scored on the test split, mean over seeds "
-            f"{list(cfg.seeds)}; macro-F1 at a fixed threshold of {cfg.eval.f1_threshold:g}.{intervals}\n{reference}")
+    parts = [f"Ours: {where}, {cfg.data.image_size}px; backbones {backbone_start(cfg)}.",
+             f"Trained: {training_text(cfg)}, best epoch on the selection split; scored on the test split, mean over "
+             f"seeds {list(cfg.seeds)}; macro-F1 at a fixed threshold of {cfg.eval.f1_threshold:g}.",
+             intervals_note(records) if records is not None else "", reference]
+    return wrapped(*parts)
+
+
+def wrapped(*paragraphs: str, width: int = 110) -> str:
+    """Printed notes, one paragraph per line group, wrapped to ``width`` columns (a printed output does
+    not wrap on the page: a long line would scroll sideways)."""
+    from textwrap import fill
+
+    return "\n".join(fill(p, width, break_on_hyphens=False) for p in paragraphs if p)
 
 
 def intervals_note(records) -> str:
@@ -116,3 +125,31 @@ def exercises(*items: tuple[str, str]):
         lines.append(f"{k}. " + indent(question.strip(), "   ").lstrip())
         lines.append(indent(f"```{{admonition}} Hint\n:class: dropdown\n{hint.strip()}\n```", "   "))
     return Markdown("\n".join(lines) + "\n")
+
+
+#: how a missing value shows in the book's tables
+MISSING = "–"
+
+
+def table_display() -> None:
+    """How the chapters' tables show on the page: no cell text cut (pandas cuts at 50 characters by
+    default), every column shown, and a missing value as :data:`MISSING` instead of ``NaN`` (pandas has
+    no display option for a DataFrame's missing values, so its HTML formatter is registered with IPython
+    when a kernel runs the chapter)."""
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", None)
+    pd.set_option("styler.format.na_rep", MISSING)
+    try:
+        from IPython import get_ipython
+    except ImportError:        # pragma: no cover - IPython ships with the notebook stack
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+
+
+def table_html(df: pd.DataFrame) -> str:
+    """A DataFrame as the book's HTML: missing values as :data:`MISSING`, long tables cut only in rows."""
+    return df.to_html(na_rep=MISSING, notebook=True, max_rows=pd.get_option("display.max_rows"),
+                      show_dimensions=len(df) > pd.get_option("display.max_rows"))

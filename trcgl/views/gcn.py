@@ -105,12 +105,12 @@ def verdict(ch, means: pd.DataFrame) -> str:
     """The GCN's verdict on this run's component runs, tail mAUC (the primary endpoint) first, then mAP; the
     setting it was measured in read from the configuration."""
     from .. import paper
-    from .common import backbone_start, training_text
+    from .common import backbone_start, training_text, wrapped
 
     full, base, cca = means.loc[FULL], means.loc[GAP_ONLY], means.loc[CCA]
     ref = paper.table(3)["mAP (paper)"]
     t = "mAUC tail"
-    return (f"Tail mAUC (the primary endpoint): the full model {full[t]:.4f}, GAP only {base[t]:.4f} "
+    return wrapped(*(f"Tail mAUC (the primary endpoint): the full model {full[t]:.4f}, GAP only {base[t]:.4f} "
             f"({full[t] - base[t]:+.4f}), channel-class attention alone {cca[t]:.4f} (the GCN adds "
             f"{full[t] - cca[t]:+.4f}).\n"
             f"The full model {'beats' if full['mAP'] > base['mAP'] else 'does not beat'} the GAP-only baseline on test "
@@ -121,7 +121,7 @@ def verdict(ch, means: pd.DataFrame) -> str:
             f"{ref['+ channel-class attention']:.4f} -> {ref['+ label GCN (full)']:.4f} mAP when the GCN is added. "
             f"Ours: {ch.cfg.profile} profile, {ch.cfg.data.source} images, no synthetic images, one seed ({ch.cfg.seed}); "
             f"backbone {backbone_start(ch.cfg)}; trained: {training_text(ch.cfg)}; GCN score "
-            f"'{ch.cfg.model.gcn_score}'.")
+            f"'{ch.cfg.model.gcn_score}'.").split("\n"))
 
 
 def test_intervals(ch, result, cohort, test_set) -> tuple[str, pd.DataFrame]:
