@@ -154,12 +154,18 @@ def head_to_head(ch, tcfg):
 
 def head_to_head_differences(ch) -> tuple[pd.DataFrame, str]:
     store = results_store(ch.cfg)
-    diffs = pd.concat({m: paired_differences(store, "inpaint_h2h", NO_AUG, m) for m in ["mAP", "mAP head", "mAP tail"]},
-                      axis=1)
+    diffs = pd.concat({m: paired_differences(store, "inpaint_h2h", NO_AUG, m)
+                       for m in ["mAUC tail", "mAP", "mAP head", "mAP tail"]}, axis=1)
     means = seed_means(store, "inpaint_h2h")
     d = paired_differences(store, "inpaint_h2h", NO_AUG, "mAP tail").loc[INPAINT]
+    u = "mAUC tail"
+    du = {r: paired_differences(store, "inpaint_h2h", NO_AUG, u).loc[r] for r in (PROMPT, INPAINT, BOTH)}
     t3 = paper.INPAINT_TABLE_3
-    text = (f"Tail mAP: no augmentation {means.loc[NO_AUG, 'mAP tail']:.4f}, prompt diffusion "
+    text = ("Tail mAUC (the primary endpoint) against no augmentation "
+            f"({means.loc[NO_AUG, u]:.4f}): " + "; ".join(
+                f"{r} {interval_text(x)} ({'sure' if x['sure'] else 'not sure at this number of seeds'})"
+                for r, x in du.items()) + ".\n"
+            f"Tail mAP: no augmentation {means.loc[NO_AUG, 'mAP tail']:.4f}, prompt diffusion "
             f"{means.loc[PROMPT, 'mAP tail']:.4f}, inpainting {means.loc[INPAINT, 'mAP tail']:.4f}, both "
             f"{means.loc[BOTH, 'mAP tail']:.4f}; the best is {means['mAP tail'].idxmax()}. Inpainting vs no augmentation "
             f"on the tail: {interval_text(d)} ({'sure' if d['sure'] else 'not sure at this number of seeds'}). The "
@@ -187,7 +193,7 @@ def ablation(ch, tcfg):
 
 
 def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
-    """Differences against no augmentation, the PIL and guard effects against the seed noise, the
+    """Differences against no augmentation, the PIL and guard effects against the resampling noise, the
     method against the unchanged copies, and the verdict on where the gain comes from."""
     store = results_store(ch.cfg)
     diffs = paired_differences(store, "inpaint_ablation", NO_AUG, "mAP")
@@ -198,7 +204,7 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
     if np.isnan(half):
         noise = "with one seed there is no interval, so neither effect can be told from seed noise."
     elif max(abs(pil_gain), abs(guard_gain)) < half:
-        noise = f"the widest interval against no augmentation is ±{half:.4f}, so both effects are inside the seed noise."
+        noise = f"the widest interval against no augmentation is ±{half:.4f}, so both effects are inside the resampling noise."
     else:
         noise = f"the widest interval against no augmentation is ±{half:.4f}, so at least one effect exceeds it."
     effects = f"PIL changes mAP by {pil_gain:+.4f} (with the guard), the guard by {guard_gain:+.4f} (with PIL); {noise}"
@@ -206,14 +212,16 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
                     for k in ["mAP", "mAP head", "mAP tail"]}, axis=1)
     d_all = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP").loc[METHOD_ROW]
     d_tail = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP tail").loc[METHOD_ROW]
+    d_auc = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAUC tail").loc[METHOD_ROW]
 
     def verdict(d):
         if not d["sure"]:
             return "not distinguishable from the copies"
         return "better than the copies" if d.iloc[0] > 0 else "worse than the copies"
 
-    helped = (d_all["sure"] and d_all.iloc[0] > 0) or (d_tail["sure"] and d_tail.iloc[0] > 0)
-    text = (f"The method against the unchanged copies: mAP {interval_text(d_all)} ({verdict(d_all)}), tail mAP "
+    helped = any(d["sure"] and d.iloc[0] > 0 for d in (d_auc, d_all, d_tail))
+    text = (f"The method against the unchanged copies: tail mAUC (the primary endpoint) {interval_text(d_auc)} "
+            f"({verdict(d_auc)}), mAP {interval_text(d_all)} ({verdict(d_all)}), tail mAP "
             f"{interval_text(d_tail)} ({verdict(d_tail)}). "
             + ("The erasing itself adds something beyond seeing these images again." if helped else
                "So on this benchmark the gain over no augmentation comes from seeing these images again, not from "
