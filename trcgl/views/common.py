@@ -34,7 +34,8 @@ def backbone_start(cfg) -> str:
     if cfg.model.checkpoint:
         return "loaded from a local checkpoint"
     if cfg.pretrain.enabled:
-        return (f"pretrained here ({cfg.pretrain.epochs} epochs on {cfg.pretrain.n_pool} training-split "
+        e = int(cfg.pretrain.epochs)
+        return (f"pretrained here ({e} epoch{'s' if e != 1 else ''} on {cfg.pretrain.n_pool} training-split "
                 f"rows disjoint from the training set, head-class labels only; one per architecture)")
     return "random initialisation"
 
@@ -43,11 +44,14 @@ def training_text(cfg) -> str:
     """Which stages the classifier trains, read from ``train.warmup_epochs`` / ``finetune_epochs``:
     heads only on the frozen backbone, the whole network, or heads then the whole network."""
     w, f = int(cfg.train.warmup_epochs), int(cfg.train.finetune_epochs)
+    def epochs(n):
+        return f"{n} epoch{'s' if n != 1 else ''}"
+
     if f == 0:
-        return f"heads only on the frozen backbone ({w} epochs; no fine-tuning)"
+        return f"heads only on the frozen backbone ({epochs(w)}; no fine-tuning)"
     if w == 0:
-        return f"the whole network fine-tuned ({f} epochs)"
-    return f"heads on the frozen backbone ({w} epochs), then the whole network fine-tuned ({f} epochs)"
+        return f"the whole network fine-tuned ({epochs(f)})"
+    return f"heads on the frozen backbone ({epochs(w)}), then the whole network fine-tuned ({epochs(f)})"
 
 
 def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pretrained backbones, one run.",

@@ -78,7 +78,7 @@ def ranking_text(ch, result) -> str:
             f"{t.iloc[0]:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}]"
             f"{' (sure)' if t['sure'] else ' (not sure at this number of seeds)'}.\n"
             f"Ranking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
-            f"TRCGL-Net ranks {rank} of {len(order)} here, so this run "
+            f"By mAP, TRCGL-Net ranks {rank} of {len(order)} here, so this run "
             f"{'reproduces' if rank == 1 else 'does not reproduce'} the paper's headline (first place). Against "
             f"ConvNeXt it changes mAP by {d.iloc[0]:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (better on "
             f"{d['better on seeds']} seeds{'; sure' if d['sure'] else '; not sure at this number of seeds'}). The "
@@ -239,8 +239,9 @@ def exercises(ch, cohort, test_set):
          "stays unsure."),
         ("The CLIP row needs pretrained weights. Save a CLIP vision model with `save_pretrained` on a machine with "
          "internet and run with `-p clip_image_encoder PATH`. How far does pretraining move it?",
-         f"Compare with the ViT row, the same kind of network; its backbone here: {start}."),
-        (f"Table 2 reports tail mAP over {len(tail)} classes with {int(positives.min())} to {int(positives.max())} "
+         f"Compare with the ViT row, the same kind of network, whose backbone is {start}."),
+        (f"Table 2 reports tail mAP over {len(tail)} classes with "
+         f"{int(positives.min())}{'' if positives.min() == positives.max() else f' to {int(positives.max())}'} "
          "test positives each. Which tail class contributes most to the difference between TRCGL-Net and ConvNeXt?",
          f"`evaluate(test_set.Y, result.probs[(\"Ours\", {seeds[0]})], classes, groups).per_class` (from "
          "`trcgl.metrics`) gives AP per class on the test split; subtract the ConvNeXt run's."),
