@@ -223,5 +223,5 @@ view.trainer_speed(ch)
 # %% [markdown]
 # ## Exercises
 
-# %%
+# %% tags=["remove-input"]
 view.exercises(ch, cohort)

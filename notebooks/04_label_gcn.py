@@ -180,5 +180,5 @@ ceiling
 # %% [markdown]
 # ## Exercises
 
-# %%
+# %% tags=["remove-input"]
 view.exercises(ch, means)

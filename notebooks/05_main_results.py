@@ -146,5 +146,5 @@ print(fig5_text)
 # %% [markdown]
 # ## Exercises
 
-# %%
+# %% tags=["remove-input"]
 view.exercises(ch, cohort, test_set)

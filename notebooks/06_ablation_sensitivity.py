@@ -109,5 +109,5 @@ released_differences
 # %% [markdown]
 # ## Exercises
 
-# %%
+# %% tags=["remove-input"]
 view.exercises(ch, ladder)

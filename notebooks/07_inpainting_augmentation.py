@@ -227,5 +227,5 @@ print(verdict_text)
 # %% [markdown]
 # ## Exercises
 
-# %%
+# %% tags=["remove-input"]
 view.exercises(ch)
