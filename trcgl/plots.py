@@ -253,7 +253,8 @@ def label_graph(A, classes, groups, ax: plt.Axes | None = None, seed: int = 0) -
                 ha="right" if left else "left", rotation=np.degrees(a) + (180 if left else 0),
                 rotation_mode="anchor")
     fig.legend(handles=[plt.Line2D([], [], marker="o", ls="", color=GROUP_COLOURS[g], label=g)
-                       for g in ("head", "medium", "tail")], loc="lower left", fontsize=8, title="group (edge width: weight in A)", title_fontsize=8, frameon=False)
+                        for g in ("head", "medium", "tail")], loc="lower left", fontsize=8,
+               title="group (edge width: weight in A)", title_fontsize=8, frameon=False)
     ax.set_xlim(-1.65, 1.65)
     ax.set_ylim(-1.65, 1.65)
     ax.set_aspect("equal")

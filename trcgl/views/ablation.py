@@ -64,8 +64,8 @@ def steps_text(table_: pd.DataFrame) -> str:
         "No step's tail-mAUC interval excludes zero at this number of seeds."),
         f"The largest mAP step here is {biggest} ({table_.loc[biggest, 'ΔmAP']:+.4f} mAP); in the paper it is "
              f"{paper_biggest} ({table_.loc[paper_biggest, 'ΔmAP (paper)']:+.4f}). "
-             + (f"Steps whose interval excludes zero: {', '.join(sure)}." if sure else
-                "No step's interval excludes zero at this number of seeds.")]
+             + (f"Steps whose mAP interval excludes zero: {', '.join(sure)}." if sure else
+                "No step's mAP interval excludes zero at this number of seeds.")]
     for step, r in table_.iterrows():
         agree = (r["ΔmAP"] > 0) == (r["ΔmAP (paper)"] > 0)
         lines.append(f"  {step}: {r['ΔmAP']:+.4f} here vs {r['ΔmAP (paper)']:+.4f} in the paper, "
@@ -126,7 +126,8 @@ def released_comparison(ch, tcfg):
                  "behaviours of the released fine-tuning stage cannot act: EMA starts at fine-tuning, so the "
                  "'+ EMA' row is the text reading; and the released reading gives synthetic images weight 0 "
                  "outside fine-tuning, so its synthetic images never count here.")
-    return ours, diffs.round(4), text, benchmark_note(tcfg, "No paper column: the paper reports one reading.", result.records)
+    note = benchmark_note(tcfg, "No paper column: the paper reports one reading.", result.records)
+    return ours, diffs.round(4), text, note
 
 
 def exercises(ch, result):

@@ -91,7 +91,8 @@ def intervals_note(records) -> str:
         n = sorted({int(r["resamples"]) for r in resampled if r.get("resamples") is not None})
         method = sorted({str(r["method"]) for r in resampled if r.get("method")}) or ["percentile"]
         parts.append(f"{', '.join(boot)}: {' / '.join(method)} bootstrap interval over "
-                     f"{' / '.join(map(str, n)) or 'the recorded'} joint resamples of the seeds and the test label rows")
+                     f"{' / '.join(map(str, n)) or 'the recorded'} joint resamples of the seeds and the test "
+                     "label rows")
     if rest:
         parts.append(f"{', '.join(rest)}: " + ("t-interval over the seeds" if len(seeds) > 1
                                                 else "no interval (one seed)"))

@@ -119,7 +119,8 @@ def verdict(ch, means: pd.DataFrame) -> str:
             f"mAP by {full['mAP'] - cca['mAP']:+.4f} (tail {full['mAP tail'] - cca['mAP tail']:+.4f}).\n"
             f"The paper's Table 3 (real PadChest, pretrained backbone, with prompt diffusion in both rows): "
             f"{ref['+ channel-class attention']:.4f} -> {ref['+ label GCN (full)']:.4f} mAP when the GCN is added. "
-            f"Ours: {ch.cfg.profile} profile, {ch.cfg.data.source} images, no synthetic images, one seed ({ch.cfg.seed}); "
+            f"Ours: {ch.cfg.profile} profile, {ch.cfg.data.source} images, no synthetic images, one seed "
+            f"({ch.cfg.seed}); "
             f"backbone {backbone_start(ch.cfg)}; trained: {training_text(ch.cfg)}; GCN score "
             f"'{ch.cfg.model.gcn_score}'.").split("\n"))
 
