@@ -45,7 +45,9 @@ import trcgl.config
 from trcgl.chapters import chapter_map
 from trcgl.plots import pipeline_overview
 from trcgl.runtime import describe, seed_everything, select_device
+from trcgl.views.common import table_display
 
+table_display()   # tables show whole cells, a missing value as a dash
 cfg = trcgl.config.from_notebook(globals())
 dev = select_device(cfg.device)
 seed_everything(cfg.seed, cfg.deterministic)

@@ -222,28 +222,6 @@ view.trainer_speed(ch)
 
 # %% [markdown]
 # ## Exercises
-#
-# 1. Run this chapter with `-p class_set cxrlt2026` (the CXR-LT 2026 list that the paper's
-#    released code uses). How many classes fall in each group under the same thresholds?
-#    Which classes change group?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    The groups table near the top is computed, not typed: compare it with the one for `paper`.
-#    Support devices are frequent; *Hydropneumothorax* is rarer than any class of the paper's set.
-#    ```
-# 2. Change `split_seed`. Do the group sizes stay 13 / 11 / 6? What does that tell you about
-#    thresholds that sit close to a class's count (look at *hilar enlargement* and
-#    *pulmonary mass*)?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    A class whose count is within a few percent of 5,000 or 500 can change group with the split;
-#    the class table gives the margins. Group results are only as stable as those margins.
-#    ```
-# 3. Set `difficulty` to 2 and look at the gallery. Which classes become hard to see by eye
-#    at the training resolution?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    Thin structures (the azygos fissure, rib fractures, subcutaneous streaks) lose most at 64 px:
-#    area averaging spreads a thin line over its neighbours. Compare the two galleries, then rerun
-#    the learnability ceiling: which classes fall below `ceiling.min_auc`?
-#    ```
+
+# %% tags=["remove-input"]
+view.exercises(ch, cohort)

@@ -170,7 +170,7 @@ view.cca_localization(ch, cca_result, cohort)
 #    then measures an untrained map.
 #    ```
 # 3. Which group's lesions do the maps find best relative to chance, and why might small tail
-#    lesions be hard to localise on a 4 x 4 grid?
+#    lesions be hard to localise on a grid as coarse as this run's feature map?
 #    ```{admonition} Hint
 #    :class: dropdown
 #    Read the "mass / chance" column. A nodule covers a few percent of one cell; even a perfect map

@@ -179,34 +179,6 @@ ceiling
 
 # %% [markdown]
 # ## Exercises
-#
-# 1. Run with `-p tau 0.1`. Which tail classes lose all their neighbours (the τ table tells you
-#    before you train)? Does the tail mAP of the full model move?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    A tail class whose only edges are to head classes has large row-normalised entries but the
-#    head class's entries are tiny; the symmetrised average can fall below τ.
-#    ```
-# 2. Set `-p tau_diagonal true`. Which classes lose their self-loop weight beyond the + I of
-#    Eq. 19, and how does that change $A$'s rows for the most connected classes?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    After Eq. 16 the diagonal is a class's share of its own co-occurrence mass; it is smallest for
-#    classes that appear with many others. Print `np.diag` of the symmetrised matrix before
-#    thresholding and compare it with τ.
-#    ```
-# 3. The released code uses α = 0.05. Run α = 0 and α = 0.5: with α = 0, what does the GCN still
-#    learn?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    With α = 0 the label branch never reaches the loss, so $E_0$, $W_0$, $W_1$ get no gradient:
-#    the model is channel-class attention plus dead weights.
-#    ```
-# 4. Eq. 24 scores with a dot product, so $s_{label}$ grows with the feature norm of $g_r$. Run
-#    `-p gcn_score cosine` (the released code's cosine score). Does the full model now match or beat
-#    channel-class attention alone?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    Compare the training curves: with a dot product the label branch's scores scale with the
-#    feature norm, which changes during training; the cosine score is bounded.
-#    ```
+
+# %% tags=["remove-input"]
+view.exercises(ch, means)

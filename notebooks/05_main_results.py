@@ -71,11 +71,8 @@ table_1
 fig = view.map_bars(ch, result)
 plt.show()
 
-# %% [markdown]
-# Differences to the ConvNeXt baseline and to the strongest baseline, on the same seeds (a paired
-# t-interval over seeds; *sure* when it excludes zero):
-
 # %%
+print(view.differences_note(ch, result))
 view.differences(ch)
 
 # %%
@@ -148,25 +145,6 @@ print(fig5_text)
 
 # %% [markdown]
 # ## Exercises
-#
-# 1. Run with `-p seeds '[0, 1, 2, 3, 4]'`. Which differences in the paired table become *sure*,
-#    and which stay unsure however many seeds you add?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    The interval shrinks roughly like $1/\sqrt{n}$ of the seeds; a difference whose mean is
-#    close to zero stays unsure.
-#    ```
-# 2. The CLIP row needs pretrained weights. Save a CLIP vision model with `save_pretrained` on a
-#    machine with internet and run with `-p clip_image_encoder PATH`. How far does pretraining
-#    move it?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    Compare with the ViT row, the same kind of network pretrained here on phantom head labels only.
-#    ```
-# 3. Table 2 reports tail mAP over six classes with a few dozen test positives each. Which
-#    tail class contributes most to the difference between TRCGL-Net and ConvNeXt?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    `evaluate(test_set.Y, result.probs[("Ours", 0)], classes, groups).per_class` (from
-#    `trcgl.metrics`) gives AP per class on the test split; subtract the ConvNeXt run's.
-#    ```
+
+# %% tags=["remove-input"]
+view.exercises(ch, cohort, test_set)

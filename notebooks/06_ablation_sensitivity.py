@@ -108,25 +108,6 @@ released_differences
 
 # %% [markdown]
 # ## Exercises
-#
-# 1. Table 4 varies $w$ only between 0.25 and 0.75. Add $w = 0$ (synthetic images present but
-#    weightless) and $w = 1$ with `-p synthetic_weights '[0, 0.25, 0.5, 0.75, 1]'`.
-#    Is $w = 0$ the same as no synthetic images at all?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    With $w = 0$ the synthetic images contribute no gradient but still take up places in the
-#    batches, so each epoch has fewer effective real samples per step.
-#    ```
-# 2. The released code weights synthetic images 0 during its 10 warm-up epochs. Which row of
-#    Table 3 would that change most, and why?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    In the warm-up only the heads learn; think about which head sees the synthetic images first.
-#    ```
-# 3. With three seeds, how large must a gain be to be called *sure*? Compute it from the widest
-#    interval above.
-#    ```{admonition} Hint
-#    :class: dropdown
-#    With $n = 3$ the t-quantile is 4.30: a paired difference needs a mean larger than
-#    $4.30 \cdot s/\sqrt{3}$, with $s$ the standard deviation of the per-seed differences.
-#    ```
+
+# %% tags=["remove-input"]
+view.exercises(ch, ladder)

@@ -226,26 +226,6 @@ print(verdict_text)
 
 # %% [markdown]
 # ## Exercises
-#
-# 1. Run the chapter with `-p guard off` and with `-p guard masks`. How does the share of kept
-#    lesions painted over change, and does the tail mAP follow?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    The `masks` guard knows the true average lesion position of each class on these phantoms,
-#    so its entanglement scores are sharper (compare its heatmap with the PadChest one); the
-#    inpainted set and therefore the classifier runs change, while the cached DiT is reused.
-#    ```
-# 2. Set `-p pil_beta 0.05` (almost no inpainted images until late) and `-p pil_beta 5` (all of
-#    them from the first epoch). Which end reproduces the "all at once" row of the ablation?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    1 − e^(−5) ≈ 0.993, so β = 5 is all at once up to rounding; β = 0.05 admits about 5 % per
-#    epoch, so with three epochs the inpainted set hardly matters.
-#    ```
-# 3. Lower `-p cam_threshold 0.7`. The masks shrink: what happens to precision, to recall and to
-#    the head labels that are removed although part of their lesion is still visible?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    A label removed while part of its lesion remains is label noise of a new kind (a false
-#    negative made on purpose). Compare recall in section 2 with the head-class AP in section 6.
-#    ```
+
+# %% tags=["remove-input"]
+view.exercises(ch)

@@ -63,7 +63,7 @@ def test_a_missing_table_or_row_is_a_clear_error(planted):
 
 def test_the_benchmark_note_says_what_our_numbers_are_measured_on():
     from trcgl import load_config
-    from trcgl.tables import benchmark_note
+    from trcgl.views.common import benchmark_note
 
     assert "phantom" in benchmark_note(load_config("smoke")) and "[0]" in benchmark_note(load_config("smoke"))
     assert "real PadChest images" in benchmark_note(load_config("smoke", {"data.source": "padchest"}))

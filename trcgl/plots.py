@@ -187,8 +187,21 @@ def attention_gallery(images, maps, masks, titles, ncols: int = 6, size: float =
         if masks[k] is not None and masks[k].any():
             ax.contour(masks[k].astype(float), levels=[0.5], colors="white", linewidths=1.0)
         ax.set_title(titles[k], fontsize=7.5)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
+    _map_colourbar(fig, [0.895, 0.15, 0.012, 0.7], "a_c / its maximum")
     return fig
+
+
+def _map_colourbar(fig: plt.Figure, rect, label: str, alpha: float = 0.45) -> None:
+    """The colour bar of the overlaid maps (jet, each map divided by its own maximum), in ``rect``
+    (figure fraction), drawn with the overlays' transparency over white."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    cax = fig.add_axes(rect)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=cax, alpha=alpha)
+    bar.set_label(label, fontsize=8)
+    bar.ax.tick_params(labelsize=7)
 
 
 def training_curves(histories: dict, metric: str = "selection_mAP") -> plt.Figure:
@@ -208,7 +221,9 @@ def training_curves(histories: dict, metric: str = "selection_mAP") -> plt.Figur
 
 
 def label_graph(A, classes, groups, ax: plt.Axes | None = None, seed: int = 0) -> plt.Figure:
-    """The label graph (networkx, converted from torch-geometric) with node colour by group."""
+    """The label graph (networkx, converted from torch-geometric) on a circle, grouped head to tail, with
+    node colour by group, edge width by weight, and each class's label placed radially outside its node
+    (a spring layout piled the labels of connected classes on each other)."""
     import networkx as nx
     import numpy as np
     import torch
@@ -221,16 +236,28 @@ def label_graph(A, classes, groups, ax: plt.Axes | None = None, seed: int = 0) -
     G = to_networkx(Data(edge_index=edge_index, edge_attr=weight, num_nodes=len(classes)),
                     edge_attrs=["edge_attr"], to_undirected=True)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(9, 8))
+        fig, ax = plt.subplots(figsize=(9, 9))
     else:
         fig = ax.figure
-    pos = nx.spring_layout(G, weight="edge_attr", seed=seed, k=1.2)
+    order = sorted(range(len(classes)), key=lambda i: (["head", "medium", "tail"].index(groups[i]), i))
+    angle = {i: 2 * np.pi * k / len(classes) for k, i in enumerate(order)}    # a circle, grouped head -> tail
+    pos = {i: np.array([np.cos(a), np.sin(a)]) for i, a in angle.items()}
     widths = [3 * G[u][v]["edge_attr"] / max(off.max(), 1e-12) + 0.2 for u, v in G.edges]
     nx.draw_networkx_edges(G, pos, ax=ax, width=widths, alpha=0.45, edge_color="#777777")
     nx.draw_networkx_nodes(G, pos, ax=ax, node_color=[GROUP_COLOURS[g] for g in groups],
-                           node_size=[520 if g == "tail" else 260 for g in groups],
+                           node_size=[260 if g == "tail" else 140 for g in groups],
                            edgecolors=["black" if g == "tail" else "white" for g in groups])
-    nx.draw_networkx_labels(G, pos, {i: c for i, c in enumerate(classes)}, ax=ax, font_size=7)
+    for i, a in angle.items():                  # labels radially outside the circle: they cannot overlap
+        left = np.pi / 2 < a < 3 * np.pi / 2
+        ax.text(1.08 * np.cos(a), 1.08 * np.sin(a), classes[i], fontsize=7.5, va="center",
+                ha="right" if left else "left", rotation=np.degrees(a) + (180 if left else 0),
+                rotation_mode="anchor")
+    fig.legend(handles=[plt.Line2D([], [], marker="o", ls="", color=GROUP_COLOURS[g], label=g)
+                        for g in ("head", "medium", "tail")], loc="lower left", fontsize=8,
+               title="group (edge width: weight in A)", title_fontsize=8, frameon=False)
+    ax.set_xlim(-1.65, 1.65)
+    ax.set_ylim(-1.65, 1.65)
+    ax.set_aspect("equal")
     ax.axis("off")
     return fig
 
@@ -297,7 +324,8 @@ def cam_gallery(images, masks, maps_by_method: dict, titles, size: float = 2.0) 
             if i == 0:
                 ax.set_title(name, fontsize=8)
         axes[i, 0].set_ylabel(titles[i], fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    _map_colourbar(fig, [0.915, 0.2, 0.02, 0.6], "map / its maximum (per image); outline: true lesion")
     return fig
 
 

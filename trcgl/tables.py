@@ -212,13 +212,3 @@ def table_rows(cfg, name: str) -> list[Row]:
         raise TrcglError(f"unknown table '{name}' (known: {', '.join(TABLES)})")
     rows, on_tables_config = TABLES[name]
     return rows(tables_config(cfg) if on_tables_config else cfg)
-
-
-def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pretrained backbones, one run.") -> str:
-    """The one line under each table that says what our numbers are measured on (and the
-    reference columns beside them)."""
-    where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
-             else "real PadChest images")
-    start = "a local checkpoint" if cfg.model.checkpoint else "random initialisation"
-    return (f"Ours: {where}, {cfg.data.image_size}px, backbones from {start}, test split, mean [95% interval] over "
-            f"seeds {list(cfg.seeds)}. {reference}")

@@ -59,10 +59,12 @@ class Chapter:
 
 def setup(namespace: dict) -> Chapter:
     """The chapter's configuration from its papermill parameters (``globals()``), seeded, with the
-    device and the run's cache."""
+    device and the run's cache; the tables' display set up (:func:`.common.table_display`)."""
     from ..config import from_notebook
     from ..runtime import seed_everything, select_device
+    from .common import table_display
 
+    table_display()
     cfg = from_notebook(namespace)
     seed_everything(cfg.seed, cfg.deterministic)
     return Chapter(cfg, select_device(cfg.device), ArtifactCache())

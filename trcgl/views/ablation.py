@@ -1,15 +1,17 @@
 """Chapter 6 (ablation and sensitivity): Table 3's ladder, Table 4's synthetic weight, Table 5's α."""
 from __future__ import annotations
 
+from itertools import product
+
 import pandas as pd
 
 from .. import paper
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
-from ..tables import benchmark_note, tables_config
-from .common import table
+from ..tables import tables_config
+from .common import benchmark_note, table
 
-METRICS = ["mAP", "mAUC", "macro-F1", "mAP tail"]
+METRICS = ["mAUC tail", "mAP", "mAUC", "macro-F1", "mAP tail"]
 
 
 def needs(cfg) -> list:
@@ -31,7 +33,7 @@ def paper_table(ch, tcfg, name: str, paper_number: int):
     names = [r["name"] for r in result.rows]
     ours = seed_table(results_store(ch.cfg), name, METRICS, rows=names)
     keys = {r["name"]: r["meta"]["paper key"] for r in result.rows if "paper key" in r["meta"]}
-    return result, with_paper(ours, paper.table(paper_number), names=keys), benchmark_note(tcfg)
+    return result, with_paper(ours, paper.table(paper_number), names=keys), benchmark_note(tcfg, records=result.records)
 
 
 def steps(ch, result) -> pd.DataFrame:
@@ -41,21 +43,29 @@ def steps(ch, result) -> pd.DataFrame:
     ref = paper.table(3)["mAP (paper)"]
     out = []
     for prev, cur in zip(names, names[1:]):
+        u = paired_differences(store, "table3", prev, "mAUC tail").loc[cur]
         d = paired_differences(store, "table3", prev, "mAP").loc[cur]
         dt = paired_differences(store, "table3", prev, "mAP tail").loc[cur]
-        out.append({"step": f"{prev} → {cur}", "ΔmAP": d.iloc[0], "low": d["low"], "high": d["high"],
-                    "better on seeds": d["better on seeds"], "sure": d["sure"], "Δ tail mAP": dt.iloc[0],
-                    "ΔmAP (paper)": ref[cur] - ref[prev]})
+        out.append({"step": f"{prev} → {cur}", "Δ tail mAUC": u.iloc[0], "tail mAUC low": u["low"],
+                    "tail mAUC high": u["high"], "tail mAUC sure": u["sure"], "ΔmAP": d.iloc[0], "low": d["low"],
+                    "high": d["high"], "better on seeds": d["better on seeds"], "sure": d["sure"],
+                    "Δ tail mAP": dt.iloc[0], "ΔmAP (paper)": ref[cur] - ref[prev]})
     return pd.DataFrame(out).set_index("step")
 
 
 def steps_text(table_: pd.DataFrame) -> str:
     biggest, paper_biggest = table_["ΔmAP"].idxmax(), table_["ΔmAP (paper)"].idxmax()
     sure = table_.index[table_["sure"]].tolist()
-    lines = [f"The largest step here is {biggest} ({table_.loc[biggest, 'ΔmAP']:+.4f} mAP); in the paper it is "
+    tail_sure = table_.index[table_["tail mAUC sure"]].tolist()
+    lines = ["Tail mAUC (the primary endpoint), each step: " + "; ".join(
+        f"{step} {r['Δ tail mAUC']:+.4f} [{r['tail mAUC low']:+.4f}, {r['tail mAUC high']:+.4f}]"
+        for step, r in table_.iterrows()) + ". " + (
+        f"Steps whose tail-mAUC interval excludes zero: {', '.join(tail_sure)}." if tail_sure else
+        "No step's tail-mAUC interval excludes zero at this number of seeds."),
+        f"The largest mAP step here is {biggest} ({table_.loc[biggest, 'ΔmAP']:+.4f} mAP); in the paper it is "
              f"{paper_biggest} ({table_.loc[paper_biggest, 'ΔmAP (paper)']:+.4f}). "
-             + (f"Steps whose interval excludes zero: {', '.join(sure)}." if sure else
-                "No step's interval excludes zero at this number of seeds.")]
+             + (f"Steps whose mAP interval excludes zero: {', '.join(sure)}." if sure else
+                "No step's mAP interval excludes zero at this number of seeds.")]
     for step, r in table_.iterrows():
         agree = (r["ΔmAP"] > 0) == (r["ΔmAP (paper)"] > 0)
         lines.append(f"  {step}: {r['ΔmAP']:+.4f} here vs {r['ΔmAP (paper)']:+.4f} in the paper, "
@@ -76,20 +86,23 @@ def sensitivity_figure(ch, weights, alphas):
 
 
 def sensitivity_text(ch) -> str:
-    """Best setting and spread of Tables 4 and 5, against the widest seed interval."""
+    """Best setting and spread of Tables 4 and 5 on tail mAUC (the primary endpoint), then mAP, against
+    the widest 95% interval of the table."""
     store = results_store(ch.cfg)
     lines = []
-    for name, what in (("table4", "w"), ("table5", "α")):
-        m = seed_means(store, name)["mAP"]
-        s = seed_summary(store, name, ["mAP"]).set_index("row")
+    for (name, what), metric in product((("table4", "w"), ("table5", "α")), ("mAUC tail", "mAP")):
+        m = seed_means(store, name)[metric]
+        s = seed_summary(store, name, [metric]).set_index("row")
         spread, widest = m.max() - m.min(), (s["high"] - s["low"]).max()
         if pd.isna(widest):
             verdict = f"interval: none with {len(ch.cfg.seeds)} seed, so no verdict on noise."
         else:
-            verdict = f"widest 95% interval {widest:.4f}: " + ("the setting matters more than the seed noise here."
+            verdict = f"widest 95% interval {widest:.4f}: " + ("the setting matters more than the resampling noise "
+                                                               "(seeds and test label rows) here."
                                                                if spread > widest / 2 else
-                                                               "the differences are within the seed noise.")
-        lines.append(f"{what}: best {m.idxmax()} ({m.max():.4f} mAP), spread between settings {spread:.4f}; {verdict}")
+                                                               "the differences are within the resampling noise.")
+        lines.append(f"{what}, {metric}: best {m.idxmax()} ({m.max():.4f}), spread between settings {spread:.4f}; "
+                     f"{verdict}")
     return "\n".join(lines)
 
 
@@ -102,7 +115,7 @@ def released_comparison(ch, tcfg):
     result = table(ch, "released")
     store = results_store(ch.cfg)
     names = [r["name"] for r in result.rows]
-    ours = seed_table(store, "released", METRICS + ["mAUC tail"], rows=names)
+    ours = seed_table(store, "released", METRICS, rows=names)
     ours.insert(0, "what changes", pd.Series({r["name"]: r["meta"].get("changes", "") for r in result.rows}))
     diffs = pd.concat({m: paired_differences(store, "released", TEXT, m) for m in ("mAP", "mAUC tail")}, axis=1)
     moved = [row for row in diffs.index if diffs.loc[row, ("mAP", "sure")] or diffs.loc[row, ("mAUC tail", "sure")]]
@@ -113,4 +126,39 @@ def released_comparison(ch, tcfg):
                  "behaviours of the released fine-tuning stage cannot act: EMA starts at fine-tuning, so the "
                  "'+ EMA' row is the text reading; and the released reading gives synthetic images weight 0 "
                  "outside fine-tuning, so its synthetic images never count here.")
-    return ours, diffs.round(4), text, benchmark_note(tcfg, "No paper column: the paper reports one reading.")
+    note = benchmark_note(tcfg, "No paper column: the paper reports one reading.", result.records)
+    return ours, diffs.round(4), text, note
+
+
+def exercises(ch, result):
+    """The chapter's exercises, with this run's synthetic weights, seeds and interval method (``result``:
+    a table of the chapter, whose records say how its differences' intervals were made)."""
+    from scipy import stats
+
+    from .common import differences_note, exercises as items
+
+    cfg, tcfg = ch.cfg, tables_config(ch.cfg)
+    ws = [float(w) for w in cfg.tables.synthetic_weights]
+    wider = sorted({0.0, *ws, 1.0})
+    n = len(cfg.seeds)
+    how = differences_note(result.records, "mAUC tail", "The step table's differences are")
+    t = f"{stats.t.ppf(0.975, n - 1):.2f}" if n > 1 else None
+    heads_only = int(tcfg.train.finetune_epochs) == 0
+    return items(
+        (f"Table 4 varies $w$ over [{', '.join(f'{w:g}' for w in ws)}] in this run. Add $w = 0$ (synthetic images "
+         f"present but weightless) and $w = 1$ with `-p synthetic_weights '[{', '.join(f'{w:g}' for w in wider)}]'`. "
+         "Is $w = 0$ the same as no synthetic images at all?",
+         "With $w = 0$ the synthetic images contribute no gradient but still take up places in the batches, so "
+         "each epoch has fewer effective real samples per step."),
+        ("The released code weights synthetic images 0 during its warm-up epochs. Which row of Table 3 would that "
+         "change most, and why?",
+         "In the warm-up only the heads learn; think about which head sees the synthetic images first."
+         + (f" This run trains the heads only ({tcfg.train.warmup_epochs} warm-up epochs, no fine-tuning), so "
+            "under that rule its synthetic images would never count." if heads_only else "")),
+        (f"With {n} seed{'s' if n != 1 else ''}, how large must a gain be to be called *sure*? Read it from the "
+         "widest interval of the step table above.",
+         how.rstrip(":") + ". A paired difference is sure when its own interval excludes zero, so the gain must "
+         "exceed about half that interval's width." + (
+             f" A t-interval over the {n} seeds alone would need a mean above ${t} \\cdot s/\\sqrt{{{n}}}$, with $s$ "
+             "the standard deviation of the per-seed differences; compare the two." if t else "")),
+    )

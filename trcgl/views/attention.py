@@ -63,11 +63,17 @@ def comparison(ch, rows=(GAP_ONLY, CCA)):
 
 
 def gain_text(ch, means: pd.DataFrame, test_set) -> str:
+    from .common import training_text, wrapped
+
     gain = means.loc[CCA] - means.loc[GAP_ONLY]
-    return (f"Channel-class attention changes test mAP by {gain['mAP']:+.4f} (head {gain['mAP head']:+.4f}, "
-            f"medium {gain['mAP medium']:+.4f}, tail {gain['mAP tail']:+.4f}) on this run ({ch.cfg.profile} profile, "
-            f"one seed, {len(test_set)} test images).\nOne seed on a small test set: the next chapters repeat runs "
-            f"over seeds and give intervals before calling a difference real.")
+    return wrapped(
+        f"Tail mAUC (the primary endpoint): channel-class attention {means.loc[CCA, 'mAUC tail']:.4f}, GAP only "
+        f"{means.loc[GAP_ONLY, 'mAUC tail']:.4f} ({gain['mAUC tail']:+.4f}). Both trained: {training_text(ch.cfg)}.",
+        f"Channel-class attention changes test mAP by {gain['mAP']:+.4f} (head {gain['mAP head']:+.4f}, "
+        f"medium {gain['mAP medium']:+.4f}, tail {gain['mAP tail']:+.4f}) on this run ({ch.cfg.profile} profile, "
+        f"one seed, {len(test_set)} test images).",
+        "One seed on a small test set: the next chapters repeat runs over seeds and give intervals before calling "
+        "a difference real.")
 
 
 def localization(ch, model_run, test_set, cohort):

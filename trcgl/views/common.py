@@ -1,4 +1,5 @@
-"""What several chapters show: a table's per-row means and the runs behind it."""
+"""What several chapters show: a table's per-row means and the runs behind it, and the notes under the
+tables that state the run's setting (every word read from the configuration and the table's records)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -23,3 +24,137 @@ def row_means(result) -> pd.DataFrame:
 def run(ch, result, row: str, seed: int):
     """The trained classifier (TrainResult) of one (row, seed) of a table."""
     return ch.get(result.runs[(row, seed)])
+
+
+def backbone_start(cfg) -> str:
+    """Where the run's backbones start, read from the configuration (what the classifier stage
+    does: :func:`trcgl.stages.uses_pretraining`): a local checkpoint, the ``pretrain`` stage's
+    backbone (pretrained here on a pool disjoint from the training set, head labels only), or
+    random initialisation."""
+    if cfg.model.checkpoint:
+        return "loaded from a local checkpoint"
+    if cfg.pretrain.enabled:
+        e = int(cfg.pretrain.epochs)
+        return (f"pretrained here ({e} epoch{'s' if e != 1 else ''} on {cfg.pretrain.n_pool} training-split "
+                f"rows disjoint from the training set, head-class labels only; one per architecture)")
+    return "random initialisation"
+
+
+def training_text(cfg) -> str:
+    """Which stages the classifier trains, read from ``train.warmup_epochs`` / ``finetune_epochs``:
+    heads only on the frozen backbone, the whole network, or heads then the whole network."""
+    w, f = int(cfg.train.warmup_epochs), int(cfg.train.finetune_epochs)
+    def epochs(n):
+        return f"{n} epoch{'s' if n != 1 else ''}"
+
+    if f == 0:
+        return f"heads only on the frozen backbone ({epochs(w)}; no fine-tuning)"
+    if w == 0:
+        return f"the whole network fine-tuned ({epochs(f)})"
+    return f"heads on the frozen backbone ({epochs(w)}), then the whole network fine-tuned ({epochs(f)})"
+
+
+def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pretrained backbones, one run.",
+                   records=None) -> str:
+    """The lines under each table that say what our numbers are measured on (and the reference
+    columns beside them), every setting read from ``cfg``; with the table's ``records``, which
+    interval each metric carries (:func:`intervals_note`)."""
+    where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
+             else "real PadChest images")
+    parts = [f"Ours: {where}, {cfg.data.image_size}px; backbones {backbone_start(cfg)}.",
+             f"Trained: {training_text(cfg)}, best epoch on the selection split; scored on the test split, mean over "
+             f"seeds {list(cfg.seeds)}; macro-F1 at a fixed threshold of {cfg.eval.f1_threshold:g}.",
+             intervals_note(records) if records is not None else "", reference]
+    return wrapped(*parts)
+
+
+def wrapped(*paragraphs: str, width: int = 110) -> str:
+    """Printed notes, one paragraph per line group, wrapped to ``width`` columns (a printed output does
+    not wrap on the page: a long line would scroll sideways)."""
+    from textwrap import fill
+
+    return "\n".join(fill(p, width, break_on_hyphens=False) for p in paragraphs if p)
+
+
+def intervals_note(records) -> str:
+    """Which 95 % interval each metric of a table carries, read from its records: the metrics with
+    ``interval`` records (their ``resamples`` and, where recorded, ``method``) resample seeds and test
+    label rows together; every other metric gets a t-interval over the seeds (none with one seed)."""
+    records = list(records)
+    seeds = {r["seed"] for r in records if r.get("kind", "seed") in (None, "seed")}
+    metrics = list(dict.fromkeys(r["metric"] for r in records if r.get("kind", "seed") in (None, "seed")))
+    resampled = [r for r in records if r.get("kind") == "interval"]
+    boot = [m for m in metrics if any(r["metric"] == m for r in resampled)]
+    rest = [m for m in metrics if m not in boot]
+    parts = []
+    if boot:
+        n = sorted({int(r["resamples"]) for r in resampled if r.get("resamples") is not None})
+        method = sorted({str(r["method"]) for r in resampled if r.get("method")}) or ["percentile"]
+        parts.append(f"{', '.join(boot)}: {' / '.join(method)} bootstrap interval over "
+                     f"{' / '.join(map(str, n)) or 'the recorded'} joint resamples of the seeds and the test "
+                     "label rows")
+    if rest:
+        parts.append(f"{', '.join(rest)}: " + ("t-interval over the seeds" if len(seeds) > 1
+                                                else "no interval (one seed)"))
+    return ("95% intervals: " + "; ".join(parts) + ".") if parts else ""
+
+
+def differences_note(records, metric: str, what: str) -> str:
+    """The sentence above a table of paired differences on ``metric``: how its intervals were made,
+    read from the table's records (``difference`` records: a paired bootstrap on the resamples they
+    name; none: a paired t-interval over the seeds, as :func:`trcgl.seedtables.paired_differences`)."""
+    records = list(records)
+    recorded = [r for r in records if r.get("kind") == "difference" and r["metric"] == metric]
+    if recorded:
+        n = sorted({int(r["resamples"]) for r in recorded if r.get("resamples") is not None})
+        method = sorted({str(r["method"]) for r in recorded if r.get("method")}) or ["percentile"]
+        how = (f"a paired {' / '.join(method)} bootstrap interval: both rows scored on the same "
+               f"{' / '.join(map(str, n))} joint resamples of the seeds and the test label rows")
+    else:
+        seeds = {r["seed"] for r in records if r.get("kind", "seed") in (None, "seed")}
+        how = "a paired t-interval over the seeds" if len(seeds) > 1 else "no interval (one seed)"
+    return f"{what} on {metric}, on the same seeds ({how}; *sure* when the 95% interval excludes zero):"
+
+
+def exercises(*items: tuple[str, str]):
+    """A chapter's exercises as MyST Markdown (the book renders Markdown outputs as MyST:
+    ``nb_render_markdown_format`` in ``_config.yml``): a numbered list, each exercise with a
+    collapsible hint. Chapters whose exercises name the run's values (seeds, thresholds, epochs)
+    take them from here, so the values are the configuration's, never typed."""
+    from textwrap import indent
+
+    from IPython.display import Markdown
+
+    lines = []
+    for k, (question, hint) in enumerate(items, 1):
+        lines.append(f"{k}. " + indent(question.strip(), "   ").lstrip())
+        lines.append(indent(f"```{{admonition}} Hint\n:class: dropdown\n{hint.strip()}\n```", "   "))
+    return Markdown("\n".join(lines) + "\n")
+
+
+#: how a missing value shows in the book's tables
+MISSING = "–"
+
+
+def table_display() -> None:
+    """How the chapters' tables show on the page: no cell text cut (pandas cuts at 50 characters by
+    default), every column shown, and a missing value as :data:`MISSING` instead of ``NaN`` (pandas has
+    no display option for a DataFrame's missing values, so its HTML formatter is registered with IPython
+    when a kernel runs the chapter)."""
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_columns", None)
+    pd.set_option("display.width", None)
+    pd.set_option("styler.format.na_rep", MISSING)
+    try:
+        from IPython import get_ipython
+    except ImportError:        # pragma: no cover - IPython ships with the notebook stack
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, table_html)
+
+
+def table_html(df: pd.DataFrame) -> str:
+    """A DataFrame as the book's HTML: missing values as :data:`MISSING`, long tables cut only in rows."""
+    return df.to_html(na_rep=MISSING, notebook=True, max_rows=pd.get_option("display.max_rows"),
+                      show_dimensions=len(df) > pd.get_option("display.max_rows"))

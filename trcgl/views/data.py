@@ -232,3 +232,34 @@ def trainer_speed(ch, steps: int = 10, repeats: int = 3) -> pd.DataFrame:
                           "image size": r["image_size"], "batch": r["batch_size"],
                           "trainer img/s": r["trainer_images_per_s"], "bare timm loop img/s": r["bare_images_per_s"],
                           "trainer / bare": r["ratio"]}]).round(2)
+
+
+def exercises(ch, cohort):
+    """The chapter's exercises, with this run's group sizes, thresholds and the classes nearest to them."""
+    from .common import exercises as items
+
+    cfg = ch.cfg
+    s = cohort.summary()
+    sizes = s.group.value_counts().reindex(["head", "medium", "tail"]).fillna(0).astype(int)
+    head, tail = int(cfg.data.head_threshold), int(cfg.data.tail_threshold)
+    margin = pd.concat([(s.train / head).apply(np.log).abs(), (s.train / tail).apply(np.log).abs()], axis=1).min(axis=1)
+    near = margin.sort_values().index[:2].tolist()
+    return items(
+        (f"Run this chapter with `-p class_set {'cxrlt2026' if cfg.data.class_set == 'paper' else 'paper'}` (this "
+         f"run: `{cfg.data.class_set}`). How many classes fall in each group under the same thresholds? Which "
+         "classes change group?",
+         "The groups table near the top is computed, not typed: compare it with this run's. Support devices are "
+         "frequent; *Hydropneumothorax* is rarer than any class of the paper's set."),
+        (f"Change `split_seed` (this run: {cfg.data.split_seed}). Do the group sizes stay {sizes['head']} / "
+         f"{sizes['medium']} / {sizes['tail']}? What does that tell you about thresholds that sit close to a "
+         f"class's count (look at *{near[0]}* and *{near[1]}*)?",
+         f"A class whose count is within a few percent of {head:,} or {tail:,} can change group with the split; the "
+         "class table gives the margins. Group results are only as stable as those margins."),
+        (f"Set `difficulty` to {2 * float(cfg.phantom.difficulty):g} (this run: {cfg.phantom.difficulty:g}) and look "
+         f"at the gallery. Which classes become hard to see by eye at the training resolution ({cfg.data.image_size} "
+         "px)?",
+         f"Thin structures (the azygos fissure, rib fractures, subcutaneous streaks) lose most at "
+         f"{cfg.data.image_size} px: area averaging spreads a thin line over its neighbours. Compare the two "
+         f"galleries, then rerun the learnability ceiling: which classes fall below `ceiling.min_auc` "
+         f"({cfg.ceiling.min_auc:g})?"),
+    )

@@ -102,18 +102,27 @@ def comparison(ch):
 
 
 def verdict(ch, means: pd.DataFrame) -> str:
+    """The GCN's verdict on this run's component runs, tail mAUC (the primary endpoint) first, then mAP; the
+    setting it was measured in read from the configuration."""
     from .. import paper
+    from .common import backbone_start, training_text, wrapped
 
     full, base, cca = means.loc[FULL], means.loc[GAP_ONLY], means.loc[CCA]
     ref = paper.table(3)["mAP (paper)"]
-    return (f"The full model {'beats' if full['mAP'] > base['mAP'] else 'does not beat'} the GAP-only baseline on test "
+    t = "mAUC tail"
+    return wrapped(*(f"Tail mAUC (the primary endpoint): the full model {full[t]:.4f}, GAP only {base[t]:.4f} "
+            f"({full[t] - base[t]:+.4f}), channel-class attention alone {cca[t]:.4f} (the GCN adds "
+            f"{full[t] - cca[t]:+.4f}).\n"
+            f"The full model {'beats' if full['mAP'] > base['mAP'] else 'does not beat'} the GAP-only baseline on test "
             f"mAP in this run: {full['mAP']:.4f} vs {base['mAP']:.4f} ({full['mAP'] - base['mAP']:+.4f}); tail mAP "
             f"{full['mAP tail']:.4f} vs {base['mAP tail']:.4f}. Against channel-class attention alone the GCN changes "
             f"mAP by {full['mAP'] - cca['mAP']:+.4f} (tail {full['mAP tail'] - cca['mAP tail']:+.4f}).\n"
             f"The paper's Table 3 (real PadChest, pretrained backbone, with prompt diffusion in both rows): "
             f"{ref['+ channel-class attention']:.4f} -> {ref['+ label GCN (full)']:.4f} mAP when the GCN is added. "
-            f"Ours: {ch.cfg.profile} profile, phantom images, no synthetic images, one seed, random-init backbone, "
-            f"GCN score '{ch.cfg.model.gcn_score}'.")
+            f"Ours: {ch.cfg.profile} profile, {ch.cfg.data.source} images, no synthetic images, one seed "
+            f"({ch.cfg.seed}); "
+            f"backbone {backbone_start(ch.cfg)}; trained: {training_text(ch.cfg)}; GCN score "
+            f"'{ch.cfg.model.gcn_score}'.").split("\n"))
 
 
 def test_intervals(ch, result, cohort, test_set) -> tuple[str, pd.DataFrame]:
@@ -252,3 +261,37 @@ def label_only_ceiling(ch, cohort) -> tuple[pd.DataFrame, str]:
     text = (f"Mean AUC from labels alone: {out['AUC from the other labels'].mean():.3f} (0.5 = the other labels say "
             f"nothing about the class).")
     return out.round(3), text
+
+
+def exercises(ch, means: pd.DataFrame):
+    """The chapter's exercises; Ex. 4 reads this run's component means (tail mAUC) and training stages."""
+    from .common import exercises as items
+
+    cfg = ch.cfg
+    t = "mAUC tail"
+    below = means.loc[FULL, t] < means.loc[CCA, t]
+    frozen = int(cfg.train.finetune_epochs) == 0
+    return items(
+        (f"Run with `-p tau {5 * cfg.model.tau:g}` (this run: τ = {cfg.model.tau:g}). Which tail classes lose all "
+         "their neighbours (the τ table tells you before you train)? Does the tail mAUC of the full model move?",
+         "A tail class whose only edges are to head classes has large row-normalised entries but the head class's "
+         "entries are tiny; the symmetrised average can fall below τ."),
+        (f"Set `-p tau_diagonal {str(not cfg.model.tau_diagonal).lower()}`. Which classes lose their self-loop "
+         "weight beyond the + I of Eq. 19, and how does that change $A$'s rows for the most connected classes?",
+         "After Eq. 16 the diagonal is a class's share of its own co-occurrence mass; it is smallest for classes "
+         "that appear with many others. Print `np.diag` of the symmetrised matrix before thresholding and compare "
+         "it with τ."),
+        (f"This run uses α = {cfg.model.alpha:g} (the released code: 0.05). Run α = 0 and α = "
+         f"{10 * max(cfg.model.alpha, 0.05):g}: with α = 0, what does the GCN still learn?",
+         "With α = 0 the label branch never reaches the loss, so $E_0$, $W_0$, $W_1$ get no gradient: the model is "
+         "channel-class attention plus dead weights."),
+        (f"Eq. 24 scores with a dot product, so $s_{{label}}$ grows with the feature norm of $g_r$. Run `-p gcn_score "
+         f"{'cosine' if cfg.model.gcn_score == 'dot' else 'dot'}` (this run: `{cfg.model.gcn_score}`; the released "
+         "code's score is cosine). In this run the full model is "
+         f"{'below' if below else 'not below'} channel-class attention alone on tail mAUC "
+         f"({means.loc[FULL, t]:.4f} vs {means.loc[CCA, t]:.4f}): does the other score change that?",
+         "Compare the training curves: with a dot product the label branch's scores scale with the norm of $g_r$; "
+         "the cosine score is bounded. " + (
+             "Here the backbone is frozen (heads only), so only the attention heads change that norm during "
+             "training." if frozen else "Fine-tuning the backbone changes that norm during training.")),
+    )

@@ -8,8 +8,9 @@ import pandas as pd
 from .. import paper
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
-from ..tables import benchmark_note, tables_config
-from .common import run, table
+from ..tables import tables_config
+from . import common
+from .common import benchmark_note, run, table
 
 
 def needs(cfg) -> list:
@@ -37,7 +38,7 @@ def table_1(ch, tcfg):
     notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
     t1 = seed_table(store, "table1", ["mAP", "mAUC", "macro-F1"], rows=names, notes=notes)
     t1.insert(0, "model here", pd.Series({r["name"]: r["meta"].get("model here", "") for r in result.rows}))
-    return result, with_paper(t1, paper.table(1)), benchmark_note(tcfg)
+    return result, with_paper(t1, paper.table(1)), benchmark_note(tcfg, records=result.records)
 
 
 def map_bars(ch, result):
@@ -55,6 +56,12 @@ def differences(ch) -> pd.DataFrame:
                       f"vs {strongest}": paired_differences(store, "table1", strongest, "mAP")}, axis=1).round(4)
 
 
+def differences_note(ch, result) -> str:
+    """The sentence above :func:`differences`: what is compared and how its intervals were made."""
+    return common.differences_note(result.records, "mAP", "Differences to the ConvNeXt baseline and to the "
+                                   "strongest baseline")
+
+
 def ranking_text(ch, result) -> str:
     store = results_store(ch.cfg)
     means = seed_means(store, "table1")
@@ -64,8 +71,14 @@ def ranking_text(ch, result) -> str:
     paper_order = paper.table(1)["mAP (paper)"].sort_values(ascending=False)
     rank = list(order.index).index("Ours") + 1
     notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
-    text = (f"Ranking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
-            f"TRCGL-Net ranks {rank} of {len(order)} here, so this run "
+    t = paired_differences(store, "table1", "ConvNeXt", "mAUC tail").loc["Ours"]
+    tail_order = means["mAUC tail"].sort_values(ascending=False)
+    text = (f"Tail mAUC (the primary endpoint): TRCGL-Net ranks {list(tail_order.index).index('Ours') + 1} of "
+            f"{len(tail_order)} ({', '.join(tail_order.index)}); against ConvNeXt it changes tail mAUC by "
+            f"{t.iloc[0]:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}]"
+            f"{' (sure)' if t['sure'] else ' (not sure at this number of seeds)'}.\n"
+            f"Ranking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
+            f"By mAP, TRCGL-Net ranks {rank} of {len(order)} here, so this run "
             f"{'reproduces' if rank == 1 else 'does not reproduce'} the paper's headline (first place). Against "
             f"ConvNeXt it changes mAP by {d.iloc[0]:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (better on "
             f"{d['better on seeds']} seeds{'; sure' if d['sure'] else '; not sure at this number of seeds'}). The "
@@ -80,7 +93,7 @@ def table_2(ch, tcfg, result):
     notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
     t2 = seed_table(results_store(ch.cfg), "table1", ["mAP head", "mAP medium", "mAP tail", "mAUC head",
                                                        "mAUC medium", "mAUC tail"], rows=names, notes=notes)
-    return with_paper(t2, paper.table(2)), benchmark_note(tcfg)
+    return with_paper(t2, paper.table(2)), benchmark_note(tcfg, records=result.records)
 
 
 def tail_text(ch) -> tuple[str, pd.DataFrame]:
@@ -205,3 +218,31 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
         lines.append(f"It reaches {r['value']:.2f} of the ideal generator's gain [{r['low']:.2f}, {r['high']:.2f}] "
                      f"(1 = as good as rendering the truth, 0 = no better than no extra images).")
     return "\n".join(lines)
+
+
+def exercises(ch, cohort, test_set):
+    """The chapter's exercises, with this run's seeds, tail classes and test positives."""
+    from .common import backbone_start, exercises as items
+
+    cfg = ch.cfg
+    seeds = [int(s) for s in cfg.seeds]
+    more = seeds + [max(seeds) + 1, max(seeds) + 2]
+    tail = np.flatnonzero(np.asarray(cohort.groups) == "tail")
+    positives = np.asarray(test_set.Y)[:, tail].sum(0)
+    start = backbone_start(cfg)
+    return items(
+        (f"This profile trains seeds {seeds}. Run with `-p seeds '{more}'`. Which differences in the paired "
+         "table become *sure*, and which stay unsure however many seeds you add?",
+         "The intervals resample the seeds and the test label rows together: more seeds shrink only the seeds' "
+         f"share of the width (roughly like $1/\\sqrt{{n}}$); the test rows' share stays (this run scores "
+         f"{len(test_set)} test images, `n_test` {cfg.data.n_test}). A difference whose mean is close to zero "
+         "stays unsure."),
+        ("The CLIP row needs pretrained weights. Save a CLIP vision model with `save_pretrained` on a machine with "
+         "internet and run with `-p clip_image_encoder PATH`. How far does pretraining move it?",
+         f"Compare with the ViT row, the same kind of network, whose backbone is {start}."),
+        (f"Table 2 reports tail mAP over {len(tail)} classes with "
+         f"{int(positives.min())}{'' if positives.min() == positives.max() else f' to {int(positives.max())}'} "
+         "test positives each. Which tail class contributes most to the difference between TRCGL-Net and ConvNeXt?",
+         f"`evaluate(test_set.Y, result.probs[(\"Ours\", {seeds[0]})], classes, groups).per_class` (from "
+         "`trcgl.metrics`) gives AP per class on the test split; subtract the ConvNeXt run's."),
+    )
