@@ -220,5 +220,7 @@ def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pr
     where = ("phantom radiographs rendered from real PadChest label rows" if cfg.data.source == "phantom"
              else "real PadChest images")
     start = "a local checkpoint" if cfg.model.checkpoint else "random initialisation"
-    return (f"Ours: {where}, {cfg.data.image_size}px, backbones from {start}, test split, mean [95% interval] over "
-            f"seeds {list(cfg.seeds)}. {reference}")
+    from .seedtables import interval_method_text
+
+    return (f"Ours: {where}, {cfg.data.image_size}px, backbones from {start}, test split, mean over seeds "
+            f"{list(cfg.seeds)} [{interval_method_text(cfg)}]. {reference}")
