@@ -6,6 +6,11 @@ a drawn row comes with it, as often as the row was drawn. A resample is returned
 image (how many times it is in the resample), which :class:`trcgl.metrics.RankedScores` turns
 into AP and AUC without sorting again. The tables' intervals also draw the seeds with replacement
 in the same resample (:func:`resamples`), so that two rows scored on one resample are paired.
+:func:`interval` reads a two-sided interval from the resampled values (``eval.interval``): the
+bias-corrected percentile (BC) by default, since resampled AP sits above the point value on few
+positives and a percentile interval would carry that bias; BCa's jackknife over thousands of label
+rows costs more than the resamples themselves and moved no bound by more than 0.002 on a
+cpu-sized table (the measurement is in the commit that chose it).
 """
 from __future__ import annotations
 
