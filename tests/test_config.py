@@ -178,6 +178,7 @@ BAD_VALUES = [
     ("train.warmup_epochs", -2, "train.warmup_epochs must be >= 0; got -2"),
     ("data.source", "nosuch", "unknown data.source 'nosuch': choose one of phantom, padchest"),
     ("data.on_missing", "maybe", "unknown data.on_missing 'maybe': choose one of error, skip"),
+    ("eval.interval", "t", "unknown eval.interval 't': choose one of percentile, basic, bc, bca"),
     ("model.arch", "mlp", "unknown model.arch 'mlp'"),
     ("train.loss", "focal", "unknown train.loss 'focal'"),
     ("data.test_fraction", 1.0, "data.test_fraction must be > 0 and < 1; got 1.0"),

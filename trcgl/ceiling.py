@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from .metrics import RankedScores
-from .resampling import row_weights
+from .resampling import interval, row_weights
 
 
 def ceiling_table(Y: np.ndarray, P: np.ndarray, clusters, classes, groups, train_positives,
-                  n_boot: int = 500, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Per class: ROC AUC of ``P`` on ``Y`` with a percentile interval over ``n_boot`` resamples of
+                  n_boot: int = 500, seed: int = 0, level: float = 0.95, method: str = "bc") -> pd.DataFrame:
+    """Per class: ROC AUC of ``P`` on ``Y`` with a ``method`` interval over ``n_boot`` resamples of
     the ``clusters`` (label rows: an image and its repeats count once), the test positives (images
     and distinct label rows) and the training positives of the ceiling classifier. A class without
     positives or negatives is not scored (NaN)."""
@@ -35,8 +35,7 @@ def ceiling_table(Y: np.ndarray, P: np.ndarray, clusters, classes, groups, train
     out = []
     for c, name in enumerate(classes):
         y = Y[:, c] == 1
-        boot = draws[:, c][np.isfinite(draws[:, c])]
-        lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2]) if np.isfinite(auc[c]) and len(boot) else (np.nan,) * 2
+        lo, hi = interval(draws[:, c], auc[c], method, level)
         out.append({"class": name, "group": groups[c], "AUC": auc[c], "low": lo, "high": hi,
                     "test images": int(y.sum()), "test label rows": int(len(np.unique(inverse[y]))),
                     "training positives": int(train_positives[c])})

@@ -117,34 +117,62 @@ class RankedScores:
     and :meth:`scores` with ``weights`` (a multiplicity per row, e.g. a bootstrap resample as the
     number of times each row was drawn) equals scikit-learn's ``average_precision_score`` and
     ``roc_auc_score`` on the rows repeated that often (ties grouped for AP, counted half for AUC;
-    ``tests/test_metrics.py``). What makes the tables' intervals cheap: a resample is a weighted
-    cumulative sum, not a sort."""
+    ``tests/test_metrics.py``). What makes the tables' intervals cheap: a resample is one gather and
+    one cumulative sum of the weights in each column's order, then sums over the positives only
+    (AP and AUC change only where a positive sits), not a sort."""
 
     def __init__(self, Y: np.ndarray, P: np.ndarray):
         Y, P = np.asarray(Y).astype(bool), np.asarray(P, dtype=float)
-        self.order = np.argsort(-P, axis=0, kind="mergesort")
-        self.positive = np.take_along_axis(Y, self.order, 0)
-        sorted_p = np.take_along_axis(P, self.order, 0)
-        self.end = np.vstack([np.diff(sorted_p, axis=0) != 0, np.ones((1, P.shape[1]), bool)])  # last of each tie
+        N, K = Y.shape
+        order = np.argsort(-P, axis=0, kind="mergesort")
+        self.shape = (N, K)
+        positive = np.take_along_axis(Y, order, 0)
+        sorted_p = np.take_along_axis(P, order, 0)
+        end = np.vstack([np.diff(sorted_p, axis=0) != 0, np.ones((1, K), bool)])      # last of each tie group
+        start = np.vstack([np.ones((1, K), bool), end[:-1]])                             # first of each tie group
+        index = np.arange(N)[:, None]
+        last = np.minimum.accumulate(np.where(end, index, N)[::-1], 0)[::-1]            # a position's group end
+        first = np.maximum.accumulate(np.where(start, index, 0), 0)                     # ... and group start
+        cols, rows = np.nonzero(positive.T)                  # the positives, by column, then by rank
+        self.cols = cols
+        self.pos_row = order[rows, cols]                     # the positives' rows in the unsorted data
+        self.order_t = np.ascontiguousarray(order.T.astype(np.int32 if N < 2**31 else np.int64))  # flat, by column
+        # the cumulative weight of a column (flat, a zero in front) at its tie group's end, just before
+        # the group's start, and at the column's start
+        self.end_flat = cols * N + last[rows, cols] + 1
+        self.before_flat = cols * N + first[rows, cols]
+        self.base_flat = cols * N
+        keys = cols * (N + 1) + rows
+        self.col_start = np.searchsorted(keys, np.arange(K) * (N + 1))[cols]
+        self.end_pos = np.searchsorted(keys, cols * (N + 1) + last[rows, cols], "right")     # positives up to the end
+        self.before_pos = np.searchsorted(keys, cols * (N + 1) + first[rows, cols], "left")  # ... before the start
 
     def scores(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(AP, AUC) of every column; NaN where the weighted rows lack positives or negatives."""
-        w = np.ones(self.order.shape) if weights is None else np.asarray(weights, dtype=float)[self.order]
-        tp = np.cumsum(np.where(self.positive, w, 0.0), 0)
-        fp = np.cumsum(w, 0) - tp
-        n_pos, n_neg = tp[-1], fp[-1]
-
-        def step(c):                    # the increase of c over each tie group (0 inside a group)
-            at_end = np.where(self.end, c, 0.0)
-            before = np.vstack([np.zeros((1, c.shape[1])), np.maximum.accumulate(at_end, 0)[:-1]])
-            return np.where(self.end, c - before, 0.0)
-
-        d_tp, d_fp = step(tp), step(fp)
-        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+        N, K = self.shape
+        if weights is None:
+            w = np.ones(N)
+            total, a = float(N), np.ones(len(self.cols))
+        else:
+            w = np.asarray(weights, dtype=float)
+            total, a = float(w.sum()), w[self.pos_row]                 # each positive's weight
+        flat = np.empty(N * K + 1)
+        flat[0] = 0.0
+        np.cumsum(w[self.order_t].ravel(), out=flat[1:])
+        base = flat[self.base_flat]
+        all_end, all_before = flat[self.end_flat] - base, flat[self.before_flat] - base
+        tp = np.concatenate([[0.0], np.cumsum(a)])
+        tp_base = tp[self.col_start]
+        tp_end, tp_before = tp[self.end_pos] - tp_base, tp[self.before_pos] - tp_base
+        n_pos = np.bincount(self.cols, a, minlength=K)
+        n_neg = total - n_pos
+        precision = tp_end / np.maximum(all_end, 1e-300)
+        fp_end, fp_before = all_end - tp_end, all_before - tp_before
+        ap_sum = np.bincount(self.cols, a * precision, minlength=K)
+        auc_sum = np.bincount(self.cols, a * (n_neg[self.cols] - 0.5 * (fp_end + fp_before)), minlength=K)
         defined = (n_pos > 0) & (n_neg > 0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            ap = (d_tp * precision).sum(0) / n_pos
-            auc = (d_tp * (n_neg - fp + 0.5 * d_fp)).sum(0) / (n_pos * n_neg)
+            ap, auc = ap_sum / n_pos, auc_sum / (n_pos * n_neg)
         return np.where(defined, ap, np.nan), np.where(defined, auc, np.nan)
 
 

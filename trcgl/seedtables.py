@@ -165,25 +165,42 @@ def chance_levels(Y: np.ndarray, groups) -> dict:
 
 
 def resampled_means(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,
-                    seed: int = 0) -> tuple[dict, dict]:
-    """Each row's metrics (mAP / mAUC, overall or per group) averaged over ``seeds``: on the whole
-    test set, and on ``n`` joint resamples of the seeds and the test **label rows**
-    (:func:`trcgl.resampling.resamples`; ``clusters``: images rendered from the same label row,
-    e.g. a rare row repeated on new anatomy, move together). In a resample a row's value is its
-    metric averaged over the drawn seeds (each as often as drawn), on the drawn test rows; every
-    row is scored on the same resamples, and the resamples depend only on (``clusters``,
-    ``seeds``, ``n``, ``seed``), so any two statistics from them are paired. Returns
-    ``point[row][metric]`` and ``draws[metric]``, an array (n, rows)."""
+                    seed: int = 0, threshold: float | None = None, jackknife: bool = False):
+    """Each row's metrics (mAP / mAUC, and macro-F1 at ``threshold``; overall or per group)
+    averaged over ``seeds``: on the whole test set, and on ``n`` joint resamples of the seeds and
+    the test **label rows** (:func:`trcgl.resampling.resamples`; ``clusters``: images rendered
+    from the same label row, e.g. a rare row repeated on new anatomy, move together). In a resample
+    a row's value is its metric averaged over the drawn seeds (each as often as drawn), on the
+    drawn test rows; every row is scored on the same resamples, and the resamples depend only on
+    (``clusters``, ``seeds``, ``n``, ``seed``), so any two statistics from them are paired.
+    Returns ``point[row][metric]`` and ``draws[metric]``, an array (n, rows); with ``jackknife``
+    also ``jack[metric]``: the leave-one-seed-out (seeds, rows) and leave-one-label-row-out
+    (clusters, rows) values that BCa's acceleration needs (as many evaluations as label rows)."""
     from .metrics import RankedScores, group_means
     from .resampling import resamples
 
     Y, rows, seeds = np.asarray(Y), list(rows), list(seeds)
     R, S, C = len(rows), len(seeds), Y.shape[1]
-    ranked = RankedScores(np.tile(Y, R * S), np.hstack([np.asarray(probs[(r, s)], float) for r in rows for s in seeds]))
+    stacked = np.hstack([np.asarray(probs[(r, s)], float) for r in rows for s in seeds])
+    ranked = RankedScores(np.tile(Y, R * S), stacked)
+    f1 = any(m.startswith("macro-F1") for m in metrics)
+    if f1:
+        if threshold is None:
+            raise ValueError("macro-F1 intervals need the F1 threshold")
+        predicted = stacked >= threshold
+        hits = (predicted & np.tile(Y.astype(bool), R * S)).astype(np.float32)
+        predicted, labels = predicted.astype(np.float32), Y.astype(np.float32)
 
     def values(weights, counts) -> dict:
         ap, auc = ranked.scores(weights)
-        per_run = group_means({"mAP": ap.reshape(R, S, C), "mAUC": auc.reshape(R, S, C)}, groups)
+        scores = {"mAP": ap.reshape(R, S, C), "mAUC": auc.reshape(R, S, C)}
+        if f1:
+            w = np.ones(len(Y), np.float32) if weights is None else np.asarray(weights, np.float32)
+            positives = np.tile(w @ labels, R * S).astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                f = 2.0 * (w @ hits) / (positives + w @ predicted)
+            scores["macro-F1"] = np.where(positives > 0, f, np.nan).reshape(R, S, C)
+        per_run = group_means(scores, groups)
         out = {}
         for m in metrics:
             v = per_run[m]
@@ -198,52 +215,91 @@ def resampled_means(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, m
     for counts, weights in resamples(clusters, seeds, n, seed):
         for m, v in values(weights, counts).items():
             draws[m].append(v)
-    return point, {m: np.asarray(d, float).reshape(n, R) for m, d in draws.items()}
+    draws = {m: np.asarray(d, float).reshape(n, R) for m, d in draws.items()}
+    if not jackknife:
+        return point, draws
+    ids, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    by_seed = [values(None, (np.arange(S) != k).astype(float)) for k in range(S)] if S > 1 else []
+    by_row = [values((inverse.ravel() != k).astype(float), np.ones(S)) for k in range(len(ids))]
+    jack = {m: [np.asarray([v[m] for v in by]).reshape(-1, R) for by in (by_seed, by_row) if by] for m in metrics}
+    return point, draws, jack
+
+
+def interval_method_text(cfg_or_records, level: float = 0.95, units: str = "seeds and test label rows") -> str:
+    """How the tables' intervals are computed, for the pages: e.g. "95 % bias-corrected percentile
+    (BC) bootstrap intervals over 1,000 resamples of seeds and test label rows". Reads a config
+    (``eval.interval``, ``eval.bootstrap``) or a table's records (their ``interval`` and
+    ``resamples``; records written before the method was recorded were percentile intervals)."""
+    from .resampling import INTERVAL_NAMES
+
+    if isinstance(cfg_or_records, (list, tuple)):
+        rec = next((r for r in cfg_or_records if r.get("kind") in ("interval", "difference")), None)
+        if rec is None:
+            return "t-intervals over seeds (no resampled intervals recorded)"
+        method, n, level = rec.get("interval", "percentile"), int(rec["resamples"]), rec.get("level", level)
+    else:
+        method, n = cfg_or_records.eval.interval, int(cfg_or_records.eval.bootstrap)
+    return f"{100 * level:g} % {INTERVAL_NAMES[method]} bootstrap intervals over {n:,} resamples of {units}"
 
 
 def bootstrap_records(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,
-                      seed: int = 0, level: float = 0.95) -> list[dict]:
+                      seed: int = 0, level: float = 0.95, method: str = "bc",
+                      threshold: float | None = None) -> list[dict]:
     """Intervals that resample seeds and test label rows together, and paired differences
-    (:func:`resampled_means`). Returns ``interval`` records (point value = the mean over seeds on
-    the whole test set, with the percentile interval) and ``difference`` records for every ordered
-    pair of rows (a − b on the same resamples, its interval, and ``sure`` when it excludes 0)."""
+    (:func:`resampled_means`; macro-F1 at ``threshold``). Returns ``interval`` records (point value
+    = the mean over seeds on the whole test set, with its ``method`` interval,
+    :func:`trcgl.resampling.interval`) and ``difference`` records for every ordered pair of rows
+    (a − b on the same resamples, its interval, and ``sure`` when it excludes 0); each record names
+    its ``interval`` method, ``level`` and number of ``resamples``."""
+    from .resampling import interval
+
     rows = list(rows)
-    point, draws = resampled_means(Y, probs, clusters, groups, rows, seeds, metrics, n, seed)
-    lo, hi = 100 * (1 - level) / 2, 100 * (1 + level) / 2
+    out = resampled_means(Y, probs, clusters, groups, rows, seeds, metrics, n, seed, threshold, method == "bca")
+    point, draws = out[:2]
+    jack = out[2] if method == "bca" else None
     n_seeds = len(list(seeds))
-    out = []
+    common = {"seed": None, "n_seeds": n_seeds, "resamples": n, "interval": method, "level": level}
+
+    def bounds(m, d, p, weights):
+        jk = None if jack is None else [j @ weights for j in jack[m]]
+        return interval(d, p, method, level, jk)
+
+    records = []
     for i, r in enumerate(rows):
         for m in metrics:
-            d = draws[m][:, i]
-            out.append({"row": r, "metric": m, "value": point[r][m], "low": float(np.nanpercentile(d, lo)),
-                        "high": float(np.nanpercentile(d, hi)), "seed": None, "kind": "interval",
-                        "n_seeds": n_seeds, "resamples": n})
+            low, high = bounds(m, draws[m][:, i], point[r][m], np.eye(len(rows))[i])
+            records.append({"row": r, "metric": m, "value": point[r][m], "low": low, "high": high,
+                            "kind": "interval", **common})
     for i, a in enumerate(rows):
         for j, b in enumerate(rows):
             if a == b:
                 continue
             for m in metrics:
-                d = draws[m][:, i] - draws[m][:, j]
-                low, high = float(np.nanpercentile(d, lo)), float(np.nanpercentile(d, hi))
-                out.append({"row": a, "reference": b, "metric": m, "value": point[a][m] - point[b][m], "low": low,
-                            "high": high, "sure": bool(low > 0 or high < 0), "seed": None, "kind": "difference",
-                            "n_seeds": n_seeds, "resamples": n})
-    return out
+                value = point[a][m] - point[b][m]
+                low, high = bounds(m, draws[m][:, i] - draws[m][:, j], value, np.eye(len(rows))[i] - np.eye(len(rows))[j])
+                records.append({"row": a, "reference": b, "metric": m, "value": value, "low": low, "high": high,
+                                "sure": bool(low > 0 or high < 0), "kind": "difference", **common})
+    return records
 
 
 def ratio_interval(Y: np.ndarray, probs: dict, clusters, groups, seeds, method: str, baseline: str, ideal: str,
-                   metric: str, n: int = 500, seed: int = 0, level: float = 0.95) -> dict:
+                   metric: str, n: int = 500, seed: int = 0, level: float = 0.95, interval_method: str = "bc") -> dict:
     """The fraction of the ideal gain the method reaches, (method − baseline) / (ideal − baseline),
-    with an interval from the same resamples of seeds and test label rows as
+    with an ``interval_method`` interval from the same resamples of seeds and test label rows as
     :func:`bootstrap_records` (same ``seed``)."""
-    point, draws = resampled_means(Y, probs, clusters, groups, [method, baseline, ideal], seeds, [metric], n, seed)
+    from .resampling import interval
+
+    bca = interval_method == "bca"
+    out = resampled_means(Y, probs, clusters, groups, [method, baseline, ideal], seeds, [metric], n, seed,
+                          jackknife=bca)
+    point, draws = out[:2]
 
     def ratio(m, b, i):
         gain = i - b
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(gain != 0, (m - b) / np.where(gain != 0, gain, 1.0), np.nan)
 
-    value = ratio(*(point[r][metric] for r in (method, baseline, ideal)))
-    d = ratio(*draws[metric].T)
-    return {"metric": metric, "value": float(value), "low": float(np.nanpercentile(d, 100 * (1 - level) / 2)),
-            "high": float(np.nanpercentile(d, 100 * (1 + level) / 2))}
+    value = float(ratio(*(point[r][metric] for r in (method, baseline, ideal))))
+    jack = [ratio(*j.T) for j in out[2][metric]] if bca else None
+    low, high = interval(ratio(*draws[metric].T), value, interval_method, level, jack)
+    return {"metric": metric, "value": value, "low": low, "high": high, "interval": interval_method}

@@ -19,8 +19,8 @@ from .prompt_diffusion import CONTROL_KINDS, control_set, synthetic_set
 
 # ----------------------------------------------------------------------------- tables
 
-TABLE_READS = ("eval.f1_threshold", "eval.empty_classes", "eval.bootstrap")
-INTERVAL_METRICS = ("mAP", "mAUC", "mAP head", "mAP medium", "mAP tail", "mAUC head", "mAUC medium", "mAUC tail")
+TABLE_READS = ("eval.f1_threshold", "eval.empty_classes", "eval.bootstrap", "eval.interval")
+INTERVAL_METRICS = ("mAP", "mAUC", "macro-F1", "mAP head", "mAP medium", "mAP tail", "mAUC head", "mAUC medium", "mAUC tail")
 
 
 @dataclass
@@ -68,10 +68,11 @@ def _table(ctx):
             probs[(name, seed)] = P.astype(np.float32)
     records += [{**r, "group": None, "split": "test"} for r in
                 bootstrap_records(test.Y, probs, test.rows["ImageID"].to_numpy(), groups, names, seeds,
-                                  INTERVAL_METRICS, n=e.bootstrap, seed=0)]
+                                  INTERVAL_METRICS, n=e.bootstrap, seed=0, method=e.interval,
+                                  threshold=e.f1_threshold)]
     chance = chance_levels(test.Y, groups)
     records += [{"row": "chance (random scores)", "metric": m, "value": float(chance[m]), "seed": None, "group": None,
-                 "split": "test", "kind": "chance"} for m in INTERVAL_METRICS]
+                 "split": "test", "kind": "chance"} for m in INTERVAL_METRICS if m in chance]
     buffer = io.BytesIO()
     np.savez(buffer, **{f"{r}|{s}": P for (r, s), P in probs.items()})
     atomic_write_bytes(ctx.work / "probs.npz", buffer.getvalue())

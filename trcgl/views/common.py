@@ -89,7 +89,7 @@ def intervals_note(records) -> str:
     parts = []
     if boot:
         n = sorted({int(r["resamples"]) for r in resampled if r.get("resamples") is not None})
-        method = sorted({str(r["method"]) for r in resampled if r.get("method")}) or ["percentile"]
+        method = _methods(resampled)
         parts.append(f"{', '.join(boot)}: {' / '.join(method)} bootstrap interval over "
                      f"{' / '.join(map(str, n)) or 'the recorded'} joint resamples of the seeds and the test "
                      "label rows")
@@ -97,6 +97,15 @@ def intervals_note(records) -> str:
         parts.append(f"{', '.join(rest)}: " + ("t-interval over the seeds" if len(seeds) > 1
                                                 else "no interval (one seed)"))
     return ("95% intervals: " + "; ".join(parts) + ".") if parts else ""
+
+
+def _methods(records) -> list[str]:
+    """The interval methods the records name (:data:`trcgl.resampling.INTERVAL_NAMES`); records
+    written before the method was recorded were percentile intervals."""
+    from ..resampling import INTERVAL_NAMES
+
+    names = {str(r.get("interval", "percentile")) for r in records}
+    return sorted(INTERVAL_NAMES.get(m, m) for m in names)
 
 
 def differences_note(records, metric: str, what: str) -> str:
@@ -107,7 +116,7 @@ def differences_note(records, metric: str, what: str) -> str:
     recorded = [r for r in records if r.get("kind") == "difference" and r["metric"] == metric]
     if recorded:
         n = sorted({int(r["resamples"]) for r in recorded if r.get("resamples") is not None})
-        method = sorted({str(r["method"]) for r in recorded if r.get("method")}) or ["percentile"]
+        method = _methods(recorded)
         how = (f"a paired {' / '.join(method)} bootstrap interval: both rows scored on the same "
                f"{' / '.join(map(str, n))} joint resamples of the seeds and the test label rows")
     else:

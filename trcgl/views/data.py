@@ -209,7 +209,7 @@ def learnability_ceiling(ch) -> tuple[str, pd.DataFrame | None]:
     oracle_set = ch.get(S.image_set(cfg, "oracle"))
     P = ch.get(S.predictions(S.oracle(cfg), S.test_set(cfg)))
     table = ceiling_table(test.Y, P, test.rows["ImageID"].to_numpy(), list(cohort.class_set.classes), cohort.groups,
-                          oracle_set.Y.sum(0), cfg.eval.bootstrap, cfg.seed)
+                          oracle_set.Y.sum(0), cfg.eval.bootstrap, cfg.seed, method=cfg.eval.interval)
     low = failing(table, cfg.ceiling.min_auc)
     mean = float(np.nanmean(table["AUC"]))
     text = (f"ceiling classifier: {len(oracle_set)} fresh class-balanced renders; test split: {len(test)} images of "

@@ -126,16 +126,20 @@ def verdict(ch, means: pd.DataFrame) -> str:
 
 
 def test_intervals(ch, result, cohort, test_set) -> tuple[str, pd.DataFrame]:
-    """A 95 % bootstrap interval over test images for each model (one seed: image noise only)."""
-    from ..metrics import bootstrap_means
+    """A 95 % interval for each model (one seed: test-set noise only), the table stage's: resamples
+    of the test **label rows** (a rare row and its repeats on fresh anatomy drawn together,
+    :mod:`trcgl.resampling`), read from the method the config names (``eval.interval``)."""
+    from ..seedtables import interval_method_text
 
-    classes, groups, n = list(cohort.class_set.classes), cohort.groups, ch.cfg.eval.bootstrap
-    ci = {row: bootstrap_means(test_set.Y, P, classes, groups, n=n, seed=ch.cfg.seed)
-          for (row, _), P in result.probs.items()}
-    table_ = pd.DataFrame({name: {m: f"{c.loc[m, 'value']:.3f} [{c.loc[m, 'low']:.3f}, {c.loc[m, 'high']:.3f}]"
-                                  for m in ("mAP", "mAP head", "mAP medium", "mAP tail", "mAUC")}
-                           for name, c in ci.items()}).T
-    return f"{n} bootstrap resamples of {len(test_set)} test images", table_
+    records = [r for r in result.records if r.get("kind") == "interval"]
+    metrics = ("mAP", "mAP head", "mAP medium", "mAP tail", "mAUC")
+    cells = {}
+    for r in records:
+        if r["metric"] in metrics:
+            cells.setdefault(r["row"], {})[r["metric"]] = f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
+    table_ = pd.DataFrame(cells).T.reindex(columns=list(metrics))
+    units = f"the {test_set.rows['ImageID'].nunique()} test label rows ({len(test_set)} images; one seed)"
+    return interval_method_text(records, units=units), table_
 
 
 def conventions(ch, runs, cohort, test_set) -> tuple[str, pd.DataFrame]:
@@ -236,11 +240,11 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
 def label_only_ceiling(ch, cohort) -> tuple[pd.DataFrame, str]:
     """How much the other labels alone say about each tail class: a logistic regression from the
     other 29 true labels (trained on the train split's labels), its test AUC with a bootstrap
-    interval over test label rows. An upper bound for what co-occurrence can contribute."""
+    interval over test label rows (``eval.interval``). An upper bound for what co-occurrence can contribute."""
     from sklearn.linear_model import LogisticRegression
 
     from ..metrics import RankedScores
-    from ..resampling import row_weights
+    from ..resampling import interval, row_weights
 
     train, test = ch.get(S.train_set(ch.cfg)), ch.get(S.test_set(ch.cfg))
     classes = list(cohort.class_set.classes)
@@ -254,7 +258,7 @@ def label_only_ceiling(ch, cohort) -> tuple[pd.DataFrame, str]:
         ranked = RankedScores(test.Y[:, [c]], clf.predict_proba(test.Y[:, others])[:, 1:])
         auc = float(ranked.scores()[1][0])
         draws = [ranked.scores(w)[1][0] for w in row_weights(clusters, ch.cfg.eval.bootstrap, ch.cfg.seed)]
-        lo, hi = np.nanpercentile(draws, [2.5, 97.5])
+        lo, hi = interval(draws, auc, ch.cfg.eval.interval)
         rows.append({"tail class": classes[c], "AUC from the other labels": auc, "low": lo, "high": hi,
                      "test positives": int(test.Y[:, c].sum())})
     out = pd.DataFrame(rows).set_index("tail class")

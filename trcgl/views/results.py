@@ -214,7 +214,8 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
     lines.append(f"The method (prompt diffusion): {m.iloc[0]:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}] tail mAUC.")
     if IDEAL_ROW in d.index:
         r = ratio_interval(test_set.Y, result.probs, test_set.rows["ImageID"].to_numpy(), cohort.groups, result.seeds,
-                           METHOD, BASELINE, IDEAL_ROW, "mAUC tail", n=ch.cfg.eval.bootstrap, seed=0)
+                           METHOD, BASELINE, IDEAL_ROW, "mAUC tail", n=ch.cfg.eval.bootstrap, seed=0,
+                           interval_method=ch.cfg.eval.interval)
         lines.append(f"It reaches {r['value']:.2f} of the ideal generator's gain [{r['low']:.2f}, {r['high']:.2f}] "
                      f"(1 = as good as rendering the truth, 0 = no better than no extra images).")
     return "\n".join(lines)
