@@ -110,12 +110,11 @@ means.round(4)
 print(view.verdict(ch, means))
 
 # %% [markdown]
-# How sure are these numbers? A 95% bootstrap interval over test images for each model
-# (`trcgl.metrics.bootstrap_means`; `eval.bootstrap` resamples, set by the profile). It measures
-# the uncertainty from the finite test set only, not from training randomness (one seed here).
-# With few positives per class, a resample that repeats a well-ranked positive raises that class's
-# AP, so the intervals of tail metrics lean above the point estimate: a reminder of how little a
-# couple of dozen positives can tell.
+# How sure are these numbers? Each model's 95% interval, read from the records of the table
+# stage that trained it: resamples of the test **label rows**, a rare row and its repeats on fresh
+# anatomy drawn together (the line below names the method, the number of resamples and seeds).
+# With a single seed it measures the uncertainty from the finite test set only, not from training
+# randomness; tail mAUC, the primary endpoint, comes first.
 
 # %%
 interval_text, intervals = view.test_intervals(ch, result, cohort, test_set)

@@ -126,19 +126,21 @@ def verdict(ch, means: pd.DataFrame) -> str:
 
 
 def test_intervals(ch, result, cohort, test_set) -> tuple[str, pd.DataFrame]:
-    """A 95 % interval for each model (one seed: test-set noise only), the table stage's: resamples
+    """A 95 % interval for each model (with one seed: test-set noise only), the table stage's: resamples
     of the test **label rows** (a rare row and its repeats on fresh anatomy drawn together,
     :mod:`trcgl.resampling`), read from the method the config names (``eval.interval``)."""
     from ..seedtables import interval_method_text
 
     records = [r for r in result.records if r.get("kind") == "interval"]
-    metrics = ("mAP", "mAP head", "mAP medium", "mAP tail", "mAUC")
+    metrics = ("mAUC tail", "mAUC", "mAP", "mAP head", "mAP medium", "mAP tail")
     cells = {}
     for r in records:
         if r["metric"] in metrics:
             cells.setdefault(r["row"], {})[r["metric"]] = f"{r['value']:.3f} [{r['low']:.3f}, {r['high']:.3f}]"
     table_ = pd.DataFrame(cells).T.reindex(columns=list(metrics))
-    units = f"the {test_set.rows['ImageID'].nunique()} test label rows ({len(test_set)} images; one seed)"
+    seeds = max((int(r.get("n_seeds", 1)) for r in records), default=1)
+    units = (f"the {test_set.rows['ImageID'].nunique()} test label rows ({len(test_set)} images; "
+             + ("one seed)" if seeds == 1 else f"{seeds} seeds)"))
     return interval_method_text(records, units=units), table_
 
 
