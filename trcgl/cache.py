@@ -32,6 +32,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -88,6 +89,10 @@ def default_run_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- atomic writes
+
+#: the temporary file of an :func:`atomic_write_bytes` (``tempfile.mkstemp``'s random part)
+ATOMIC_TMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see either the old content or the new, never a part."""
@@ -191,7 +196,7 @@ class ArtifactCache:
         while the files are unchanged); raises :class:`CorruptArtifact` on a mismatch."""
         folder = Path(folder)
         meta = self.meta(folder)
-        files = meta.get("files")
+        files = meta.get("files") if isinstance(meta, dict) else None
         if files is None:
             raise CorruptArtifact(f"{folder}: meta.json lists no files (made by an older trcgl)")
         stamp = tuple(sorted((rel, (folder / rel).stat().st_mtime_ns) for rel in files if (folder / rel).is_file()))
@@ -215,7 +220,7 @@ class ArtifactCache:
             return None
         try:
             return self.verify(final)
-        except (CorruptArtifact, json.JSONDecodeError, OSError) as err:
+        except (CorruptArtifact, ValueError, OSError) as err:   # ValueError: a meta.json of bad JSON or bytes
             self._move_aside(final, str(err))
             return None
 
@@ -278,6 +283,8 @@ class ArtifactCache:
     def _seal(self, stage: str, payload: Any, final: Path, work: Path, start: float) -> None:
         """Checksum the built folder into meta.json and rename it into place (under the lock)."""
         (work / META).unlink(missing_ok=True)    # a stage's own meta.json must not shadow ours
+        for tmp in [f for f in work.rglob(".*.tmp") if ATOMIC_TMP.fullmatch(f.name)]:
+            tmp.unlink()        # a write killed half way (SIGKILL, power): not part of the artifact
         files = manifest(work)
         meta = {"stage": stage, "key": final.name, "params": payload, "files": files,
                 "digest": digest(files), "seconds": round(time.perf_counter() - start, 3),
