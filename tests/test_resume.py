@@ -106,7 +106,7 @@ DAMAGE = {
     "garbled": lambda work: garble(work / "last.pt"),
     "an entry missing": lambda work: edit(work / "last.pt", lambda s: s.pop("optimizer")),
     "a tensor of another shape": lambda work: edit(work / "last.pt", wrong_shape),
-    "best.pt truncated": lambda work: truncate(work / "best.pt"),
+    "the best heads truncated": lambda work: truncate(work / "best-heads.pt"),
     "selection_probs.npy missing": lambda work: (work / "selection_probs.npy").unlink(),
 }
 
@@ -144,6 +144,31 @@ def test_the_classifier_still_resumes_from_a_sound_checkpoint(tmp_path, monkeypa
         work = fit("k.partial")
     assert epochs == [2, 3] and "unusable" not in caplog.text and not set_aside_files(work)
     assert (work / "best.pt").read_bytes() == (straight / "best.pt").read_bytes()
+
+
+def test_a_run_killed_while_writing_its_final_files_resumes_there(tmp_path, monkeypatch, caplog):
+    """Killed after the whole best.pt is written but before the checkpoint goes: the run resumes
+    after its last epoch (no warning, nothing set aside) and writes the same files."""
+    fit = heads_on_features(tmp_path)
+    straight = fit("straight.partial")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "atomic_write_json", killed)       # result.json: the last file written
+    with pytest.raises(KeyboardInterrupt):
+        fit("k.partial")
+    work = tmp_path / "k.partial"
+    assert (work / "last.pt").is_file() and (work / "best.pt").read_bytes() == (straight / "best.pt").read_bytes()
+    monkeypatch.undo()
+    epochs = []
+    monkeypatch.setattr(train_mod, "_after_epoch", epochs.append)
+    with caplog.at_level(logging.WARNING):
+        fit("k.partial")
+    assert epochs == [] and "unusable" not in caplog.text and not set_aside_files(work)
+    assert sorted(p.name for p in work.iterdir()) == sorted(p.name for p in straight.iterdir())
+    for name in ("best.pt", "selection_probs.npy", "history.csv", "result.json"):
+        assert (work / name).read_bytes() == (straight / name).read_bytes(), name
 
 
 # ----------------------------------------------------------------------------- the diffusion trainers

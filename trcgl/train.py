@@ -312,8 +312,10 @@ def load_trained(model: nn.Module, state: dict, frozen: bool) -> None:
         raise RuntimeError(f"checkpoint does not fit the model: {result}")
 
 
-#: the files of the best epoch so far, which a checkpoint vouches for by their SHA-256
+#: the files of the best epoch so far, which a checkpoint vouches for by their SHA-256 (with a
+#: frozen backbone the best heads are kept as best-heads.pt until the end makes best.pt a whole model)
 BEST_FILES = ("best.pt", "selection_probs.npy")
+BEST_HEADS = "best-heads.pt"
 
 
 def check_best_files(work: Path, files: dict) -> None:
@@ -369,6 +371,8 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         return sum(b for b, s in zip(batches, plan) if s == stage)
 
     ckpt_path = work / "last.pt"
+    best_path = work / (BEST_HEADS if frozen else "best.pt")
+    vouched = (best_path.name, *BEST_FILES[1:])
 
     def restore(ckpt: dict):
         """The state of an interrupted run from its checkpoint (raises when it does not fit)."""
@@ -422,24 +426,26 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         if score["mAP"] > best[0]:
             best = (score["mAP"], epoch + 1)
             if procs.is_main:
-                atomic_torch_save(trained_state(kept, frozen), work / "best.pt")
+                atomic_torch_save(trained_state(kept, frozen), best_path)
                 save_npy(work / "selection_probs.npy", P)
-                best_files = {name: file_sha256(work / name) for name in BEST_FILES}
+                best_files = {name: file_sha256(work / name) for name in vouched}
         if procs.is_main:
             save_checkpoint({"model": trained_state(model, frozen), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
-                                "history": history, "best": list(best), "files": best_files, "rng": torch.get_rng_state(),
-                                **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
+                             "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
+                             "history": history, "best": list(best), "files": best_files, "rng": torch.get_rng_state(),
+                             **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
         _after_epoch(epoch)
     if procs.is_main:
         if frozen:      # the best heads beside the (unchanged) starting backbone: a whole model again
-            load_trained(model, torch.load(work / "best.pt", map_location="cpu", weights_only=True), frozen)
+            load_trained(model, torch.load(best_path, map_location="cpu", weights_only=True), frozen)
             atomic_torch_save(model.state_dict(), work / "best.pt")
         pd.DataFrame(history).to_csv(work / "history.csv", index=False)
         atomic_write_json(work / "result.json", {"best_epoch": best[1], "best_selection_mAP": best[0],
                                                  "mean": mean, "std": std, "device": str(device),
                                                  "processes": procs.size})
         ckpt_path.unlink()  # the finished artifact keeps only the best weights
+        if frozen:
+            best_path.unlink()
 
 
 def trainer_benchmark(cfg, steps: int = 10, repeats: int = 3, device=None, num_classes: int = 30, seed: int = 0) -> dict:
