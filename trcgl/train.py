@@ -15,7 +15,9 @@ clipping, a loss weight of the extra images per stage, and class counts that inc
 
 An interrupted run resumes from its last checkpoint and ends with the same weights as an
 uninterrupted one on CPU: the data order of each epoch is drawn from a generator seeded by
-(seed, epoch), and the global random state is saved with the checkpoint.
+(seed, epoch), and the global random state is saved with the checkpoint. A checkpoint that cannot
+be used (unreadable, its checksum or shapes wrong, the best-epoch files it vouches for changed) is
+set aside with a warning and the training starts over (:mod:`trcgl.checkpoints`).
 
 **Input pipeline** (:mod:`trcgl.data.batches`): the real images and the whole extra set are held
 as one uint8 tensor [real; extra] on the device (or pinned), with the labels beside it. An epoch is

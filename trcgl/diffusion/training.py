@@ -2,7 +2,8 @@
 
 Two stages, each resumable after an interruption
 (checkpoint per epoch in the cache's ``.partial`` folder, data order and noise drawn from
-generators seeded by (seed, epoch)):
+generators seeded by (seed, epoch); a checkpoint that cannot be used is set aside with a warning
+and that stage starts over, :mod:`trcgl.checkpoints`):
 
 1. an ``AutoencoderKL`` learns to compress the training images (L1 reconstruction + a small KL
    term); its latents are rescaled to unit variance (diffusers' ``scaling_factor``);
