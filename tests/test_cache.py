@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -72,3 +73,42 @@ def test_atomic_write_keeps_old_content_when_writing_fails(tmp_path, monkeypatch
         atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left behind
+
+
+def test_a_write_killed_half_way_is_not_sealed_into_the_artifact(tmp_path):
+    """A process killed inside an atomic write (SIGKILL, power) leaves its temporary file in the
+    ``.partial`` folder; the resumed build's artifact has the files and digest of a clean build."""
+    import tempfile
+
+    def build(folder):
+        atomic_write_bytes(folder / "model.pt", b"weights")
+
+    clean = ArtifactCache(tmp_path / "clean").get_or_compute("train", {"k": 1}, build)
+    cache = ArtifactCache(tmp_path / "killed")
+    work = cache.partial_path("train", {"k": 1})
+    work.mkdir(parents=True)
+    fd, _ = tempfile.mkstemp(dir=work, prefix=".model.pt.", suffix=".tmp")      # what the killed write left
+    os.write(fd, b"wei")
+    os.close(fd)
+    (work / "sub").mkdir()
+    fd, _ = tempfile.mkstemp(dir=work / "sub", prefix=".x.npy.", suffix=".tmp")
+    os.close(fd)
+    final = cache.get_or_compute("train", {"k": 1}, build)
+    assert sorted(p.name for p in final.rglob("*") if p.is_file()) == ["meta.json", "model.pt"]
+    assert json.loads((final / "meta.json").read_text())["digest"] == json.loads((clean / "meta.json").read_text())["digest"]
+
+
+@pytest.mark.parametrize("meta", [b"\xff\xfe garbage", b'{"files": ', b"[1, 2]"])
+def test_a_garbled_meta_json_is_moved_aside_and_the_stage_computed_again(tmp_path, meta, caplog):
+    cache = ArtifactCache(tmp_path)
+    built = []
+
+    def build(folder):
+        built.append(1)
+        (folder / "f").write_text("1")
+
+    final = cache.get_or_compute("a", {"k": 1}, build)
+    (final / "meta.json").write_bytes(meta)
+    again = ArtifactCache(tmp_path).get_or_compute("a", {"k": 1}, build)
+    assert again == final and len(built) == 2 and (final / "f").read_text() == "1"
+    assert "moved to" in caplog.text and any(".corrupt-" in p.name for p in final.parent.iterdir())

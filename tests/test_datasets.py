@@ -172,3 +172,36 @@ def test_padchest_source_reads_the_selected_rows_from_disk(cohort, tmp_path, mon
     assert np.array_equal(real.Y, np.delete(cohort.Y[idx], 5, axis=0))
     with pytest.raises(DataError, match="no lesion masks"):
         real.masks(0)
+
+
+def test_unusable_chunks_of_an_interrupted_build_are_set_aside_and_rendered_again(cohort, tmp_path, monkeypatch,
+                                                                                   caplog):
+    """A chunk file that cannot be read (truncated, garbled) or is not the chunk's shape is moved out
+    of the ``.partial`` folder with a warning and rendered again; the set is the uninterrupted one."""
+    import io
+    import logging
+
+    cfg = load_config("smoke", OVERRIDES)
+    monkeypatch.setattr(datasets, "CHUNK", 8)
+    index = split_rows(cfg, cohort, "train")[:32]           # 4 chunks of 8
+    serial = tmp_path / "serial.partial"
+    serial.mkdir()
+    datasets.write_image_set(cfg, cohort, index, "train", serial, processes=1)
+    one = datasets.load_image_set(serial)
+    work = tmp_path / "k.partial"
+    work.mkdir()
+    buffer = io.BytesIO()
+    np.savez(buffer, images=one.images[:8], masks=one.masks_packed[:8])
+    whole = buffer.getvalue()
+    (work / "chunk0000.npz").write_bytes(whole[: len(whole) // 2])                       # truncated
+    garbled = bytearray(whole)
+    garbled[200:264] = bytes(range(64))
+    (work / "chunk0001.npz").write_bytes(bytes(garbled))                                # garbled inside the pixels
+    np.savez(work / "chunk0002.npz", images=one.images[16:20], masks=one.masks_packed[16:20])   # 4 rows, not 8
+    with caplog.at_level(logging.WARNING):
+        datasets.write_image_set(cfg, cohort, index, "train", work, processes=1)
+    again = datasets.load_image_set(work)
+    assert np.array_equal(again.images, one.images) and np.array_equal(again.masks_packed, one.masks_packed)
+    aside = sorted(p.name.split(".corrupt-")[0] for p in tmp_path.iterdir() if "corrupt-" in p.name)
+    assert aside == [f"k.partial.chunk000{k}.npz" for k in range(3)]
+    assert caplog.text.count("unusable rendered chunk") == 3 and str(work / "chunk0001.npz") in caplog.text

@@ -25,3 +25,19 @@ def test_rejects_a_foreign_file(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a trcgl results file"):
         ResultsStore(path)
+
+
+def test_a_truncated_results_file_is_set_aside_and_started_afresh(tmp_path, caplog):
+    """A results file cut short (a copy, a disk error) is moved aside with a warning naming it,
+    and the next table written starts a new one (instead of a traceback on every run)."""
+    path = tmp_path / "results-smoke.json"
+    store = ResultsStore(path)
+    store.replace_table("t1", [{"row": "a", "metric": "mAP", "value": 0.5}])
+    store.replace_table("t2", [{"row": "b", "metric": "mAP", "value": 0.25}])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    again = ResultsStore(path)
+    assert again.records() == [] and str(path) in caplog.text
+    assert [p.name.split(".corrupt-")[0] for p in tmp_path.glob("*corrupt*")] == ["results-smoke.json"]
+    again.replace_table("t2", [{"row": "b", "metric": "mAP", "value": 0.25}])
+    assert [r["table"] for r in ResultsStore(path).records()] == ["t2"]

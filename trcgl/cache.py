@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -187,6 +188,10 @@ def storage_problem(err: OSError, run_dir: Path, work: Path) -> StorageError | N
 
 # ----------------------------------------------------------------------------- atomic writes
 
+#: the temporary file of an :func:`atomic_write_bytes` (``tempfile.mkstemp``'s random part)
+ATOMIC_TMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see either the old content or the new, never a part."""
     path = Path(path)
@@ -289,7 +294,7 @@ class ArtifactCache:
         while the files are unchanged); raises :class:`CorruptArtifact` on a mismatch."""
         folder = Path(folder)
         meta = self.meta(folder)
-        files = meta.get("files")
+        files = meta.get("files") if isinstance(meta, dict) else None
         if files is None:
             raise CorruptArtifact(f"{folder}: meta.json lists no files (made by an older trcgl)")
         stamp = tuple(sorted((rel, (folder / rel).stat().st_mtime_ns) for rel in files if (folder / rel).is_file()))
@@ -313,7 +318,7 @@ class ArtifactCache:
             return None
         try:
             return self.verify(final)
-        except (CorruptArtifact, json.JSONDecodeError, OSError) as err:
+        except (CorruptArtifact, ValueError, OSError) as err:   # ValueError: a meta.json of bad JSON or bytes
             self._move_aside(final, str(err))
             return None
 
@@ -388,6 +393,8 @@ class ArtifactCache:
     def _seal(self, stage: str, payload: Any, final: Path, work: Path, start: float) -> None:
         """Checksum the built folder into meta.json and rename it into place (under the lock)."""
         (work / META).unlink(missing_ok=True)    # a stage's own meta.json must not shadow ours
+        for tmp in [f for f in work.rglob(".*.tmp") if ATOMIC_TMP.fullmatch(f.name)]:
+            tmp.unlink()        # a write killed half way (SIGKILL, power): not part of the artifact
         files = manifest(work)
         meta = {"stage": stage, "key": final.name, "params": payload, "files": files,
                 "digest": digest(files), "seconds": round(time.perf_counter() - start, 3),

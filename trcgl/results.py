@@ -26,7 +26,15 @@ class ResultsStore:
 
     def _load(self) -> None:
         if self.path.exists():
-            data = json.loads(self.path.read_text())
+            try:
+                data = json.loads(self.path.read_text())
+            except ValueError as err:   # truncated or garbled (a copy cut short, a disk error): set aside
+                from .checkpoints import set_aside
+
+                set_aside(self.path, f"not JSON: {err}", what="results file",
+                          then="starting it afresh (a table's records come back when its target runs again)")
+                self._records = []
+                return
             if not isinstance(data, dict) or not isinstance(data.get("records"), list):
                 raise ValueError(f"{self.path} is not a trcgl results file (no 'records' list)")
             self._records = data["records"]

@@ -15,7 +15,9 @@ clipping, a loss weight of the extra images per stage, and class counts that inc
 
 An interrupted run resumes from its last checkpoint and ends with the same weights as an
 uninterrupted one on CPU: the data order of each epoch is drawn from a generator seeded by
-(seed, epoch), and the global random state is saved with the checkpoint.
+(seed, epoch), and the global random state is saved with the checkpoint. A checkpoint that cannot
+be used (unreadable, its checksum or shapes wrong, the best-epoch files it vouches for changed) is
+set aside with a warning and the training starts over (:mod:`trcgl.checkpoints`).
 
 **Input pipeline** (:mod:`trcgl.data.batches`): the real images and the whole extra set are held
 as one uint8 tensor [real; extra] on the device (or pinned), with the labels beside it. An epoch is
@@ -45,7 +47,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .cache import atomic_torch_save, atomic_write_json, load_npy, save_npy
+from .cache import atomic_torch_save, atomic_write_json, file_sha256, load_npy, save_npy
+from .checkpoints import load_resume_checkpoint, save_checkpoint
 from .data.batches import Normalised, TensorBatches, seeded_order, split_range
 from .data.datasets import ImageSet, normalisation, take
 from .data.padchest import DataError
@@ -311,6 +314,22 @@ def load_trained(model: nn.Module, state: dict, frozen: bool) -> None:
         raise RuntimeError(f"checkpoint does not fit the model: {result}")
 
 
+#: the files of the best epoch so far, which a checkpoint vouches for by their SHA-256 (with a
+#: frozen backbone the best heads are kept as best-heads.pt until the end makes best.pt a whole model)
+BEST_FILES = ("best.pt", "selection_probs.npy")
+BEST_HEADS = "best-heads.pt"
+
+
+def check_best_files(work: Path, files: dict) -> None:
+    """Raise ValueError unless the best-epoch files in ``work`` are those a checkpoint recorded
+    (``{name: sha256}``, empty before the first best epoch): a resumed run keeps them when no
+    later epoch is better, so a damaged one would be sealed into the artifact."""
+    for name, want in files.items():
+        path = Path(work) / name
+        if not path.is_file() or file_sha256(path) != want:
+            raise ValueError(f"{name} is {'missing' if not path.is_file() else 'not the one it recorded'}")
+
+
 def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra: ImageSet | None, seed: int,
                    device, work: Path, schedule: ExtraSchedule = ALL_AT_ONCE, checkpoint: str | None = None,
                    features: dict | None = None, class_mask: np.ndarray | None = None) -> None:
@@ -354,21 +373,34 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         return sum(b for b, s in zip(batches, plan) if s == stage)
 
     ckpt_path = work / "last.pt"
-    start, history, best = 0, [], (-1.0, -1)
-    stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]))
-    ema = stage_ema(cfg, model, stage)
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    best_path = work / (BEST_HEADS if frozen else "best.pt")
+    vouched = (best_path.name, *BEST_FILES[1:])
+
+    def restore(ckpt: dict):
+        """The state of an interrupted run from its checkpoint (raises when it does not fit)."""
         load_trained(model, ckpt["model"], frozen)
-        start, history, best = ckpt["epoch"] + 1, ckpt["history"], tuple(ckpt["best"])
+        start, history, best = ckpt["epoch"] + 1, list(ckpt["history"]), tuple(ckpt["best"])
+        if not 0 < start <= len(plan) or len(history) != start:
+            raise ValueError(f"epoch {start} of {len(plan)} with {len(history)} history rows")
+        check_best_files(work, ckpt["files"])
+        stage = plan[min(start, len(plan) - 1)]
+        opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
+        ema = None
         if start < len(plan):
-            stage = plan[start]
-            opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
             if ckpt["stage"] == stage:
                 opt.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
             ema = restore_ema(cfg, model, stage, ckpt.get("ema") if ckpt["stage"] == stage else None)
         torch.set_rng_state(ckpt["rng"])
+        return start, history, best, dict(ckpt["files"]), stage, opt, sched, ema
+
+    resumed = load_resume_checkpoint(ckpt_path, restore, rollback=[model], main=procs.is_main)
+    if resumed is None:     # no checkpoint, or one that cannot be used: from the start
+        start, history, best, best_files = 0, [], (-1.0, -1), {}
+        stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]))
+        ema = stage_ema(cfg, model, stage)
+    else:
+        start, history, best, best_files, stage, opt, sched, ema = resumed
         log.info("resuming %s at epoch %d of %d", work.name, start + 1, len(plan))
     procs.barrier()    # every process has read the checkpoint before the main one writes the next
     net = procs.wrap(head)
@@ -396,23 +428,26 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         if score["mAP"] > best[0]:
             best = (score["mAP"], epoch + 1)
             if procs.is_main:
-                atomic_torch_save(trained_state(kept, frozen), work / "best.pt")
+                atomic_torch_save(trained_state(kept, frozen), best_path)
                 save_npy(work / "selection_probs.npy", P)
+                best_files = {name: file_sha256(work / name) for name in vouched}
         if procs.is_main:
-            atomic_torch_save({"model": trained_state(model, frozen), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
-                                "history": history, "best": list(best), "rng": torch.get_rng_state(),
-                                **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
+            save_checkpoint({"model": trained_state(model, frozen), "optimizer": opt.state_dict(),
+                             "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,
+                             "history": history, "best": list(best), "files": best_files, "rng": torch.get_rng_state(),
+                             **({"ema": ema.module.state_dict()} if ema is not None else {})}, ckpt_path)
         _after_epoch(epoch)
     if procs.is_main:
         if frozen:      # the best heads beside the (unchanged) starting backbone: a whole model again
-            load_trained(model, torch.load(work / "best.pt", map_location="cpu", weights_only=True), frozen)
+            load_trained(model, torch.load(best_path, map_location="cpu", weights_only=True), frozen)
             atomic_torch_save(model.state_dict(), work / "best.pt")
         pd.DataFrame(history).to_csv(work / "history.csv", index=False)
         atomic_write_json(work / "result.json", {"best_epoch": best[1], "best_selection_mAP": best[0],
                                                  "mean": mean, "std": std, "device": str(device),
                                                  "processes": procs.size})
         ckpt_path.unlink()  # the finished artifact keeps only the best weights
+        if frozen:
+            best_path.unlink()
 
 
 def trainer_benchmark(cfg, steps: int = 10, repeats: int = 3, device=None, num_classes: int = 30, seed: int = 0) -> dict:

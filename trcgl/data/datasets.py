@@ -231,6 +231,7 @@ def _write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Pa
             jobs.append(ChunkJob(work / f"chunk{k:04d}.npz", tuple(render_ids[lo:hi]),
                                  tuple(tuple(names[Y[j] == 1]) for j in range(lo, hi)),
                                  tuple(sentences[lo:hi]), tuple(labels[lo:hi])))
+        set_aside_bad_chunks(jobs, size, len(names))
         with tqdm(total=len(index), desc=f"rendering {name} phantoms", unit="img") as bar:
             used = render_chunks(renderer, size, jobs, processes, bar.update)
         if used > 1:
@@ -266,6 +267,34 @@ def _write_image_set(cfg, cohort: Cohort, index: np.ndarray, name: str, work: Pa
     write_rows(rows, work / "rows.json")
     atomic_write_json(work / "source.json", {"source": cfg.data.source, "classes": list(cohort.class_set.classes)})
     atomic_write_json(work / "report.json", report)
+
+
+def chunk_fault(path: Path, rows: int, size: int, n_classes: int) -> str | None:
+    """Why a rendered chunk file cannot be used (None when it can): unreadable (truncated, garbled:
+    the zip's checksums), or not ``rows`` images of ``size``² pixels with their packed masks."""
+    want = {"images": (rows, size, size), "masks": (rows, n_classes, (size * size + 7) // 8)}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {k: z[k] for k in want}
+    except Exception as err:  # noqa: BLE001 -- np.load / zipfile raise many types for a bad file
+        return f"cannot be read: {type(err).__name__}: {err}"
+    for k, shape in want.items():
+        if got[k].shape != shape or got[k].dtype != np.uint8:
+            return f"{k} is {got[k].dtype} {got[k].shape}, not uint8 {shape}"
+    return None
+
+
+def set_aside_bad_chunks(jobs, size: int, n_classes: int) -> None:
+    """Before an interrupted build resumes, move every rendered chunk it left that cannot be used
+    out of the ``.partial`` folder (with a warning, :func:`trcgl.checkpoints.set_aside`): those
+    chunks are rendered again, the others are kept."""
+    from ..checkpoints import set_aside
+
+    for job in jobs:
+        if job.path.exists():
+            why = chunk_fault(job.path, len(job), size, n_classes)
+            if why is not None:
+                set_aside(job.path, why, what="rendered chunk", then="rendering it again")
 
 
 def write_rows(rows: pd.DataFrame, path: Path) -> None:

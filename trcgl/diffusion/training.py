@@ -2,7 +2,8 @@
 
 Two stages, each resumable after an interruption
 (checkpoint per epoch in the cache's ``.partial`` folder, data order and noise drawn from
-generators seeded by (seed, epoch)):
+generators seeded by (seed, epoch); a checkpoint that cannot be used is set aside with a warning
+and that stage starts over, :mod:`trcgl.checkpoints`):
 
 1. an ``AutoencoderKL`` learns to compress the training images (L1 reconstruction + a small KL
    term); its latents are rescaled to unit variance (diffusers' ``scaling_factor``);
@@ -42,7 +43,8 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm import tqdm
 
-from ..cache import atomic_torch_save, atomic_write_json
+from ..cache import atomic_write_json
+from ..checkpoints import load_resume_checkpoint, save_checkpoint
 from ..data.batches import Shard, TensorBatches, unit_range
 from ..data.prompts import prompt_for_row
 from ..runtime import Processes, autocast, processes, seed_everything
@@ -316,7 +318,7 @@ def train_epochs(work: Path, parts: dict, epochs: int, seed_key: int, desc: str,
     epoch's history row), checkpoint (the main process), call the ``_after_epoch`` hook. Returns
     the history. Every process resumes from the same checkpoint."""
     procs = procs or Processes()
-    start, history = _resume(work, parts)
+    start, history = _resume(work, parts, procs)
     procs.barrier()     # every process has read the checkpoint before the main one writes the next
     for epoch in tqdm(range(start, epochs), desc=desc, unit="epoch", initial=start, total=epochs,
                       disable=not procs.is_main):
@@ -330,7 +332,7 @@ def train_epochs(work: Path, parts: dict, epochs: int, seed_key: int, desc: str,
 def _checkpoint(work: Path, parts: dict, epoch: int, history: list) -> None:
     state = {k: _state(v) for k, v in parts.items()}
     state.update(epoch=epoch, history=history, rng=torch.get_rng_state())
-    atomic_torch_save(state, work / "last.pt")
+    save_checkpoint(state, work / "last.pt")
 
 
 def _state(part):
@@ -338,16 +340,56 @@ def _state(part):
     return part.context.detach().clone() if isinstance(part, PromptConditioner) else part.state_dict()
 
 
-def _resume(work: Path, parts: dict) -> tuple[int, list]:
+def _resume(work: Path, parts: dict, procs: Processes) -> tuple[int, list]:
+    """The first epoch to run and the history so far, ``parts`` restored from ``last.pt``; (0, [])
+    when there is no checkpoint or it cannot be used (moved aside with a warning,
+    :func:`trcgl.checkpoints.load_resume_checkpoint`): the training starts over."""
     path = work / "last.pt"
-    if not path.exists():
+
+    def restore(state: dict) -> tuple[int, list]:
+        start, history = state["epoch"] + 1, list(state["history"])
+        if start < 1 or len(history) != start:
+            raise ValueError(f"epoch {start} with {len(history)} history rows")
+        for k, v in parts.items():
+            if isinstance(v, PromptConditioner):
+                if state[k].shape != v.context.shape:
+                    raise ValueError(f"context vectors of shape {tuple(state[k].shape)}, not {tuple(v.context.shape)}")
+                v.context.data.copy_(state[k])
+            elif isinstance(v, EMAModel):
+                _load_ema(v, state[k], parts["model"])
+            else:
+                v.load_state_dict(state[k])
+        torch.set_rng_state(state["rng"])
+        return start, history
+
+    rollback = [_Context(v) if isinstance(v, PromptConditioner) else v for v in parts.values()]
+    resumed = load_resume_checkpoint(path, restore, rollback=rollback, main=procs.is_main)
+    if resumed is None:
         return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for k, v in parts.items():
-        if isinstance(v, PromptConditioner):
-            v.context.data.copy_(state[k])
-        else:
-            v.load_state_dict(state[k])
-    torch.set_rng_state(state["rng"])
-    log.info("resuming %s at epoch %d", work.name, state["epoch"] + 2)
-    return state["epoch"] + 1, state["history"]
+    log.info("resuming %s at epoch %d", work.name, resumed[0] + 1)
+    return resumed
+
+
+def _load_ema(ema: EMAModel, state: dict, model: nn.Module) -> None:
+    """Restore an EMA of ``model``'s weights; its weights go where the model's are (diffusers keeps
+    the loaded tensors where ``torch.load`` put them, the CPU, and its next step would then mix
+    devices). Raises ValueError when they are not the model's shapes."""
+    ema.load_state_dict(state)
+    params = list(model.parameters())
+    if [tuple(p.shape) for p in ema.shadow_params] != [tuple(p.shape) for p in params]:
+        raise ValueError("the EMA weights are not of the model's shapes")
+    ema.to(device=params[0].device)
+
+
+class _Context:
+    """The learnable context vectors of a conditioner as something with a state dict (what a
+    failed resume rolls back)."""
+
+    def __init__(self, conditioner: PromptConditioner):
+        self.conditioner = conditioner
+
+    def state_dict(self) -> dict:
+        return {"context": self.conditioner.context.detach().clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.conditioner.context.data.copy_(state["context"])
