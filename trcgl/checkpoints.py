@@ -160,5 +160,6 @@ def _unusable(path: Path, why: str, main: bool) -> None:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first sentence of an error's message (torch's run on for several lines)."""
     text = str(err).strip()
-    return text.splitlines()[0][:300] if text else "no message"
+    return text.splitlines()[0].split(". ")[0][:200] if text else "no message"
