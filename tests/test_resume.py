@@ -15,7 +15,7 @@ from trcgl import train as train_mod
 from trcgl.checkpoints import aside_path, load_resume_checkpoint, save_checkpoint
 from trcgl.diffusion import training as training_mod
 
-from .test_train import GROUPS, toy_cfg, toy_set
+from .test_train import GROUPS, heads_only_toy
 
 
 def set_aside_files(work):
@@ -68,17 +68,9 @@ def test_a_file_that_is_not_a_checkpoint_is_none_and_set_aside(tmp_path, caplog)
 
 def heads_on_features(tmp_path):
     """A fast classifier training (heads on cached features, 4 epochs) into a folder given to ``fit``."""
-    from trcgl.features import compute_features, feature_normalisation
-    from trcgl.models import build_model
     from trcgl.train import fit_classifier
 
-    cfg = toy_cfg(**{"pretrain.enabled": False, "train.warmup_epochs": 4, "train.finetune_epochs": 0})
-    train, select = toy_set(48, 0), toy_set(24, 1)
-    torch.manual_seed(0)
-    backbone = build_model(cfg, 3, train.Y).backbone.eval()
-    mean, std = feature_normalisation(train)
-    cached = {name: compute_features(backbone, s, mean, std, torch.device("cpu"))
-              for name, s in (("train", train), ("select", select))}
+    cfg, train, select, cached = heads_only_toy(4)
 
     def fit(name):
         folder = tmp_path / name

@@ -148,20 +148,29 @@ def test_heads_on_cached_features_learn_what_heads_on_the_frozen_backbone_learn(
     assert np.allclose(h1.selection_mAP, h2.selection_mAP, atol=2e-3)
 
 
-def test_heads_on_cached_features_resume_from_a_checkpoint_without_the_backbone(tmp_path, monkeypatch):
-    """With a frozen backbone the per-epoch checkpoint leaves the backbone out (it never changes);
-    a run killed after an epoch resumes to the same best weights, and best.pt is a whole model."""
+def heads_only_toy(epochs: int):
+    """A toy task for heads on cached features (the warm-up only, ``epochs`` epochs): its config,
+    train and selection sets, and the frozen random backbone's features of both."""
     from trcgl.features import compute_features, feature_normalisation
     from trcgl.models import build_model
-    from trcgl.train import fit_classifier
 
-    cfg = toy_cfg(**{"pretrain.enabled": False, "train.warmup_epochs": 3, "train.finetune_epochs": 0})
+    cfg = toy_cfg(**{"pretrain.enabled": False, "train.warmup_epochs": epochs, "train.finetune_epochs": 0})
     train, select = toy_set(48, 0), toy_set(24, 1)
     torch.manual_seed(0)
     backbone = build_model(cfg, 3, train.Y).backbone.eval()
     mean, std = feature_normalisation(train)
     cached = {name: compute_features(backbone, s, mean, std, torch.device("cpu"))
               for name, s in (("train", train), ("select", select))}
+    return cfg, train, select, cached
+
+
+def test_heads_on_cached_features_resume_from_a_checkpoint_without_the_backbone(tmp_path, monkeypatch):
+    """With a frozen backbone the per-epoch checkpoint leaves the backbone out (it never changes);
+    a run killed after an epoch resumes to the same best weights, and best.pt is a whole model."""
+    from trcgl.models import build_model
+    from trcgl.train import fit_classifier
+
+    cfg, train, select, cached = heads_only_toy(3)
 
     def fit(folder):
         folder.mkdir(exist_ok=True)
