@@ -9,6 +9,7 @@ from trcgl.config import (
     PROFILES,
     ConfigError,
     _read_yaml,
+    defaults,
     dotted_keys,
     load_config,
     neutral_values,
@@ -249,3 +250,22 @@ def test_the_oracle_fine_tunes_at_its_own_rates():
     assert (o.train.backbone_lr, o.train.head_lr) == (cfg.diffusion.oracle_backbone_lr, cfg.diffusion.oracle_head_lr)
     assert not (o.model.channel_gate or o.model.spatial_attention or o.model.label_gcn)
     assert (o.train.warmup_epochs, o.train.finetune_epochs) == (1, cfg.diffusion.oracle_epochs)
+
+
+def test_a_config_shares_nothing_its_caller_can_change():
+    """Configs are read-only and share their data between views (stage resolution makes thousands):
+    a list given to ``replace`` or read from a config is the caller's own copy, and the packaged
+    defaults, parsed once per process, come back unchanged after a caller changed what it read."""
+    seeds = [1, 2]
+    cfg = load_config("smoke").replace({"seeds": seeds})
+    seeds.append(3)
+    assert cfg.seeds == [1, 2]
+    read = cfg.seeds
+    read.append(9)
+    assert cfg.seeds == [1, 2] and cfg.restrict(["seeds"]).seeds == [1, 2]
+    channels = defaults().diffusion.vae_channels
+    channels.append(1)
+    assert defaults().diffusion.vae_channels == channels[:-1]
+    table = _read_yaml("defaults.yaml")
+    table["diffusion"]["vae_channels"].append(1)
+    assert _read_yaml("defaults.yaml")["diffusion"]["vae_channels"] == channels[:-1]

@@ -192,7 +192,7 @@ def validate(data: Mapping) -> dict:
     unchecked = sorted(set(flat) - set(rules))
     if unchecked:
         raise ConfigError(f"config key(s) {unchecked} have no entry in configs/schema.yaml (add one)")
-    checked = {key: check_value(key, value, rules[key]) for key, value in flat.items()}
+    checked = {key: check_value(key, copy.deepcopy(value), rules[key]) for key, value in flat.items()}   # its own
     if checked["data.tail_threshold"] > checked["data.head_threshold"]:
         raise ConfigError(f"data.tail_threshold ({checked['data.tail_threshold']}) must not exceed "
                           f"data.head_threshold ({checked['data.head_threshold']})")
@@ -200,6 +200,13 @@ def validate(data: Mapping) -> dict:
 
 
 def _read_yaml(*parts: str) -> dict:
+    """A packaged YAML file as a dict of its own (the caller may change it): each file is parsed
+    once per process, as stage resolution asks for the defaults hundreds of times per run."""
+    return copy.deepcopy(_parsed_yaml(parts))
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_yaml(parts: tuple[str, ...]) -> dict:
     text = resources.files("trcgl").joinpath("configs", *parts).read_text()
     return yaml.safe_load(text) or {}
 
@@ -300,6 +307,15 @@ class Config:
         self._prefix = _prefix
         self._owner = _owner
 
+    @classmethod
+    def _over(cls, data: dict, allowed: frozenset | None = None, prefix: str = "", owner: str = "") -> "Config":
+        """A Config over ``data`` without copying it: for data no one else can change (a section
+        or view of a Config, or a dict just built), as a Config never changes its data. Stage
+        resolution makes thousands of views per run."""
+        self = cls.__new__(cls)
+        self._data, self._allowed, self._prefix, self._owner = data, allowed, prefix, owner
+        return self
+
     def _check(self, path: str, is_section: bool) -> None:
         if self._allowed is None:
             return
@@ -315,7 +331,7 @@ class Config:
     def _wrap(self, path: str, value: Any) -> Any:
         self._check(path, isinstance(value, dict))
         if isinstance(value, dict):
-            return Config(value, self._allowed, path, self._owner)
+            return Config._over(value, self._allowed, path, self._owner)
         return copy.deepcopy(value)
 
     def __getattr__(self, name: str) -> Any:
@@ -368,18 +384,18 @@ class Config:
         allow are a :class:`ConfigError`. A view stays a view."""
         if self._prefix:
             raise ConfigError("replace() works on a whole configuration, not on one section")
-        return Config(validate(_merge(self._data, _nest(overrides))), self._allowed, "", self._owner)
+        return Config._over(validate(_merge(self._data, _nest(overrides))), self._allowed, "", self._owner)
 
     def restrict(self, keys, owner: str = "") -> "Config":
         """A view that may read only ``keys`` (dotted; a section name allows all of its keys)."""
         for key in keys:
             if key not in self:
                 raise ConfigError(f"{owner or 'a view'} declares config key '{key}', which does not exist")
-        return Config(self._data, frozenset(keys), "", owner)
+        return Config._over(self._data, frozenset(keys), "", owner)
 
     def unrestricted(self) -> "Config":
         """The full configuration behind a view."""
-        return Config(self._data)
+        return Config._over(self._data)
 
     def leaves(self, keys) -> dict[str, Any]:
         """``{dotted key: value}`` of every leaf under ``keys`` (sections expanded), sorted."""
@@ -426,9 +442,11 @@ def apply_preset(cfg: "Config", name: str) -> "Config":
     return cfg.replace({**preset_overrides(name), "preset": name})
 
 
+@functools.lru_cache(maxsize=None)
 def defaults() -> Config:
-    """The package defaults alone (no profile): fixed recipes derive from them."""
-    return Config(validate(_read_yaml("defaults.yaml")))
+    """The package defaults alone (no profile): fixed recipes derive from them (one read-only
+    Config per process)."""
+    return Config._over(validate(_read_yaml("defaults.yaml")))
 
 
 def load_config(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, preset: str | None = None,
