@@ -426,6 +426,9 @@ def test_ema_weights_are_what_is_evaluated_and_kept(tmp_path):
 
 @pytest.mark.slow
 def test_released_recipe_learns_the_toy_task_and_resumes_to_identical_weights(tmp_path, monkeypatch):
+    """The whole-network trainer killed after a fine-tuning epoch resumes to the weights and history
+    of an uninterrupted run, EMA and all (heads on cached features: tests/test_train.py; damaged
+    checkpoints: tests/test_resume.py)."""
     from trcgl import train as train_mod
     from trcgl.cache import ArtifactCache
     from trcgl.stages import train_classifier

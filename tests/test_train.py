@@ -62,28 +62,6 @@ def test_trcgl_net_learns_a_toy_task_and_is_cached(tmp_path):
     assert cache.misses == misses and again.best_epoch == result.best_epoch
 
 
-@pytest.mark.slow
-def test_resume_after_kill_gives_identical_final_weights(tmp_path, monkeypatch):
-    cfg = toy_cfg(**{"train.finetune_epochs": 2})
-    train, val = toy_set(96, 2), toy_set(48, 3)
-    straight = train_classifier(cfg, train, val, GROUPS, cache=ArtifactCache(tmp_path / "a"))
-
-    def killed(epoch):
-        if epoch == 1:  # after the first fine-tuning epoch's checkpoint
-            raise KeyboardInterrupt
-
-    cache = ArtifactCache(tmp_path / "b")
-    monkeypatch.setattr(train_mod, "_after_epoch", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(cfg, train, val, GROUPS, cache=cache)
-    monkeypatch.setattr(train_mod, "_after_epoch", lambda epoch: None)
-    resumed = train_classifier(cfg, train, val, GROUPS, cache=cache)
-    a, b = straight.model.state_dict(), resumed.model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert np.array_equal(straight.selection_probs, resumed.selection_probs)
-    pd.testing.assert_frame_equal(straight.history, resumed.history)
-
-
 def test_component_rows_switch_one_part_at_a_time():
     from trcgl.tables import CCA, FULL, GAP_ONLY, component_rows
 

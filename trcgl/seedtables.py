@@ -233,13 +233,26 @@ def interval_method_text(cfg_or_records, level: float = 0.95, units: str = "seed
     from .resampling import INTERVAL_NAMES
 
     if isinstance(cfg_or_records, (list, tuple)):
-        rec = next((r for r in cfg_or_records if r.get("kind") in ("interval", "difference")), None)
-        if rec is None:
+        resampled = [r for r in cfg_or_records if r.get("kind") in ("interval", "difference")]
+        if not resampled:
             return "t-intervals over seeds (no resampled intervals recorded)"
-        method, n, level = rec.get("interval", "percentile"), int(rec["resamples"]), rec.get("level", level)
+        names, counts = recorded_intervals(resampled)
+        level = resampled[0].get("level", level)
+        method, n = " / ".join(names), " / ".join(f"{c:,}" for c in counts) or "the recorded"
     else:
-        method, n = cfg_or_records.eval.interval, int(cfg_or_records.eval.bootstrap)
-    return f"{100 * level:g} % {INTERVAL_NAMES[method]} bootstrap intervals over {n:,} resamples of {units}"
+        method, n = INTERVAL_NAMES[cfg_or_records.eval.interval], f"{int(cfg_or_records.eval.bootstrap):,}"
+    return f"{100 * level:g} % {method} bootstrap intervals over {n} resamples of {units}"
+
+
+def recorded_intervals(records) -> tuple[list[str], list[int]]:
+    """The interval methods (:data:`trcgl.resampling.INTERVAL_NAMES`) and numbers of resamples that
+    resampled records name, sorted; records written before the method was recorded were percentile
+    intervals. The pages' sentences about intervals read them from here."""
+    from .resampling import INTERVAL_NAMES
+
+    names = sorted({INTERVAL_NAMES.get(m, m) for m in {str(r.get("interval", "percentile")) for r in records}})
+    counts = sorted({int(r["resamples"]) for r in records if r.get("resamples") is not None})
+    return names, counts
 
 
 def bootstrap_records(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .. import stages as S
+from ..seedtables import recorded_intervals
 
 
 def table(ch, name: str, seeds=None):
@@ -88,8 +89,7 @@ def intervals_note(records) -> str:
     rest = [m for m in metrics if m not in boot]
     parts = []
     if boot:
-        n = sorted({int(r["resamples"]) for r in resampled if r.get("resamples") is not None})
-        method = _methods(resampled)
+        method, n = recorded_intervals(resampled)
         parts.append(f"{', '.join(boot)}: {' / '.join(method)} bootstrap interval over "
                      f"{' / '.join(map(str, n)) or 'the recorded'} joint resamples of the seeds and the test "
                      "label rows")
@@ -99,15 +99,6 @@ def intervals_note(records) -> str:
     return ("95% intervals: " + "; ".join(parts) + ".") if parts else ""
 
 
-def _methods(records) -> list[str]:
-    """The interval methods the records name (:data:`trcgl.resampling.INTERVAL_NAMES`); records
-    written before the method was recorded were percentile intervals."""
-    from ..resampling import INTERVAL_NAMES
-
-    names = {str(r.get("interval", "percentile")) for r in records}
-    return sorted(INTERVAL_NAMES.get(m, m) for m in names)
-
-
 def differences_note(records, metric: str, what: str) -> str:
     """The sentence above a table of paired differences on ``metric``: how its intervals were made,
     read from the table's records (``difference`` records: a paired bootstrap on the resamples they
@@ -115,8 +106,7 @@ def differences_note(records, metric: str, what: str) -> str:
     records = list(records)
     recorded = [r for r in records if r.get("kind") == "difference" and r["metric"] == metric]
     if recorded:
-        n = sorted({int(r["resamples"]) for r in recorded if r.get("resamples") is not None})
-        method = _methods(recorded)
+        method, n = recorded_intervals(recorded)
         how = (f"a paired {' / '.join(method)} bootstrap interval: both rows scored on the same "
                f"{' / '.join(map(str, n))} joint resamples of the seeds and the test label rows")
     else:
