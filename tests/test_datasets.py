@@ -82,18 +82,23 @@ def test_interrupted_rendering_resumes_at_the_last_chunk(cohort, tmp_path, monke
     assert np.array_equal(resumed.images, fresh.images)
 
 
+def rendered_in_chunks_of_8(cohort, n, folder, monkeypatch):
+    """The first ``n`` training rows rendered serially into ``folder`` in chunks of 8: the config,
+    the rows and the image set, the reference the chunked and resumed builds must equal."""
+    cfg = load_config("smoke", OVERRIDES)
+    monkeypatch.setattr(datasets, "CHUNK", 8)
+    index = split_rows(cfg, cohort, "train")[:n]
+    folder.mkdir()
+    datasets.write_image_set(cfg, cohort, index, "train", folder, processes=1)
+    return cfg, index, datasets.load_image_set(folder)
+
+
 def test_parallel_rendering_gives_the_serial_pixels_and_resumes_per_chunk(cohort, tmp_path, monkeypatch):
     """Chunks rendered by a pool of processes are the serial path's pixels and masks, byte for
     byte; a chunk file left by an interrupted build is kept, not rendered again."""
     from trcgl.data import render
 
-    cfg = load_config("smoke", OVERRIDES)
-    monkeypatch.setattr(datasets, "CHUNK", 8)
-    index = split_rows(cfg, cohort, "train")[:40]           # 5 chunks of 8
-    serial = tmp_path / "serial"
-    serial.mkdir()
-    datasets.write_image_set(cfg, cohort, index, "train", serial, processes=1)
-    one = datasets.load_image_set(serial)
+    cfg, index, one = rendered_in_chunks_of_8(cohort, 40, tmp_path / "serial", monkeypatch)     # 5 chunks
 
     # chunk 1 already on disk (marked: all zeros), as an interrupted build leaves it
     work = tmp_path / "pool"
@@ -181,13 +186,7 @@ def test_unusable_chunks_of_an_interrupted_build_are_set_aside_and_rendered_agai
     import io
     import logging
 
-    cfg = load_config("smoke", OVERRIDES)
-    monkeypatch.setattr(datasets, "CHUNK", 8)
-    index = split_rows(cfg, cohort, "train")[:32]           # 4 chunks of 8
-    serial = tmp_path / "serial.partial"
-    serial.mkdir()
-    datasets.write_image_set(cfg, cohort, index, "train", serial, processes=1)
-    one = datasets.load_image_set(serial)
+    cfg, index, one = rendered_in_chunks_of_8(cohort, 32, tmp_path / "serial.partial", monkeypatch)     # 4 chunks
     work = tmp_path / "k.partial"
     work.mkdir()
     buffer = io.BytesIO()
