@@ -8,6 +8,8 @@ import torch
 
 from trcgl import load_config
 from trcgl.cache import ArtifactCache
+from trcgl.config import PROFILES, ConfigError
+from trcgl.tables import table1_rows, tables_config
 from trcgl.losses import TrainingLoss, drw_weights, ldam_margins, weighted_bce
 from trcgl.models import build_model
 from trcgl.models.baselines import ClipClassifier, ClipWeightsMissing, CosineLinear, CSRAHead, TimmClassifier
@@ -137,3 +139,17 @@ def test_csra_with_a_learnt_scale_fits_frozen_features_that_the_published_head_c
         plain = CSRAHead(8, 2)
         plain.classifier.weight.copy_(head.classifier.weight)
         assert torch.allclose(head(X[:4]), 3.0 * plain(X[:4]) + torch.tensor([0.5, -1.0]))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_ldams_deferred_reweighting_starts_within_the_schedule(profile):
+    """Table 1's LDAM row re-weights from ``tables.ldam_drw_at`` of its epochs, before its last one,
+    also where the schedule is warm-up (heads) only; a ``train.drw_epoch`` past the end is refused."""
+    cfg = tables_config(load_config(profile))
+    t = next(r for r in table1_rows(cfg) if r.name == "ConvNeXt + LDAM").cfg.train
+    total = t.warmup_epochs + t.finetune_epochs
+    assert t.loss == "ldam" and t.drw_epoch == min(round(cfg.tables.ldam_drw_at * total), total - 1) < total
+    if profile == "cpu":        # 30 epochs of heads only: re-weighting from epoch 25 (1-based)
+        assert (t.warmup_epochs, t.finetune_epochs, t.drw_epoch) == (30, 0, 24)
+    with pytest.raises(ConfigError, match="train.drw_epoch .* past the schedule"):
+        cfg.replace({"train.drw_epoch": total})

@@ -196,6 +196,10 @@ def validate(data: Mapping) -> dict:
     if checked["data.tail_threshold"] > checked["data.head_threshold"]:
         raise ConfigError(f"data.tail_threshold ({checked['data.tail_threshold']}) must not exceed "
                           f"data.head_threshold ({checked['data.head_threshold']})")
+    drw, epochs = checked["train.drw_epoch"], checked["train.warmup_epochs"] + checked["train.finetune_epochs"]
+    if drw is not None and drw >= epochs:
+        raise ConfigError(f"train.drw_epoch ({drw}) is past the schedule's last epoch ({epochs - 1}, 0-based): "
+                          "deferred re-weighting would never act; set it below the number of epochs, or null")
     return _nest(checked)
 
 

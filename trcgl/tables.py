@@ -45,11 +45,19 @@ def component_rows(cfg) -> list[Row]:
             Row(FULL, cfg.replace({"model.label_gcn": True}))]
 
 
+def ldam_drw_epoch(cfg) -> int:
+    """The epoch (0-based, whole schedule) from which Table 1's LDAM row re-weights its classes:
+    ``tables.ldam_drw_at`` of the schedule's epochs, and never later than its last epoch (a schedule
+    of heads only, warm-up epochs alone, included)."""
+    total = cfg.train.warmup_epochs + cfg.train.finetune_epochs
+    return min(int(round(cfg.tables.ldam_drw_at * total)), max(total - 1, 0))
+
+
 def table1_rows(cfg) -> list[Row]:
     """Table 1 (names as in the paper). ConvNeXt rows share TRCGL-Net's backbone and feature
     stage; ResNet, EfficientNet and ViT are whole timm networks; CLIP needs local weights."""
     t = cfg.tables
-    drw = cfg.train.warmup_epochs + int(round(2 * cfg.train.finetune_epochs / 3))
+    drw = ldam_drw_epoch(cfg)
 
     def timm(name):
         return cfg.replace({"model.arch": "timm", "model.backbone": name})
