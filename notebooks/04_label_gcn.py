@@ -124,10 +124,11 @@ intervals
 # %% [markdown]
 # Two conventions that change the numbers without changing the model. **Empty classes**: a class
 # with no test positive has no AP; this book leaves it out of the means, the released code
-# scores it AP 0 and AUC 0.5. **The F1 threshold**: F1 needs a cut-off; the table above uses
-# 0.5 (`eval.f1_threshold`; the released code uses 0.2). A per-class threshold that maximises F1
-# must be chosen on data that is not scored: here on the selection split, then applied to test
-# (choosing it on the test split itself would peek at the answers).
+# scores it AP 0 and AUC 0.5. **The F1 threshold**: F1 needs a cut-off, one for every class or
+# one per class (`eval.f1_thresholds`; the released code uses one fixed cut-off). A per-class
+# threshold that maximises F1 must be chosen on data that is not scored: on the selection split,
+# then applied to test (choosing it on the test split itself would peek at the answers). The line
+# below says which convention this run's tables use; the table shows them side by side.
 
 # %%
 excluded_text, conventions = view.conventions(ch, runs, cohort, test_set)

@@ -186,6 +186,37 @@ def test_two_parallel_stage_runs_agree_and_the_chapters_only_load(smoke_stages, 
         assert meta["profile"] == "smoke" and meta["device"] == "cpu"
 
 
+@pytest.mark.slow
+def test_table_f1_is_scored_at_thresholds_each_run_chose_on_the_selection_split(smoke_stages):
+    """The smoke run's components table: each (row, seed) scores F1 on the test split at the
+    per-class thresholds that maximise F1 on its own selection probabilities (scikit-learn's F1)."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from trcgl import load_config
+    from trcgl import stages as S
+    from trcgl.cache import ArtifactCache
+    from trcgl.metrics import best_f1_thresholds
+
+    cache = ArtifactCache(smoke_stages[0])
+    cfg = load_config("smoke", device="cpu")
+    assert cfg.eval.f1_thresholds == "selection"
+    result = S.table_result(cfg, "components", cache=cache)
+    test, select = S.get(S.test_set(cfg), cache), S.get(S.selection_set(cfg), cache)
+    seen = 0
+    for (row, seed), run in result.runs.items():
+        chosen = best_f1_thresholds(select.Y, S.get(run, cache).selection_probs)
+        assert np.array_equal(result.thresholds[(row, seed)], chosen)
+        P = result.probs[(row, seed)]
+        per_class = [f1_score(test.Y[:, c], P[:, c] >= chosen[c], zero_division=0)
+                     for c in range(test.Y.shape[1]) if test.Y[:, c].any()]
+        value = next(r["value"] for r in result.records if r["kind"] == "seed" and r["row"] == row
+                     and r["seed"] == seed and r["metric"] == "macro-F1")
+        assert value == pytest.approx(np.mean(per_class), abs=1e-6), (row, seed)
+        seen += 1
+    assert seen == 3 * len(cfg.seeds)
+
+
 def repo_root_path():
     from .conftest import ROOT
 

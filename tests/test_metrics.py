@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from trcgl.metrics import aggregate_seeds, best_f1_thresholds, bootstrap_means, evaluate, per_class_scores
+from trcgl.metrics import aggregate_seeds, best_f1_thresholds, bootstrap_means, evaluate, f1_thresholds, per_class_scores
 
 Y = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])
 P = np.array([[0.9, 0.2, 0.1], [0.3, 0.8, 0.4], [0.6, 0.4, 0.2], [0.2, 0.1, 0.3], [0.4, 0.7, 0.5]])
@@ -129,3 +129,19 @@ def test_seed_aggregation_equals_the_hand_written_t_interval():
         agg = aggregate_seeds(list(v) + [np.nan], level)
         assert agg["n"] == 5
         assert np.allclose([agg["low"], agg["high"]], [v.mean() - half, v.mean() + half], rtol=1e-12)
+
+
+def test_f1_thresholds_follow_the_rule_and_come_from_the_selection_split():
+    """``selection``: per class the argmax of F1 on the selection split (a class without positives
+    there keeps the fixed threshold); ``fixed``: the fixed threshold everywhere; no other rule."""
+    rng = np.random.default_rng(0)
+    Ys = (rng.random((60, 3)) < [0.3, 0.2, 0.0]).astype(int)
+    Ps = np.clip(0.5 * Ys + 0.6 * rng.random((60, 3)), 0, 1)
+    chosen = f1_thresholds("selection", Ys, Ps, 0.4)
+    for c in (0, 1):
+        best = max(f1_score(Ys[:, c], Ps[:, c] >= t, zero_division=0) for t in Ps[:, c])
+        assert f1_score(Ys[:, c], Ps[:, c] >= chosen[c], zero_division=0) == pytest.approx(best)
+    assert chosen[2] == 0.4
+    assert f1_thresholds("fixed", Ys, Ps, 0.4).tolist() == [0.4, 0.4, 0.4]
+    with pytest.raises(ValueError, match="eval.f1_thresholds"):
+        f1_thresholds("test", Ys, Ps, 0.4)

@@ -93,7 +93,8 @@ def test_the_table_note_states_the_configured_setting(profile):
     assert "pretrained here" in note and f"{tcfg.pretrain.n_pool} training-split rows" in note
     assert tcfg.train.finetune_epochs == 0
     assert "heads only" in note and not re.search(r"(?<!no )fine-tun", note), note
-    assert f"threshold of {tcfg.eval.f1_threshold:g}" in note
+    assert tcfg.eval.f1_thresholds == "selection"
+    assert "macro-F1 at per-class thresholds each run chose on the selection split" in note and "fixed" not in note
     assert f"{tcfg.eval.bootstrap} joint resamples of the seeds and the test label rows" in note
     assert "t-interval" not in note.split("macro-F1:")[0], "a resampled metric is said to get a t-interval"
     assert ("macro-F1: t-interval over the seeds" in note) == (len(cfg.seeds) > 1), note
@@ -104,9 +105,11 @@ def test_the_table_note_follows_the_configuration():
     """The same function says random initialisation and fine-tuning when the configuration does."""
     from trcgl.views.common import benchmark_note
 
-    cfg = config("smoke").replace({"pretrain.enabled": False, "train.finetune_epochs": 3, "eval.f1_threshold": 0.2})
+    cfg = config("smoke").replace({"pretrain.enabled": False, "train.finetune_epochs": 3, "eval.f1_threshold": 0.2,
+                                   "eval.f1_thresholds": "fixed"})
     note = " ".join(benchmark_note(cfg, records=fake_records(cfg)).split())
-    assert "random initialisation" in note and "fine-tuned (3 epochs)" in note and "threshold of 0.2" in note
+    assert "random initialisation" in note and "fine-tuned (3 epochs)" in note
+    assert "macro-F1 at a fixed threshold of 0.2 for every class" in note and "selection split (best F1" not in note
 
 
 @pytest.mark.parametrize("profile", PROFILES)

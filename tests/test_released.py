@@ -397,7 +397,7 @@ def test_acceptance_released_head_loss_sampler_ema_and_metrics_by_hand():
     assert ev.per_class.AP.tolist() == pytest.approx([ap[0], 0.0, ap[1], ap[2]])
     assert ev.per_class.F1.tolist() == pytest.approx([f1_score(yv[:, c], P[:, c] >= 0.2, zero_division=0) for c in range(4)])
     assert ev.means["mAP"] == pytest.approx(sum(ap) / 4)
-    assert cfg.eval.f1_threshold == 0.2
+    assert cfg.eval.f1_threshold == 0.2 and cfg.eval.f1_thresholds == "fixed"
 
 
 # ----------------------------------------------------------------------------- the trainer with the preset

@@ -36,11 +36,17 @@ def test_row_weights_move_a_cluster_together_and_repeat():
     assert all((x == y).all() for x, y in zip(a, b))
 
 
-def test_resampled_means_equal_a_plain_loop_with_sklearn():
+@pytest.mark.parametrize("per_run", [False, True], ids=["one F1 threshold", "per run and class"])
+def test_resampled_means_equal_a_plain_loop_with_sklearn(per_run):
     Y, probs, clusters = _data()
     rows, seeds = ["good", "weak"], [0, 1, 2]
     metrics = ["mAP", "mAUC tail", "macro-F1", "macro-F1 tail"]
-    point, draws = resampled_means(Y, probs, clusters, GROUPS, rows, seeds, metrics, n=6, seed=4, threshold=0.6)
+    if per_run:     # each (row, seed) its own per-class thresholds, as the tables choose them on selection
+        threshold = {(r, s): np.random.default_rng([i, s]).uniform(0.3, 0.8, 4) for i, r in enumerate(rows) for s in seeds}
+    else:
+        threshold = 0.6
+    at = (lambda r, s: threshold[(r, s)]) if per_run else (lambda r, s: np.full(4, 0.6))      # noqa: E731
+    point, draws = resampled_means(Y, probs, clusters, GROUPS, rows, seeds, metrics, n=6, seed=4, threshold=threshold)
 
     def plain(idx, drawn):
         out = {}
@@ -50,7 +56,7 @@ def test_resampled_means_equal_a_plain_loop_with_sklearn():
                 y, p = Y[idx], probs[(r, s)][idx]
                 ap.append(np.mean([average_precision_score(y[:, c], p[:, c]) for c in range(4)]))
                 auc_tail.append(np.mean([roc_auc_score(y[:, c], p[:, c]) for c in (2, 3)]))
-                f = [f1_score(y[:, c], p[:, c] >= 0.6, zero_division=0) for c in range(4)]
+                f = [f1_score(y[:, c], p[:, c] >= at(r, s)[c], zero_division=0) for c in range(4)]
                 f1.append(np.mean(f))
                 f1_tail.append(np.mean(f[2:]))
             out[r] = (np.mean(ap), np.mean(auc_tail), np.mean(f1), np.mean(f1_tail))

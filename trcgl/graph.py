@@ -131,11 +131,29 @@ class Context:
 
     cfg: Config                     # a view of the declared keys only
     params: dict                    # the plain parameters
-    inputs: dict                    # name -> loaded value of each input (None where none)
+    inputs: Mapping                 # name -> value of each input (None where none), loaded when first read
     work: Path                      # the folder to write into (build) or read from (load)
     artifacts: dict = field(default_factory=dict)   # name -> Artifact of each input
     stage: str = ""
     key: str = ""
+
+
+class InputValues(Mapping):
+    """A stage's inputs by name, each loaded when first read (a stage that needs only a file of an
+    input, e.g. a classifier's selection probabilities, never loads the rest of it)."""
+
+    def __init__(self, artifacts: Mapping[str, "Artifact | None"]):
+        self._artifacts = artifacts
+
+    def __getitem__(self, name: str) -> Any:
+        art = self._artifacts[name]
+        return art.value if art is not None else None
+
+    def __iter__(self):
+        return iter(self._artifacts)
+
+    def __len__(self) -> int:
+        return len(self._artifacts)
 
 
 @dataclass
@@ -262,8 +280,7 @@ class Runner:
         view = req.cfg.restrict(reads, owner=f"stage '{st.name}'")
 
         def context(folder: Path) -> Context:
-            return Context(view, dict(plain), {n: (a.value if a is not None else None) for n, a in arts.items()},
-                           folder, arts, st.name, key)
+            return Context(view, dict(plain), InputValues(arts), folder, arts, st.name, key)
 
         final = self.cache.path(st.name, payload)
         if self.dry:

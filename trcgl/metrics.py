@@ -100,9 +100,11 @@ def group_means(scores: dict, groups: Sequence[str]) -> dict:
     return out
 
 
-def best_f1_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
-    """Per class, the threshold that maximises F1 on (Y, P): chosen on validation, labelled as such."""
-    out = np.full(Y.shape[1], 0.5)
+def best_f1_thresholds(Y: np.ndarray, P: np.ndarray, default: float = 0.5) -> np.ndarray:
+    """Per class, the threshold that maximises F1 on (Y, P): chosen on validation, labelled as such
+    (``default`` for a class without positives there)."""
+    Y = np.asarray(Y)
+    out = np.full(Y.shape[1], float(default))
     for c in range(Y.shape[1]):
         if Y[:, c].sum() == 0:
             continue
@@ -110,6 +112,22 @@ def best_f1_thresholds(Y: np.ndarray, P: np.ndarray) -> np.ndarray:
         f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-12)
         out[c] = thr[int(np.argmax(f1[:-1]))]
     return out
+
+
+#: ``eval.f1_thresholds``: how a run's per-class F1 thresholds are chosen, from the selection
+#: split's labels and that run's selection probabilities and ``eval.f1_threshold``
+F1_THRESHOLD_RULES = {
+    "selection": lambda Y_select, P_select, fixed: best_f1_thresholds(Y_select, P_select, fixed),
+    "fixed": lambda Y_select, P_select, fixed: np.full(np.asarray(Y_select).shape[1], float(fixed)),
+}
+
+
+def f1_thresholds(rule: str, Y_select: np.ndarray, P_select: np.ndarray, fixed: float) -> np.ndarray:
+    """A run's per-class F1 thresholds under ``rule`` (:data:`F1_THRESHOLD_RULES`): the tables
+    score F1 at these (chapters 3-7). The selection split chooses them, never the test split."""
+    if rule not in F1_THRESHOLD_RULES:
+        raise ValueError(f"eval.f1_thresholds must be one of {', '.join(F1_THRESHOLD_RULES)}, got {rule!r}")
+    return np.asarray(F1_THRESHOLD_RULES[rule](Y_select, P_select, fixed), float)
 
 
 class RankedScores:

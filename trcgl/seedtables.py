@@ -165,8 +165,9 @@ def chance_levels(Y: np.ndarray, groups) -> dict:
 
 
 def resampled_means(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,
-                    seed: int = 0, threshold: float | None = None, jackknife: bool = False):
-    """Each row's metrics (mAP / mAUC, and macro-F1 at ``threshold``; overall or per group)
+                    seed: int = 0, threshold: float | dict | None = None, jackknife: bool = False):
+    """Each row's metrics (mAP / mAUC, and macro-F1 at ``threshold``: one for all, or per (row, seed)
+    an array of per-class thresholds; overall or per group)
     averaged over ``seeds``: on the whole test set, and on ``n`` joint resamples of the seeds and
     the test **label rows** (:func:`trcgl.resampling.resamples`; ``clusters``: images rendered
     from the same label row, e.g. a rare row repeated on new anatomy, move together). In a resample
@@ -187,6 +188,9 @@ def resampled_means(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, m
     if f1:
         if threshold is None:
             raise ValueError("macro-F1 intervals need the F1 threshold")
+        if isinstance(threshold, dict):
+            threshold = np.concatenate([np.broadcast_to(np.asarray(threshold[(r, s)], float), (C,))
+                                        for r in rows for s in seeds])
         predicted = stacked >= threshold
         hits = (predicted & np.tile(Y.astype(bool), R * S)).astype(np.float32)
         predicted, labels = predicted.astype(np.float32), Y.astype(np.float32)
@@ -257,7 +261,7 @@ def recorded_intervals(records) -> tuple[list[str], list[int]]:
 
 def bootstrap_records(Y: np.ndarray, probs: dict, clusters, groups, rows, seeds, metrics, n: int = 500,
                       seed: int = 0, level: float = 0.95, method: str = "bc",
-                      threshold: float | None = None) -> list[dict]:
+                      threshold: float | dict | None = None) -> list[dict]:
     """Intervals that resample seeds and test label rows together, and paired differences
     (:func:`resampled_means`; macro-F1 at ``threshold``). Returns ``interval`` records (point value
     = the mean over seeds on the whole test set, with its ``method`` interval,

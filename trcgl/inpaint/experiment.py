@@ -29,15 +29,15 @@ def originals_control(train_set: ImageSet, result) -> ImageSet:
                                source="copies")
 
 
-def per_class_scores(result, rows, test_set: ImageSet, groups, threshold: float, metric: str = "F1") -> pd.DataFrame:
+def per_class_scores(result, rows, test_set: ImageSet, groups, metric: str = "F1") -> pd.DataFrame:
     """Per class (index) and row (columns): ``metric`` (F1 or AP) ×100 on the test split, mean over
-    the seeds each row was trained with (``result``: a table stage's result); a ``group`` column
-    first, as the paper's per-class tables."""
+    the seeds each row was trained with (``result``: a table stage's result; F1 at each run's own
+    thresholds, as the table scored it); a ``group`` column first, as the paper's per-class tables."""
     classes = list(test_set.classes)
     out = {}
     for row in rows:
-        scores = [evaluate(test_set.Y, P, classes, groups, threshold).per_class[metric]
-                  for (name, _), P in result.probs.items() if name == row]
+        scores = [evaluate(test_set.Y, P, classes, groups, result.thresholds[(name, seed)]).per_class[metric]
+                  for (name, seed), P in result.probs.items() if name == row]
         if scores:
             out[row] = 100 * pd.concat(scores, axis=1).mean(axis=1)
     table = pd.DataFrame(out)

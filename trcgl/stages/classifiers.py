@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from ..cache import digest, load_npy, save_npy
 from ..graph import Const, Request, stage
 from .common import _device, _groups, file_input, folder_input, get
@@ -89,6 +91,12 @@ def _classifier(ctx):
                    _as_image_set(extra) if extra is not None else None, ctx.params["seed"], _device(ctx.cfg),
                    ctx.work, _schedule(ctx.cfg), checkpoint=pretrained_checkpoint(ctx),
                    features=cached if cached["train"] is not None else None)
+
+
+def selection_probs(artifact) -> np.ndarray:
+    """A classifier artifact's probabilities on the selection split at its best epoch, read without
+    loading its model (the tables choose each run's F1 thresholds from them)."""
+    return load_npy(artifact.folder / "selection_probs.npy")
 
 
 @stage("predictions", reads=("device",), modules=("trcgl.train", "trcgl.data.datasets", "trcgl.data.batches"),

@@ -13,13 +13,13 @@ from ..cache import atomic_write_json
 from ..graph import Request, StageError, stage
 from .classifiers import classifier, predictions
 from .common import _groups, get
-from .data import cohort, test_set, train_set
+from .data import cohort, selection_set, test_set, train_set
 from .inpainting import inpainted_set
 from .prompt_diffusion import CONTROL_KINDS, control_set, synthetic_set
 
 # ----------------------------------------------------------------------------- tables
 
-TABLE_READS = ("eval.f1_threshold", "eval.empty_classes", "eval.bootstrap", "eval.interval")
+TABLE_READS = ("eval.f1_threshold", "eval.f1_thresholds", "eval.empty_classes", "eval.bootstrap", "eval.interval")
 INTERVAL_METRICS = ("mAP", "mAUC", "macro-F1", "mAP head", "mAP medium", "mAP tail", "mAUC head", "mAUC medium", "mAUC tail")
 
 
@@ -31,6 +31,7 @@ class TableResult:
     seeds: list[int]
     probs: dict                         # (row, seed) -> test probabilities (N, C)
     runs: dict                          # (row, seed) -> classifier Request (resolve for the model)
+    thresholds: dict                    # (row, seed) -> per-class F1 thresholds (C,), chosen on selection
 
 
 def _load_table_result(ctx):
@@ -38,30 +39,40 @@ def _load_table_result(ctx):
     with np.load(ctx.work / "probs.npz", allow_pickle=False) as z:
         probs = {tuple(k.split("|", 1)): z[k] for k in z.files}
     probs = {(r, int(s)): v for (r, s), v in probs.items()}
-    return TableResult(meta["name"], meta["records"], meta["rows"], meta["seeds"], probs, {})
+    thresholds = {(k.split("|", 1)[0], int(k.split("|", 1)[1])): np.asarray(v, float)
+                  for k, v in meta.get("thresholds", {}).items()}
+    return TableResult(meta["name"], meta["records"], meta["rows"], meta["seeds"], probs, {}, thresholds)
 
 
 @stage("table", reads=TABLE_READS, modules=("trcgl.metrics", "trcgl.seedtables", "trcgl.tables"),
        load=_load_table_result)
 def _table(ctx):
     """Every (row, seed) of a table scored on the test split: per-seed values, intervals that
-    resample seeds and test label rows together, paired differences, and the chance levels."""
+    resample seeds and test label rows together, paired differences, and the chance levels. F1
+    is scored at each run's per-class thresholds (``eval.f1_thresholds``: chosen on the selection
+    split from that run's selection probabilities, or ``eval.f1_threshold`` for all)."""
     import io
 
     from ..cache import atomic_write_bytes
-    from ..metrics import evaluate
+    from ..metrics import evaluate, f1_thresholds
     from ..seedtables import METRICS, bootstrap_records, chance_levels
+    from .classifiers import selection_probs
 
-    test = ctx.inputs["test"]
+    test, select = ctx.inputs["test"], ctx.inputs["select"]
     groups = _groups(ctx.inputs["cohort"])
     e = ctx.cfg.eval
     seeds = ctx.params["seeds"]
-    records, probs = [], {}
+    records, probs, thresholds = [], {}, {}
     names = [row["name"] for row in ctx.params["rows"] if not row["unavailable"]]
     for name in names:
         for seed in seeds:
             P = ctx.inputs[f"run|{name}|{seed}"]
-            ev = evaluate(test.Y, P, test.classes, groups, e.f1_threshold, empty=e.empty_classes)
+            chosen = selection_probs(ctx.artifacts[f"model|{name}|{seed}"])
+            if chosen.shape != select.Y.shape:
+                raise StageError(f"table {ctx.params['name']}: {name} (seed {seed}) has selection probabilities "
+                                 f"of shape {chosen.shape} for a selection split of {select.Y.shape}")
+            thr = thresholds[(name, seed)] = f1_thresholds(e.f1_thresholds, select.Y, chosen, e.f1_threshold)
+            ev = evaluate(test.Y, P, test.classes, groups, thr, empty=e.empty_classes)
             for metric in METRICS:
                 records.append({"row": name, "metric": metric, "value": float(ev.means[metric]), "seed": int(seed),
                                 "group": None, "split": "test", "kind": "seed"})
@@ -69,7 +80,7 @@ def _table(ctx):
     records += [{**r, "group": None, "split": "test"} for r in
                 bootstrap_records(test.Y, probs, test.rows["ImageID"].to_numpy(), groups, names, seeds,
                                   INTERVAL_METRICS, n=e.bootstrap, seed=0, method=e.interval,
-                                  threshold=e.f1_threshold)]
+                                  threshold=thresholds)]
     chance = chance_levels(test.Y, groups)
     records += [{"row": "chance (random scores)", "metric": m, "value": float(chance[m]), "seed": None, "group": None,
                  "split": "test", "kind": "chance"} for m in INTERVAL_METRICS if m in chance]
@@ -77,7 +88,8 @@ def _table(ctx):
     np.savez(buffer, **{f"{r}|{s}": P for (r, s), P in probs.items()})
     atomic_write_bytes(ctx.work / "probs.npz", buffer.getvalue())
     atomic_write_json(ctx.work / "table.json", {"name": ctx.params["name"], "records": records,
-                                                "rows": ctx.params["rows"], "seeds": seeds})
+                                                "rows": ctx.params["rows"], "seeds": seeds,
+                                                "thresholds": {f"{r}|{s}": t.tolist() for (r, s), t in thresholds.items()}})
 
 
 # ----------------------------------------------------------------------------- requests
@@ -124,8 +136,10 @@ def table(cfg, name: str, seeds=None) -> Request:
         for s in seeds:
             model = row_run(cfg, row, s)
             runs[f"run|{row.name}|{s}"] = predictions(model, test_set(row.cfg))
+            runs[f"model|{row.name}|{s}"] = model       # its selection probabilities choose the F1 thresholds
     row_meta = [{"name": r.name, "meta": r.meta, "unavailable": r.unavailable} for r in rows]
-    return Request("table", cfg, name=name, seeds=seeds, rows=row_meta, cohort=cohort(cfg), test=test_set(cfg), **runs)
+    return Request("table", cfg, name=name, seeds=seeds, rows=row_meta, cohort=cohort(cfg), test=test_set(cfg),
+                   select=selection_set(cfg), **runs)
 
 
 def table_result(cfg, name: str, seeds=None, cache=None) -> TableResult:

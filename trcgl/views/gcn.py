@@ -145,26 +145,31 @@ def test_intervals(ch, result, cohort, test_set) -> tuple[str, pd.DataFrame]:
 
 
 def conventions(ch, runs, cohort, test_set) -> tuple[str, pd.DataFrame]:
-    """The full model's test scores under several conventions; per-class F1 thresholds are chosen
-    on the selection split (never on test)."""
-    from ..metrics import best_f1_thresholds, evaluate
+    """The full model's test scores under several conventions, the tables' own first; per-class F1
+    thresholds are chosen on the selection split (never on test)."""
+    from ..config import preset_overrides
+    from ..metrics import F1_THRESHOLD_RULES, evaluate, f1_thresholds
     from ..train import predict
+    from .common import f1_rule_text
 
     r, e = runs[FULL], ch.cfg.eval
     classes, groups = list(cohort.class_set.classes), cohort.groups
     select = ch.get(S.selection_set(ch.cfg))
     P = predict(r.model, test_set, r.mean, r.std, ch.device)
-    thresholds = best_f1_thresholds(select.Y, r.selection_probs)
-    conv = {
-        f"F1 at {e.f1_threshold}": evaluate(test_set.Y, P, classes, groups, e.f1_threshold).means,
-        "F1 at 0.2 (released code)": evaluate(test_set.Y, P, classes, groups, 0.2).means,
-        "per-class F1 threshold chosen on the selection split": evaluate(test_set.Y, P, classes, groups, thresholds).means,
-        "empty classes as AP 0 / AUC 0.5 (released code)": evaluate(test_set.Y, P, classes, groups, e.f1_threshold,
-                                                                    empty="released").means,
-    }
+    released = preset_overrides("released")
+    rules = {rule: f1_thresholds(rule, select.Y, r.selection_probs, e.f1_threshold) for rule in F1_THRESHOLD_RULES}
+    label = {"selection": "F1 at per-class thresholds chosen on the selection split",
+             "fixed": f"F1 at a fixed {e.f1_threshold:g}"}
+    order = [e.f1_thresholds] + [k for k in rules if k != e.f1_thresholds]
+    conv = {label[k] + (" (the tables)" if k == e.f1_thresholds else ""):
+            evaluate(test_set.Y, P, classes, groups, rules[k]).means for k in order}
+    conv[f"F1 at a fixed {released['eval.f1_threshold']:g} (released code)"] = evaluate(
+        test_set.Y, P, classes, groups, released["eval.f1_threshold"]).means
+    conv["empty classes as AP 0 / AUC 0.5 (released code)"] = evaluate(
+        test_set.Y, P, classes, groups, rules[e.f1_thresholds], empty=released["eval.empty_classes"]).means
     excluded = evaluate(test_set.Y, P, classes, groups).excluded
-    return (f"classes without a test positive in this run: {excluded or 'none'}",
-            pd.DataFrame(conv).T[["mAP", "mAUC", "macro-F1", "macro-F1 tail"]].round(4))
+    return (f"The tables score macro-F1 {f1_rule_text(ch.cfg)}. Classes without a test positive in this run: "
+            f"{excluded or 'none'}.", pd.DataFrame(conv).T[["mAP", "mAUC", "macro-F1", "macro-F1 tail"]].round(4))
 
 
 def tail_ap(result, cohort, test_set) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from .. import stages as S
 from ..inpaint.experiment import group_means, guard_effect, interval_text, per_class_scores, with_deltas
 from ..seedtables import paired_differences, results_store, seed_means, seed_table
 from ..tables import BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, tables_config
-from .common import benchmark_note, table
+from .common import benchmark_note, f1_rule_text, table
 
 PAPER_2_H2H = "Paper 2's columns: its Table 3, real CheXpert / MIMIC-CXR, ResNet-50, one run, macro F1 in %."
 PAPER_2_ABLATION = "Paper 2's columns: the cross-entropy rows of its Table 4 (ResNet-50, macro F1 in %)."
@@ -178,12 +178,13 @@ def head_to_head_differences(ch) -> tuple[pd.DataFrame, str]:
 def per_class(ch, result, test_set, cohort):
     """Per-class AP (%) with Δ against no augmentation, the group means of F1 and AP, and a line on F1."""
     names = [r["name"] for r in result.rows]
-    thr = tables_config(ch.cfg).eval.f1_threshold
-    f1 = per_class_scores(result, names, test_set, cohort.groups, thr, "F1")
-    ap = per_class_scores(result, names, test_set, cohort.groups, thr, "AP")
-    zero = int((f1.drop(columns="group") == 0).all(axis=1).sum())
+    f1 = per_class_scores(result, names, test_set, cohort.groups, "F1")
+    ap = per_class_scores(result, names, test_set, cohort.groups, "AP")
+    scored = f1.drop(columns="group").dropna(how="all")
+    zero = int((scored == 0).all(axis=1).sum())
     return (with_deltas(ap, NO_AUG).round(1), pd.concat({"F1 %": group_means(f1), "AP %": group_means(ap)}, axis=1).round(1),
-            f"{zero} of {len(f1)} classes have F1 = 0 in every arm at threshold {thr}.")
+            f"{zero} of the {len(scored)} classes with a test positive have F1 = 0 in every arm "
+            f"({f1_rule_text(tables_config(ch.cfg))}).")
 
 
 def ablation(ch, tcfg):
