@@ -68,7 +68,7 @@ print(note)
 table_1
 
 # %%
-fig = view.map_bars(ch, result)
+fig = view.endpoint_bars(ch, result)
 plt.show()
 
 # %%

@@ -153,3 +153,20 @@ def test_ldams_deferred_reweighting_starts_within_the_schedule(profile):
         assert (t.warmup_epochs, t.finetune_epochs, t.drw_epoch) == (30, 0, 24)
     with pytest.raises(ConfigError, match="train.drw_epoch .* past the schedule"):
         cfg.replace({"train.drw_epoch": total})
+
+
+@pytest.mark.parametrize("stage", [2, -1])
+def test_table_1_reads_a_cut_convnext_beside_a_whole_one(stage):
+    """The timm rows read whole networks; where TRCGL-Net's feature stage cuts the ConvNeXt, Table 1
+    also has a whole-network ConvNeXt row that differs from the cut one in that key alone."""
+    from trcgl.tables import WHOLE_CONVNEXT
+
+    cfg = tables_config(load_config("cpu", {"model.feature_stage": stage}))
+    rows = {r.name: r for r in table1_rows(cfg)}
+    assert rows["ConvNeXt"].cfg.model.feature_stage == stage
+    if stage == -1:
+        assert WHOLE_CONVNEXT not in rows and "whole network" in rows["ConvNeXt"].meta["model here"]
+        return
+    whole, cut = rows[WHOLE_CONVNEXT].cfg, rows["ConvNeXt"].cfg
+    assert whole.model.feature_stage == -1 and whole.replace({"model.feature_stage": stage}) == cut
+    assert f"cut after stage {stage}" in rows["ConvNeXt"].meta["model here"]

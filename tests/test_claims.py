@@ -169,3 +169,20 @@ def test_a_ledger_row_reads_the_store_and_compares_with_the_strongest_other_row(
     assert row["verdict"] == C.INCONCLUSIVE and "ideal vs none not run here" in row["controls here"]
     # a compared row without results
     assert view.judge(ch, C.Claim("c", "", "", "table1", "Ours", "absent"))["verdict"] == C.INCONCLUSIVE
+
+
+def test_a_chapter_says_no_effect_only_where_the_interval_rules_out_the_papers():
+    """The chapters' words for a difference follow the verdict rule: gain / loss where the interval
+    excludes 0; "no effect as large as the paper's" only where it also excludes the paper's effect;
+    otherwise inconclusive. The paper's effect is read from the claim comparing the same rows."""
+    metric, size = C.paper_effect("+ channel-class attention", "+ prompt diffusion")
+    a, b = paper.TABLE_3["+ channel-class attention"][1], paper.TABLE_3["+ prompt diffusion"][1]
+    assert (metric, size) == ("mAUC", pytest.approx(a - b))
+    assert C.paper_effect("ConvNeXt", "Ours") is None
+    assert C.effect_words({"value": 0.02, "low": 0.01, "high": 0.03}, (metric, size)) == "a gain"
+    assert C.effect_words({"value": -0.02, "low": -0.03, "high": -0.01}, (metric, size)) == "a loss"
+    narrow = {"value": 0.0, "low": -size / 2, "high": size / 2}          # excludes the paper's effect
+    wide = {"value": 0.0, "low": -2 * size, "high": 2 * size}            # contains it
+    assert C.effect_words(narrow, (metric, size)).startswith("no effect as large as the paper's")
+    assert C.effect_words(wide, (metric, size)).startswith("inconclusive (the interval contains both 0")
+    assert C.effect_words(narrow, None).startswith("inconclusive")

@@ -81,6 +81,34 @@ def _paper(table: dict, columns, metric: str, row, reference):
     return (metric, table[row][c], value, name)
 
 
+def paper_effect(row: str, reference: str) -> tuple[str, float] | None:
+    """The paper's effect (metric, row − reference) for the claim comparing ``row`` with
+    ``reference`` (None where the paper reports none): the yardstick a chapter's "no effect"
+    must be able to rule out before it says so (:func:`verdict`)."""
+    for claim in CLAIMS:
+        if (claim.row, claim.reference) == (row, reference) and claim.paper is not None:
+            metric, a, b, _ = claim.paper
+            return metric, a - b
+    return None
+
+
+def effect_words(diff: dict, effect: tuple[str, float] | None) -> str:
+    """A difference's verdict in a chapter's words, by :func:`verdict`: a gain or a loss where its
+    interval excludes 0; otherwise *no effect as large as the paper's* where it also excludes the
+    paper's effect, else *inconclusive*."""
+    if _shows(diff, 1):
+        return "a gain"
+    if _shows(diff, -1):
+        return "a loss"
+    size = None if effect is None else effect[1]
+    word, _ = verdict(diff, 1 if size is None or size >= 0 else -1, size)
+    if word == NOT_SUPPORTED:
+        return f"no effect as large as the paper's ({size:+.4f} {effect[0]}, which the interval excludes)"
+    if size is None:
+        return "inconclusive (the interval contains 0; the paper reports no effect to compare)"
+    return f"inconclusive (the interval contains both 0 and the paper's {size:+.4f} {effect[0]})"
+
+
 #: the weight and α the paper chose (its best row in Tables 4 and 5)
 PAPER_WEIGHT = max(paper.TABLE_4, key=lambda k: paper.TABLE_4[k][0])
 PAPER_ALPHA = max(paper.TABLE_5, key=lambda k: paper.TABLE_5[k][0])

@@ -35,6 +35,7 @@ def gap_only(cfg):
 
 
 GAP_ONLY = "GAP only"
+WHOLE_CONVNEXT = "ConvNeXt, whole network"
 CCA = "channel-class attention"
 FULL = "+ label GCN (full)"
 
@@ -55,15 +56,22 @@ def ldam_drw_epoch(cfg) -> int:
 
 def table1_rows(cfg) -> list[Row]:
     """Table 1 (names as in the paper). ConvNeXt rows share TRCGL-Net's backbone and feature
-    stage; ResNet, EfficientNet and ViT are whole timm networks; CLIP needs local weights."""
+    stage; ResNet, EfficientNet and ViT are whole timm networks, so where the feature stage cuts
+    the ConvNeXt, a whole-network ConvNeXt row stands beside it (the same depth rule as theirs:
+    a comparison of methods, not of feature depths); CLIP needs local weights."""
     t = cfg.tables
     drw = ldam_drw_epoch(cfg)
 
     def timm(name):
         return cfg.replace({"model.arch": "timm", "model.backbone": name})
 
-    rows = [
-        Row("ConvNeXt", gap_only(cfg), meta={"model here": f"{cfg.model.backbone}, GAP + linear"}),
+    depth = ("whole network" if cfg.model.feature_stage == -1 else
+             f"cut after stage {cfg.model.feature_stage} (as TRCGL-Net's features)")
+    rows = [Row("ConvNeXt", gap_only(cfg), meta={"model here": f"{cfg.model.backbone}, {depth}, GAP + linear"})]
+    if cfg.model.feature_stage != -1:   # the timm rows read whole networks: the same depth rule beside the cut one
+        rows.append(Row(WHOLE_CONVNEXT, gap_only(cfg).replace({"model.feature_stage": -1}),
+                        meta={"model here": f"{cfg.model.backbone}, whole network, GAP + linear (not in the paper)"}))
+    rows += [
         Row("ResNet", timm(t.resnet), meta={"model here": t.resnet}),
         Row("EfficientNet", timm(t.efficientnet), meta={"model here": t.efficientnet}),
         Row("ViT", timm(t.vit), meta={"model here": t.vit}),

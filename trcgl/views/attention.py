@@ -7,6 +7,7 @@ import pandas as pd
 import torch
 
 from .. import stages as S
+from ..claims import effect_words, paper_effect
 from ..tables import CCA, GAP_ONLY
 from .common import row_means, run, table
 
@@ -138,8 +139,10 @@ def cca_steps(ch) -> tuple[pd.DataFrame, str]:
                      "low": d["low"], "high": d["high"], "sure": d["sure"]})
     out = pd.DataFrame(rows).set_index(["condition", "step"])
     both = out.xs(f"{GAP_ONLY} → {CCA} (both parts)", level="step")
-    text = "; ".join(f"{c}: channel-class attention {'gains' if r['sure'] and r['Δ tail mAUC'] > 0 else 'loses' if r['sure'] else 'changes nothing detectable'} "
-                     f"on the tail ({r['Δ tail mAUC']:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}])"
+    effect = paper_effect("+ channel-class attention", "+ prompt diffusion")
+    text = "; ".join(f"{c}: channel-class attention on the tail, {r['Δ tail mAUC']:+.4f} [{r['low']:+.4f}, "
+                     f"{r['high']:+.4f}]: " + effect_words({"value": r["Δ tail mAUC"], "low": r["low"], "high": r["high"]},
+                                                          effect)
                      for c, r in both.iterrows())
     return out.round(4), text + "."
 

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stages as S
+from ..claims import effect_words, paper_effect
 from ..tables import CCA, FULL, GAP_ONLY
 from .common import row_means, run, table
 
@@ -225,10 +226,10 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
                      "high": r["high"], "sure": r["sure"]})
     table_ = pd.DataFrame(rows).set_index("condition")
 
+    effect = paper_effect("+ label GCN (full)", "+ channel-class attention")
+
     def word(r):
-        if not r["sure"]:
-            return "no detectable effect"
-        return "a gain" if r.iloc[0] > 0 else "a loss"
+        return effect_words({"value": r.iloc[0], "low": r["low"], "high": r["high"]}, effect)
 
     text = "; ".join(f"{c}: {word(r)} ({r.iloc[0]:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}])" for c, r in effects.items())
     hidden, broken = effects.get("tail hidden"), effects.get("co-occurrence broken")
