@@ -75,9 +75,10 @@ view.table_report(ch)
 # 13 / 11 / 6 under its own thresholds.
 #
 # **Three splits, not two.** The paper splits patients 80/20 and reports on the 20 % it also
-# chose its checkpoints on. Here the 20 % is the **test** split, which chooses nothing: every
-# reported number comes from it. A **selection** split (10 % of the patients, carved out of the
-# paper's 80 %) chooses epochs, thresholds and filters. Each split is sklearn's
+# chose its checkpoints on. Here its held-out share is the **test** split (`data.test_fraction`),
+# which chooses nothing: every reported number comes from it. A **selection** split
+# (`data.selection_fraction` of the patients, carved out of the paper's training side) chooses
+# epochs, thresholds and filters; the line below gives this run's shares. Each split is sklearn's
 # `GroupShuffleSplit` by patient, so no patient has images in two splits. The groups are counted
 # over the paper's whole training side (train + selection), as its thresholds are.
 

@@ -117,11 +117,12 @@ per_class
 
 # %% [markdown]
 # The maps of the trained model over some test images: the class's attention map
-# (colour, upsampled from the feature grid) and the true lesion (white outline). The feature grid
-# is coarse on the CPU profiles (stride 16 at 64 px gives 4 x 4 cells), so a map can only point to
+# (colour, upsampled from the feature grid) and the true lesion (white outline). At small image
+# sizes the feature grid is coarse (the line below gives this run's), so a map can only point to
 # a region, not to a lesion's outline.
 
 # %%
+print(view.grid_text(cfg))
 fig = view.attention_figure(P, maps, scores, test_set, cohort)
 plt.show()
 
@@ -131,9 +132,10 @@ plt.show()
 #
 # ## The claim on finer maps, over seeds, and with subtle findings
 #
-# A 4 × 4 map leaves class-aware attention little room to point anywhere. Here the same ladder
-# (GAP only → + the channel gate → + class-aware attention) runs on the backbone's stride-8
-# features (8 × 8 maps at 64 px), over every seed of the profile, scored on the test split with
+# A coarse map leaves class-aware attention little room to point anywhere. Here the same ladder
+# (GAP only → + the channel gate → + class-aware attention) runs on an earlier, finer stage of the
+# backbone (`tables.cca_feature_stage`; its grid is in the line above the figure), over every seed
+# of the profile, scored on the test split with
 # intervals that resample seeds and test label rows. A second condition draws the rare findings
 # fainter and smaller (`phantom.tail_subtlety`), where attention to a small region should matter
 # most. The claim predicts a gain on the tail, larger for subtle findings, and maps that put more

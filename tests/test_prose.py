@@ -194,3 +194,17 @@ def test_the_typed_prose_check_finds_planted_statements():
                "# 17 of 30 classes have F1 = 0.\n\n# %%\nx = 0.4904\n")
     assert len(typed_statements(planted)) == 3
     assert typed_statements("# %% [markdown]\n# Run with `-p gate_scale 0.05`.\n") == []
+
+
+@pytest.mark.parametrize("profile", ["cpu", "smoke"])
+def test_the_feature_grid_sentence_is_the_grid_the_backbone_gives(profile):
+    import torch
+
+    from trcgl.models.backbone import Backbone
+    from trcgl.views.attention import grid_text
+
+    cfg = config(profile)
+    text = grid_text(cfg)
+    for stage in (cfg.model.feature_stage, cfg.tables.cca_feature_stage):
+        side = Backbone(cfg.model.backbone, stage)(torch.zeros(1, 1, cfg.data.image_size, cfg.data.image_size)).shape[-1]
+        assert f"{side} × {side} cells" in text, (stage, side, text)

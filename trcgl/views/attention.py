@@ -174,3 +174,20 @@ def cca_localization(ch, result, cohort, max_pairs: int = 300) -> pd.DataFrame:
             _, att = predict(r.model, test, r.mean, r.std, ch.device, with_attention=True)
             out[f"{name}: attention a_c"] = pair_scores(np.stack([att[n, c] for n, c in pairs]), masks).mean()
     return pd.DataFrame(out).T.round(3)
+
+
+def grid_text(cfg) -> str:
+    """The feature grids of this run (chapter 3): the tables' feature stage and the finer one of the
+    attention experiment, each as timm's ``feature_info`` gives its stride at this image size."""
+    from ..models.backbone import Backbone
+
+    size, name = cfg.data.image_size, cfg.model.backbone
+
+    def grid(stage: int) -> str:
+        stride = Backbone(name, stage).reduction
+        cells = -(-size // stride)
+        label = "the last stage" if stage == -1 else f"stage {stage}"
+        return f"{label} (stride {stride}): {cells} × {cells} cells"
+
+    return (f"Feature grids at {size} px ({name}): the models here read {grid(cfg.model.feature_stage)}; the "
+            f"finer experiment below reads {grid(cfg.tables.cca_feature_stage)}.")
