@@ -239,8 +239,8 @@ compare
 #    consistency score of medium classes compare with the tail's?
 #    ```{admonition} Hint
 #    :class: dropdown
-#    Medium classes have ten times more training rows; expect the generator (and the oracle) to
-#    know them better.
+#    Medium classes have many more training rows than tail classes (chapter 1 counts them per
+#    class); expect the generator (and the oracle) to know them better.
 #    ```
 # 4. Set `-p context_vectors 0` and look at the filter's kept fraction: is the context the
 #    difference between images that pass and images that do not?

@@ -153,7 +153,10 @@ view.tail_ap(result, cohort, test_set)
 # control). With **co-occurrence broken**, each tail class's labels are permuted across the rows
 # before rendering: the tail lesions are drawn as labelled, but the tail no longer goes with its
 # usual partners, so the graph has nothing to exploit (the negative control). Each condition
-# trains channel-class attention without and with the GCN on the same rows and seeds.
+# trains channel-class attention without and with the GCN on the same rows and seeds. Where
+# co-occurrence can help, a third arm runs the same GCN over a **shuffled graph** (the text's
+# graph with its classes permuted, `model.adjacency: shuffled`): the same parameters and edge
+# weights joined to the wrong classes, so the true graph beats it only through co-occurrence.
 
 # %%
 conditions, conditions_table, conditions_what = view.conditions_table(ch)
@@ -168,7 +171,7 @@ print(effects_text)
 effects
 
 # %% [markdown]
-# How much can co-occurrence say at all? A logistic regression that sees only the other 29 true
+# How much can co-occurrence say at all? A logistic regression that sees only the other true
 # labels of an image, never its pixels, predicts each tail class: its test AUC bounds what any
 # use of co-occurrence can add.
 

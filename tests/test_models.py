@@ -145,3 +145,34 @@ def test_backbone_stages_and_checkpoints(tmp_path):
     torch.save(other.state_dict(), tmp_path / "femto.pth")
     with pytest.raises(BackboneError, match="does not fit"):
         Backbone("convnextv2_atto", -1, checkpoint=tmp_path / "femto.pth")
+
+
+def test_the_control_graphs_keep_the_gcn_and_drop_the_co_occurrence():
+    """``identity``: no class has a neighbour. ``shuffled``: the text's graph relabelled by one
+    permutation (the same sorted edge weights and the same spectrum), with other neighbours; an
+    unknown kind is refused."""
+    from trcgl.models.label_gcn import adjacency, label_adjacency
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((400, 6)) < [0.5, 0.4, 0.3, 0.2, 0.1, 0.05]).astype(float)
+    Y[:, 5] = Y[:, 0] * (rng.random(400) < 0.3)          # class 5 goes with class 0
+    text, shuffled = label_adjacency(Y, 0.02), adjacency(Y, "shuffled", 0.02)
+    assert np.array_equal(adjacency(Y, "identity"), np.eye(6))
+    assert not np.allclose(shuffled, text)
+    assert np.allclose(np.sort(shuffled, axis=None), np.sort(text, axis=None))
+    assert np.allclose(np.linalg.eigvalsh(shuffled), np.linalg.eigvalsh(text))
+    with pytest.raises(ValueError, match="model.adjacency must be one of"):
+        adjacency(Y, "other")
+
+
+def test_the_gcn_table_has_a_shuffled_graph_arm_where_co_occurrence_can_help():
+    from trcgl.tables import GCN_CONDITIONS, GRAPH_CONTROL_CONDITIONS, SHUFFLED_GRAPH, gcn_condition_rows
+
+    cfg = load_config("cpu")
+    rows = {r.name: r for r in gcn_condition_rows(cfg)}
+    for condition in GCN_CONDITIONS:
+        arm = rows.get(f"{condition}: {SHUFFLED_GRAPH}")
+        assert (arm is not None) == (condition in GRAPH_CONTROL_CONDITIONS)
+        if arm is not None:     # the with-GCN arm of its condition, but for the graph
+            assert arm.cfg.model.adjacency == "shuffled"
+            assert arm.cfg.replace({"model.adjacency": "text"}) == rows[f"{condition}: with GCN"].cfg

@@ -170,7 +170,9 @@ GCN_CONDITIONS = {
 
 def gcn_condition_rows(cfg) -> list[Row]:
     """Channel-class attention with and without the label GCN, in each condition of
-    :data:`GCN_CONDITIONS` (the images of every split rendered under that condition)."""
+    :data:`GCN_CONDITIONS` (the images of every split rendered under that condition); where
+    co-occurrence can help, also the GCN over a shuffled graph (:data:`SHUFFLED_GRAPH`), which
+    separates what the graph's edges add from what the GCN's extra parameters add."""
     rows = []
     for condition, (over, what) in GCN_CONDITIONS.items():
         if over and cfg.data.source != "phantom":
@@ -179,7 +181,17 @@ def gcn_condition_rows(cfg) -> list[Row]:
         ccfg = cfg.replace(over)
         rows += [Row(f"{condition}: without GCN", ccfg.replace({"model.label_gcn": False}), meta={"condition": what}),
                  Row(f"{condition}: with GCN", ccfg.replace({"model.label_gcn": True}), meta={"condition": what})]
+        if condition in GRAPH_CONTROL_CONDITIONS:
+            rows.append(Row(f"{condition}: {SHUFFLED_GRAPH}", ccfg.replace({"model.label_gcn": True,
+                                                                             "model.adjacency": "shuffled"}),
+                            meta={"condition": what}))
     return rows
+
+
+#: the GCN with its graph's classes permuted: its capacity without the co-occurrence it claims to use
+SHUFFLED_GRAPH = "with GCN, shuffled graph"
+#: the conditions whose tables also train :data:`SHUFFLED_GRAPH` (where co-occurrence can help)
+GRAPH_CONTROL_CONDITIONS = ("normal", "tail hidden")
 
 
 #: The channel-class attention conditions: the findings as drawn, or rare findings also subtle.

@@ -51,16 +51,30 @@ def released_label_adjacency(Y: np.ndarray, tau: float = 0.02) -> np.ndarray:
     return inv[:, None] * P * inv[None, :]                        # Eq. 20
 
 
-ADJACENCIES = ("text", "released")
+def shuffled_label_adjacency(Y: np.ndarray, tau: float = 0.02, threshold_diagonal: bool = False,
+                             seed: int = 0) -> np.ndarray:
+    """The text's graph (Eq. 15-20) with its classes relabelled by a fixed random permutation: the
+    same edge weights and degrees, each class joined to the wrong neighbours (a control for the
+    label GCN: its capacity without the co-occurrence it claims to use)."""
+    A = label_adjacency(Y, tau, threshold_diagonal)
+    order = np.random.default_rng(seed).permutation(len(A))
+    return A[np.ix_(order, order)]
+
+
+#: ``model.adjacency``: the label graph the GCN propagates over (Y: the training labels)
+ADJACENCIES = {
+    "text": lambda Y, tau, diag: label_adjacency(Y, tau, diag),                    # Eq. 15-20
+    "released": lambda Y, tau, diag: released_label_adjacency(Y, tau),             # the released script
+    "identity": lambda Y, tau, diag: np.eye(np.asarray(Y).shape[1]),               # control: no neighbours
+    "shuffled": lambda Y, tau, diag: shuffled_label_adjacency(Y, tau, diag),       # control: wrong neighbours
+}
 
 
 def adjacency(Y: np.ndarray, kind: str = "text", tau: float = 0.02, threshold_diagonal: bool = False) -> np.ndarray:
-    """The label graph of ``model.adjacency``: ``text`` (Eq. 15-20) or ``released``."""
-    if kind == "text":
-        return label_adjacency(Y, tau, threshold_diagonal)
-    if kind == "released":
-        return released_label_adjacency(Y, tau)
-    raise ValueError(f"model.adjacency must be one of {ADJACENCIES}, got {kind!r}")
+    """The label graph of ``model.adjacency`` (:data:`ADJACENCIES`)."""
+    if kind not in ADJACENCIES:
+        raise ValueError(f"model.adjacency must be one of {', '.join(ADJACENCIES)}, got {kind!r}")
+    return ADJACENCIES[kind](Y, tau, threshold_diagonal)
 
 
 class LabelGCN(nn.Module):
