@@ -35,7 +35,7 @@ def gap_only(cfg):
 
 
 GAP_ONLY = "GAP only"
-WHOLE_CONVNEXT = "ConvNeXt, whole network"
+WHOLE_CONVNEXT = "ConvNeXt (whole network)"
 CCA = "channel-class attention"
 FULL = "+ label GCN (full)"
 

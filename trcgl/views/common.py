@@ -106,12 +106,13 @@ def intervals_note(records) -> str:
     return ("95% intervals: " + "; ".join(parts) + ".") if parts else ""
 
 
-def differences_note(records, metric: str, what: str) -> str:
-    """The sentence above a table of paired differences on ``metric``: how its intervals were made,
-    read from the table's records (``difference`` records: a paired bootstrap on the resamples they
-    name; none: a paired t-interval over the seeds, as :func:`trcgl.seedtables.paired_differences`)."""
-    records = list(records)
-    recorded = [r for r in records if r.get("kind") == "difference" and r["metric"] == metric]
+def differences_note(records, metric, what: str) -> str:
+    """The sentence above a table of paired differences on ``metric`` (one, or several in the
+    table's order): how its intervals were made, read from the table's records (``difference``
+    records: a paired bootstrap on the resamples they name; none: a paired t-interval over the
+    seeds, as :func:`trcgl.seedtables.paired_differences`)."""
+    records, metrics = list(records), [metric] if isinstance(metric, str) else list(metric)
+    recorded = [r for r in records if r.get("kind") == "difference" and r["metric"] in metrics]
     if recorded:
         method, n = recorded_intervals(recorded)
         how = (f"a paired {' / '.join(method)} bootstrap interval: both rows scored on the same "
@@ -119,7 +120,7 @@ def differences_note(records, metric: str, what: str) -> str:
     else:
         seeds = {r["seed"] for r in records if r.get("kind", "seed") in (None, "seed")}
         how = "a paired t-interval over the seeds" if len(seeds) > 1 else "no interval (one seed)"
-    return f"{what} on {metric}, on the same seeds ({how}; *sure* when the 95% interval excludes zero):"
+    return f"{what} on {', then '.join(metrics)}, on the same seeds ({how}; *sure* when the 95% interval excludes zero):"
 
 
 def exercises(*items: tuple[str, str]):

@@ -183,8 +183,8 @@ def per_class(ch, result, test_set, cohort):
     scored = f1.drop(columns="group").dropna(how="all")
     zero = int((scored == 0).all(axis=1).sum())
     return (with_deltas(ap, NO_AUG).round(1), pd.concat({"F1 %": group_means(f1), "AP %": group_means(ap)}, axis=1).round(1),
-            f"{zero} of the {len(scored)} classes with a test positive have F1 = 0 in every arm "
-            f"({f1_rule_text(tables_config(ch.cfg))}).")
+            f"{zero} of the {len(scored)} classes with a test positive have F1 = 0 in every arm, with F1 "
+            f"{f1_rule_text(tables_config(ch.cfg))}.")
 
 
 def ablation(ch, tcfg):
