@@ -79,6 +79,18 @@ view.differences(ch)
 print(view.ranking_text(ch, result))
 
 # %% [markdown]
+# Every row starts from a backbone pretrained here, one per architecture, for the same number of
+# epochs. A backbone whose pretraining was still improving when its budget ended starts its
+# table row from less than it could have learnt, so a gap between two architectures mixes the
+# methods with their pretraining budgets. The curves show where each pretraining stood:
+
+# %%
+fig, pretraining_text = view.pretraining(ch, tcfg)
+if fig is not None:
+    plt.show()
+print(pretraining_text)
+
+# %% [markdown]
 # ## Table 2: head, medium and tail classes
 
 # %%

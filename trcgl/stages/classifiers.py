@@ -123,7 +123,11 @@ def _pretrain_reads(params) -> tuple[str, ...]:
 
 
 def _load_pretrain(ctx):
-    return json.loads((ctx.work / "pretrain.json").read_text())
+    """The pretraining's summary, with its per-epoch ``history`` (selection mAP on the head classes)."""
+    import pandas as pd
+
+    return {**json.loads((ctx.work / "pretrain.json").read_text()),
+            "history": pd.read_csv(ctx.work / "training" / "history.csv")}
 
 
 @stage("pretrain", reads=_pretrain_reads, modules=("trcgl.pretraining", "trcgl.train", "trcgl.models", "trcgl.losses",

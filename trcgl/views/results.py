@@ -73,7 +73,7 @@ def differences(ch) -> pd.DataFrame:
 def differences_note(ch, result) -> str:
     """The sentence above :func:`differences`: what is compared and how its intervals were made."""
     return common.differences_note(result.records, (PRIMARY, "mAP"), "Differences to the ConvNeXt baseline and to "
-                                   "the baseline strongest on tail mAUC")
+                                   "the strongest baseline (by tail mAUC)")
 
 
 def ranking_text(ch, result) -> str:
@@ -101,6 +101,33 @@ def ranking_text(ch, result) -> str:
     if notes:
         text += "\nRows without numbers: " + "; ".join(f"{k}: {v}" for k, v in notes.items()) + "."
     return text
+
+
+def pretraining(ch, tcfg):
+    """Each Table 1 backbone's pretraining curve (selection mAP on the head classes per epoch) and a
+    line per backbone: its best epoch, and whether that is the budget's last (still improving, so
+    the rows that read it compare pretraining budgets as well as methods)."""
+    from ..plots import training_curves
+    from ..tables import table_rows
+
+    runs = {}
+    for row in table_rows(tcfg, "table1"):
+        if row.cfg is not None and S.uses_pretraining(row.cfg):
+            runs.setdefault(row.cfg.model.backbone, S.pretrain(row.cfg))
+    if not runs:
+        return None, "No row of Table 1 starts from a backbone pretrained here."
+    done = {name: ch.get(req) for name, req in runs.items()}
+    lines = []
+    for name, p in done.items():
+        h = p["history"]
+        best = int(h.loc[h["selection_mAP"].idxmax(), "epoch"])
+        last = int(h["epoch"].max())
+        state = ("one epoch only: no curve to judge" if last == 1 else
+                 "still improving at the end of its budget (pretrain.epochs)" if best == last else
+                 f"no better epoch in the {last - best} after it")
+        lines.append(f"{name}: best epoch {best} of {last} (selection head mAP {h['selection_mAP'].max():.3f}); {state}")
+    fig = training_curves({name: p["history"] for name, p in done.items()})
+    return fig, "Pretraining, per backbone:\n" + "\n".join(lines)
 
 
 def table_2(ch, tcfg, result):
