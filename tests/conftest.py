@@ -126,11 +126,29 @@ def pytest_collection_modifyitems(session, config, items):
     if not smoke:
         return
     items[:] = [item for item in items if not _uses_smoke_book(item)] + smoke
-    os.environ["OMP_NUM_THREADS"] = "1"        # also for the processes the tests start
     import torch
 
+    config._threads = (os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
+    os.environ["OMP_NUM_THREADS"] = "1"        # also for the processes the tests start
     torch.set_num_threads(1)
     config._smoke_book = SmokeBook(config._tmp_path_factory)
+
+
+def pytest_runtest_setup(item):
+    """Once the smoke book is done, the tests get their torch threads back (between two tests, so a
+    test never changes its thread count halfway, e.g. between a run and the run it must repeat)."""
+    book, threads = getattr(item.config, "_smoke_book", None), getattr(item.config, "_threads", None)
+    if book is None or threads is None or not book.done.is_set():
+        return
+    import torch
+
+    omp, count = threads
+    if omp is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = omp
+    torch.set_num_threads(count)
+    item.config._threads = None
 
 
 def _smoke(config) -> SmokeBook:
