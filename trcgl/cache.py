@@ -192,8 +192,9 @@ def storage_problem(err: OSError, run_dir: Path, work: Path) -> StorageError | N
 ATOMIC_TMP = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old content or the new, never a part."""
+def atomic_write_bytes(path: Path, data: bytes) -> str:
+    """Write a file so that readers see either the old content or the new, never a part; returns
+    the SHA-256 of the bytes written (:func:`file_sha256` of the file, without reading it back)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -206,28 +207,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return hashlib.sha256(data).hexdigest()
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through :func:`atomic_write_bytes` (a checkpoint is never half written)."""
+def atomic_torch_save(obj: Any, path: Path) -> str:
+    """``torch.save`` through :func:`atomic_write_bytes` (a checkpoint is never half written);
+    returns the file's SHA-256."""
     import torch
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
 
 
-def save_npy(path: Path, array) -> None:
-    """``np.save`` through :func:`atomic_write_bytes`."""
+def save_npy(path: Path, array) -> str:
+    """``np.save`` through :func:`atomic_write_bytes`; returns the file's SHA-256."""
     import numpy as np
 
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_npy(path: Path):

@@ -128,7 +128,7 @@ def load_resume_checkpoint(path: Path, restore: Callable[[dict], T] | None = Non
     except MemoryError:
         raise
     except Exception as err:  # noqa: BLE001 -- torch.load raises many types for a bad file
-        return _unusable(path, f"cannot be read: {type(err).__name__}: {_first_line(err)}", main)
+        return _unusable(path, f"cannot be read: {type(err).__name__}: {first_line(err)}", main)
     if not isinstance(state, dict):
         return _unusable(path, f"holds a {type(state).__name__}, not a checkpoint", main)
     if CHECKSUM not in state:
@@ -148,7 +148,7 @@ def load_resume_checkpoint(path: Path, restore: Callable[[dict], T] | None = Non
         for part, saved in zip(parts, before):
             part.load_state_dict(saved)
         torch.set_rng_state(rng)
-        return _unusable(path, f"does not fit this training: {type(err).__name__}: {_first_line(err)}", main)
+        return _unusable(path, f"does not fit this training: {type(err).__name__}: {first_line(err)}", main)
 
 
 def _unusable(path: Path, why: str, main: bool) -> None:
@@ -159,7 +159,7 @@ def _unusable(path: Path, why: str, main: bool) -> None:
     return None
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     """The first sentence of an error's message (torch's run on for several lines)."""
     text = str(err).strip()
     return text.splitlines()[0].split(". ")[0][:200] if text else "no message"

@@ -92,8 +92,9 @@ def paper_effect(row: str, reference: str) -> tuple[str, float] | None:
     return None
 
 
-def effect_words(diff: dict, effect: tuple[str, float] | None) -> str:
-    """A difference's verdict in a chapter's words, by :func:`verdict`: a gain or a loss where its
+def effect_words(diff, effect: tuple[str, float] | None) -> str:
+    """A difference's verdict in a chapter's words, by :func:`verdict` (``diff``: anything with
+    ``low`` and ``high``, e.g. a row of :func:`trcgl.seedtables.paired_differences`): a gain or a loss where its
     interval excludes 0; otherwise *no effect as large as the paper's* where it also excludes the
     paper's effect, else *inconclusive*."""
     if _shows(diff, 1):

@@ -314,10 +314,11 @@ def load_trained(model: nn.Module, state: dict, frozen: bool) -> None:
         raise RuntimeError(f"checkpoint does not fit the model: {result}")
 
 
-#: the files of the best epoch so far, which a checkpoint vouches for by their SHA-256 (with a
-#: frozen backbone the best heads are kept as best-heads.pt until the end makes best.pt a whole model)
-BEST_FILES = ("best.pt", "selection_probs.npy")
+#: the files of the best epoch so far, which a checkpoint vouches for by their SHA-256: the best
+#: weights (best.pt; with a frozen backbone the best heads, kept as best-heads.pt until the end
+#: makes best.pt a whole model) and the selection probabilities
 BEST_HEADS = "best-heads.pt"
+SELECTION_PROBS = "selection_probs.npy"
 
 
 def check_best_files(work: Path, files: dict) -> None:
@@ -374,7 +375,6 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
 
     ckpt_path = work / "last.pt"
     best_path = work / (BEST_HEADS if frozen else "best.pt")
-    vouched = (best_path.name, *BEST_FILES[1:])
 
     def restore(ckpt: dict):
         """The state of an interrupted run from its checkpoint (raises when it does not fit)."""
@@ -428,9 +428,8 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         if score["mAP"] > best[0]:
             best = (score["mAP"], epoch + 1)
             if procs.is_main:
-                atomic_torch_save(trained_state(kept, frozen), best_path)
-                save_npy(work / "selection_probs.npy", P)
-                best_files = {name: file_sha256(work / name) for name in vouched}
+                best_files = {best_path.name: atomic_torch_save(trained_state(kept, frozen), best_path),
+                              SELECTION_PROBS: save_npy(work / SELECTION_PROBS, P)}
         if procs.is_main:
             save_checkpoint({"model": trained_state(model, frozen), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "epoch": epoch, "stage": stage,

@@ -21,6 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from tqdm import tqdm
 
 from ..cache import atomic_write_bytes
+from ..checkpoints import first_line, set_aside
 from .padchest import Cohort, DataError, padchest_root, select_rows
 from .phantom import PhantomRenderer
 
@@ -277,7 +278,7 @@ def chunk_fault(path: Path, rows: int, size: int, n_classes: int) -> str | None:
         with np.load(path, allow_pickle=False) as z:
             got = {k: z[k] for k in want}
     except Exception as err:  # noqa: BLE001 -- np.load / zipfile raise many types for a bad file
-        return f"cannot be read: {type(err).__name__}: {err}"
+        return f"cannot be read: {type(err).__name__}: {first_line(err)}"
     for k, shape in want.items():
         if got[k].shape != shape or got[k].dtype != np.uint8:
             return f"{k} is {got[k].dtype} {got[k].shape}, not uint8 {shape}"
@@ -288,8 +289,6 @@ def set_aside_bad_chunks(jobs, size: int, n_classes: int) -> None:
     """Before an interrupted build resumes, move every rendered chunk it left that cannot be used
     out of the ``.partial`` folder (with a warning, :func:`trcgl.checkpoints.set_aside`): those
     chunks are rendered again, the others are kept."""
-    from ..checkpoints import set_aside
-
     for job in jobs:
         if job.path.exists():
             why = chunk_fault(job.path, len(job), size, n_classes)

@@ -34,13 +34,17 @@ class TableResult:
     thresholds: dict                    # (row, seed) -> per-class F1 thresholds (C,), chosen on selection
 
 
+def _row_seed(key: str) -> tuple[str, int]:
+    """``"row|seed"`` (how a table stores its runs' arrays) -> (row, seed)."""
+    row, seed = key.split("|", 1)
+    return row, int(seed)
+
+
 def _load_table_result(ctx):
     meta = json.loads((ctx.work / "table.json").read_text())
     with np.load(ctx.work / "probs.npz", allow_pickle=False) as z:
-        probs = {tuple(k.split("|", 1)): z[k] for k in z.files}
-    probs = {(r, int(s)): v for (r, s), v in probs.items()}
-    thresholds = {(k.split("|", 1)[0], int(k.split("|", 1)[1])): np.asarray(v, float)
-                  for k, v in meta.get("thresholds", {}).items()}
+        probs = {_row_seed(k): z[k] for k in z.files}
+    thresholds = {_row_seed(k): np.asarray(v, float) for k, v in meta.get("thresholds", {}).items()}
     return TableResult(meta["name"], meta["records"], meta["rows"], meta["seeds"], probs, {}, thresholds)
 
 

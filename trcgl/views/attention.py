@@ -141,8 +141,7 @@ def cca_steps(ch) -> tuple[pd.DataFrame, str]:
     both = out.xs(f"{GAP_ONLY} → {CCA} (both parts)", level="step")
     effect = paper_effect("+ channel-class attention", "+ prompt diffusion")
     text = "; ".join(f"{c}: channel-class attention on the tail, {r['Δ tail mAUC']:+.4f} [{r['low']:+.4f}, "
-                     f"{r['high']:+.4f}]: " + effect_words({"value": r["Δ tail mAUC"], "low": r["low"], "high": r["high"]},
-                                                          effect)
+                     f"{r['high']:+.4f}]: " + effect_words(r, effect)
                      for c, r in both.iterrows())
     return out.round(4), text + "."
 

@@ -31,7 +31,7 @@ def split_and_groups(cohort) -> tuple[str, pd.DataFrame]:
     shared = (patients["train"] & patients["test"]) | (patients["selection"] & patients["test"]) | \
         (patients["train"] & patients["selection"])
     sizes = pd.Series(cohort.groups).value_counts().reindex(["head", "medium", "tail"]).fillna(0).astype(int)
-    everyone = len(set(frame.PatientID[np.isin(cohort.split, list(n))]))
+    everyone = len(set().union(*patients.values()))
     share = {s: 100 * len(patients[s]) / max(everyone, 1) for s in n}
     text = (f"{n['train']} train, {n['selection']} selection and {n['test']} test images, from "
             f"{share['train']:.0f} % / {share['selection']:.0f} % / {share['test']:.0f} % of the patients; "

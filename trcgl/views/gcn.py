@@ -236,10 +236,7 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
 
     effect = paper_effect("+ label GCN (full)", "+ channel-class attention")
 
-    def word(r):
-        return effect_words({"value": r.iloc[0], "low": r["low"], "high": r["high"]}, effect)
-
-    text = "; ".join(f"{c}: {word(r)} ({r.iloc[0]:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}])" for c, r in effects.items())
+    text = "; ".join(f"{c}: {effect_words(r, effect)} ({r.iloc[0]:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}])" for c, r in effects.items())
     hidden, broken = effects.get("tail hidden"), effects.get("co-occurrence broken")
     if hidden is not None:
         text += (". Positive control: with the tail lesions hidden, only co-occurrence can predict the tail, so a "

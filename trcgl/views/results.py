@@ -119,13 +119,11 @@ def pretraining(ch, tcfg):
     done = {name: ch.get(req) for name, req in runs.items()}
     lines = []
     for name, p in done.items():
-        h = p["history"]
-        best = int(h.loc[h["selection_mAP"].idxmax(), "epoch"])
-        last = int(h["epoch"].max())
+        best, last = p["best epoch"], p["epochs"]
         state = ("one epoch only: no curve to judge" if last == 1 else
                  "still improving at the end of its budget (pretrain.epochs)" if best == last else
                  f"no better epoch in the {last - best} after it")
-        lines.append(f"{name}: best epoch {best} of {last} (selection head mAP {h['selection_mAP'].max():.3f}); {state}")
+        lines.append(f"{name}: best epoch {best} of {last} (selection head mAP {p['selection head mAP']:.3f}); {state}")
     fig = training_curves({name: p["history"] for name, p in done.items()})
     return fig, "Pretraining, per backbone:\n" + "\n".join(lines)
 
