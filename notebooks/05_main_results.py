@@ -107,17 +107,23 @@ tail_differences
 # ## Do the synthetic tail images help? The claim against its controls
 #
 # A gain of "Ours" over a baseline mixes three things: the model, the extra images, and simply
-# seeing the tail rows more often. To isolate what the generated images add, the full model is
-# trained on the same real rows and seeds five ways: with **no extra images**; with the real tail
-# rows **oversampled** to the synthetic set's count and loss weight (more passes over what it
-# already has); with the **synthetic set** (the method); with the same label sets **rendered by
-# the phantom renderer** on fresh anatomy (an *ideal generator*, always right: the positive
-# control and the upper bound of what tail images can add here); and with the synthetic images'
-# **labels shuffled** among them (the negative control: images that say nothing about their
-# labels). The claim predicts: the method above no extra images and above oversampling; the
-# ideal generator above no extra images (else the benchmark cannot detect the effect at all); the
-# shuffled labels not above it. The primary endpoint is tail mAUC; tail AP stands beside its
-# chance level.
+# seeing the tail rows more often. To isolate what the generated images add, every arm asks for
+# the same **synthetic budget** per tail class, fixed before any filter, and the full model is
+# trained on the same real rows and seeds with: **no extra images**; the real tail rows
+# **oversampled** to the budget (more passes over what it already has); **every generated image**
+# (unfiltered); the images the **filter kept** (the method as the paper describes it); the
+# budget's label sets **rendered by the phantom renderer** on fresh anatomy (an *ideal generator*,
+# always right: the positive control and the upper bound of what tail images can add here); the
+# kept label sets rendered likewise (the ideal generator *at the filter's count*, which separates
+# what the filter throws away from what its images lack); and the generated images with their
+# **labels shuffled** across tail classes (the negative control: images that say nothing about
+# their labels). All extra images carry the same loss weight. The claim predicts: the method
+# above no extra images and above oversampling; the ideal generator above no extra images (else
+# the benchmark cannot detect the effect at all); the shuffled labels not above it. The primary
+# endpoint is tail mAUC; tail AP stands beside its chance level.
+
+# %%
+print(view.controls_setup(ch))
 
 # %%
 controls, controls_table = view.controls_table(ch)
@@ -128,6 +134,18 @@ view.controls_differences(ch, controls)
 
 # %%
 print(view.controls_verdict(ch, controls, test_set, cohort))
+
+# %% [markdown]
+# ### How many tail images does it take? The ideal generator's dose curve
+#
+# The same positive control at several multiples of the budget: where the curve flattens, more
+# images of the right kind stop helping; where it is still rising, a better generator at a larger
+# budget could add more than the table above shows.
+
+# %%
+dose, dose_figure, dose_text = view.dose_curve(ch)
+print(dose_text)
+dose
 
 # %% [markdown]
 # ## Fig. 4: where the models look

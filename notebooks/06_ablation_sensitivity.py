@@ -91,8 +91,9 @@ print(view.sensitivity_text(ch))
 # The released training script departs from the text in several places (the page *The paper and
 # its code* lists each): the label graph divides co-occurrence by the class count plus one, the
 # label score is a cosine with a learned projection, the loss is a distribution-balanced BCE with
-# margins and repeat-factor sampling, and the weights are evaluated as an exponential moving
-# average. The `released` preset (`--preset released`, or `-p preset released`) switches all of
+# margins and repeat-factor sampling, the weights are evaluated as an exponential moving
+# average, and training adds image augmentations, stochastic depth and another AdamW ε. The
+# `released` preset (`--preset released`, or `-p preset released`) switches all of
 # them on. Here the text reading, the released reading, and the text reading with one released
 # behaviour at a time are trained with the synthetic set on the same data and seeds, and scored
 # under the same conventions, so any difference is the training's:

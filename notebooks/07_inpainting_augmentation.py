@@ -153,10 +153,12 @@ print(pil_text)
 # %% [markdown]
 # ## 6. Head to head: prompt diffusion vs inpainting
 #
-# Four arms on the same split, recipe and seeds as Tables 1-5, each the tables' ConvNeXt
+# Five arms on the same split, recipe and seeds as Tables 1-5, each the tables' ConvNeXt
 # baseline: no augmentation (Table 1's ConvNeXt row), + the filtered prompt-diffusion tail images
-# of chapter 2 (all at once, weight w, as TRCGL-Net uses them), + the inpainted images (with PIL,
-# as their paper uses them), and + both. The inpainting paper's own comparison (its Table 3: a
+# of chapter 2 (all at once, weight w, as TRCGL-Net uses them), + every image of the synthetic
+# budget unfiltered (a dose of the same order as the inpainted set's: the filter keeps few), + the
+# inpainted images (with PIL, as their paper uses them), and + both. The "extra images" column
+# gives each arm's dose. The inpainting paper's own comparison (its Table 3: a
 # caption-conditioned DiT vs inpainting, ResNet-50, CheXpert and MIMIC, macro F1 in %) stands
 # beside ours.
 

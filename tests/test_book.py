@@ -217,6 +217,46 @@ def test_table_f1_is_scored_at_thresholds_each_run_chose_on_the_selection_split(
     assert seen == 3 * len(cfg.seeds)
 
 
+def test_every_arm_of_the_synthetic_claim_gets_the_budget_asked_before_the_filter(smoke_stages):
+    """The smoke run's controls: the generator is asked for budget_multiple x each tail class's
+    training positives; the unfiltered set, the oversampled real rows, the shuffled set and the
+    ideal generator hold exactly that many images of each class at the synthetic weight; the
+    ideal generator at the filter's count renders the kept label sets; the ideal generator's
+    label sets are the very rows asked of the generator."""
+    import numpy as np
+
+    from trcgl import load_config
+    from trcgl import stages as S
+    from trcgl.cache import ArtifactCache
+    from trcgl.diffusion.generate import target_classes
+
+    cache = ArtifactCache(smoke_stages[0])
+    cfg = load_config("smoke", device="cpu")
+    train, cohort = S.get(S.train_set(cfg), cache), S.get(S.cohort(cfg), cache)
+    targets = target_classes(cfg, cohort.groups)
+    asked = np.round(cfg.diffusion.budget_multiple * train.Y[:, targets].sum(0)).clip(1).astype(int)
+    res = S.get(S.synthetic_set(cfg), cache)
+    assert res.plan.groupby("target_id", sort=False).size().reindex(targets).tolist() == asked.tolist()
+
+    def per_target(s):
+        return s.rows["target_id"].value_counts().reindex(targets, fill_value=0).tolist()
+
+    arms = {k: S.get(S.control_set(cfg, k), cache) for k in ("unfiltered", "oversampled", "shuffled")}
+    ideal = S.get(S.ideal_set(cfg), cache)
+    for name, s in {**arms, "ideal": ideal}.items():
+        assert len(s) == asked.sum(), name
+        assert np.allclose(s.weights, cfg.diffusion.synthetic_weight), name
+    assert per_target(arms["unfiltered"]) == per_target(ideal) == asked.tolist()
+    assert (arms["oversampled"].Y[:, targets].sum(0) >= asked).all()       # real rows of each class, cycled
+    assert np.array_equal(ideal.Y, arms["unfiltered"].Y)                    # the same label sets, rendered
+    assert not np.array_equal(arms["shuffled"].Y, arms["unfiltered"].Y)
+    kept = S.get(S.control_set(cfg, "ideal-kept"), cache)
+    assert np.array_equal(kept.Y, res.kept.Y) and len(kept) == int(res.plan["kept"].sum())
+    doubled = S.get(S.ideal_set(cfg, 2.0), cache)
+    assert len(doubled) == np.maximum(np.round(2 * cfg.diffusion.budget_multiple * train.Y[:, targets].sum(0)),
+                                      1).sum()
+
+
 def repo_root_path():
     from .conftest import ROOT
 

@@ -26,7 +26,8 @@ def test_every_learner_sees_the_experiment_training_set_and_nothing_else(setting
     train = runner.identity(S.train_set(cfg))
     learners = {"VAE": S.vae(cfg), "diffusion UNet": S.diffusion(cfg), "filter": S.filter_classifier(cfg),
                 "synthetic set": S.synthetic_set(cfg), "CAM classifier": S.cam_classifier(cfg),
-                "inpainted set": S.inpainted_set(cfg), **{f"{k} control": S.control_set(cfg, k) for k in S.CONTROL_KINDS}}
+                "inpainted set": S.inpainted_set(cfg), **{f"{k} control": S.control_set(cfg, k) for k in S.CONTROL_KINDS},
+                **{f"ideal generator x{k:g}": S.ideal_set(cfg, k) for k in (0.5, 1.0)}}
     for name, req in learners.items():
         found = {runner.identity(r) for r in _train_sets(runner, req)}
         assert found == {train}, f"{name} learns from another training set"
@@ -47,6 +48,19 @@ def test_every_table_run_trains_on_the_train_split_chooses_on_selection_and_scor
         assert {runner.identity(r) for r in _train_sets(runner, run)} == {train}, row.name
     preds = [v for k, v in req.params.items() if k.startswith("run|")]
     assert preds and all(p.params["images"].params["rows"] == "test" for p in preds)
+
+
+def test_the_dose_curve_shares_the_controls_baseline_and_positive_control(setting):
+    """The dose curve's 1x row and the controls' ideal generator are one run (one cache entry), as
+    are both tables' runs without extra images; other doses are runs of their own."""
+    from trcgl.tables import BASELINE, IDEAL_ROW, dose_row_name
+
+    cfg, runner = setting
+    cfg = cfg.replace({"tables.ideal_doses": [0.5, 1.0, 2.0]})
+    controls = {r.name: runner.identity(S.row_run(cfg, r, 0)) for r in table_rows(cfg, "controls")}
+    dose = {r.name: runner.identity(S.row_run(cfg, r, 0)) for r in table_rows(cfg, "dose")}
+    assert dose[dose_row_name(1.0)] == controls[IDEAL_ROW] and dose[BASELINE] == controls[BASELINE]
+    assert len(set(dose.values())) == 4
 
 
 def test_condition_tables_train_on_their_own_rendering_of_the_same_rows(setting):

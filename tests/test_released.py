@@ -269,9 +269,11 @@ def test_the_preset_sets_every_released_option_on_top_of_the_profile():
 
 def test_new_options_at_their_defaults_leave_every_cache_key_alone():
     cfg = load_config("smoke")
-    new_model = {"final_norm", "feature_batchnorm", "gate_bias", "adjacency", "gcn_cosine_scale", "gcn_projection"}
+    new_model = {"final_norm", "feature_batchnorm", "gate_bias", "adjacency", "gcn_cosine_scale", "gcn_projection",
+                 "drop_path_rate"}
     new_train = {"db_beta", "db_max_margin", "db_weight_power", "counts_include_extra", "sampler", "repeat_threshold",
-                 "max_repeats", "ema", "ema_decay", "grad_clip", "extra_warmup_weight", "extra_finetune_weight"}
+                 "max_repeats", "ema", "ema_decay", "grad_clip", "extra_warmup_weight", "extra_finetune_weight",
+                 "augment", "adamw_eps"}
     neutral = neutral_values()
     assert {f"model.{k}" for k in new_model} | {f"train.{k}" for k in new_train} <= set(neutral)
     key = key_config(cfg, ("model", "train", "eval"))
@@ -316,6 +318,8 @@ def test_released_rows_differ_from_the_text_exactly_in_their_options():
     assert diff["text + released graph"] == {"model.adjacency", "train.counts_include_extra"}
     assert diff["text + released loss + sampler"] == {"train.loss", "train.sampler", "train.counts_include_extra"}
     assert diff["text + EMA"] == {"train.ema"}
+    assert diff["text + augmentation + drop path + AdamW ε"] == {"train.augment", "model.drop_path_rate",
+                                                                  "train.adamw_eps"}
 
 
 # ----------------------------------------------------------------------------- acceptance (issue 14)

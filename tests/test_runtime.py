@@ -46,3 +46,32 @@ def test_device_selection():
         with pytest.raises(DeviceError, match="no GPU"):
             select_device("cuda")
     assert describe(torch.device("cpu"))["device"] == "cpu"
+
+
+def test_bf16_autocast_on_the_cpu_only_when_asked_and_it_repeats_bit_for_bit():
+    from trcgl.runtime import autocast
+
+    lin = torch.nn.Linear(8, 4)
+    x = torch.randn(3, 8)
+    cpu = torch.device("cpu")
+    with autocast(cpu, True):
+        assert lin(x).dtype == torch.float32                    # train.amp alone: CPU stays fp32
+    with autocast(cpu, False, cpu=True):
+        assert lin(x).dtype == torch.float32                    # amp off: off everywhere
+    with autocast(cpu, True, cpu=True):
+        assert lin(x).dtype == torch.bfloat16                   # train.amp_cpu: bf16 on the CPU
+
+    def run():
+        seed_everything(5)
+        model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.GELU(), torch.nn.Flatten(), torch.nn.Linear(288, 2))
+        xs, y = torch.randn(16, 1, 8, 8), torch.randint(0, 2, (16,))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(5):
+            opt.zero_grad()
+            with autocast(cpu, True, cpu=True):
+                out = model(xs)
+            torch.nn.functional.cross_entropy(out.float(), y).backward()
+            opt.step()
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(run(), run())

@@ -6,8 +6,8 @@ import pytest
 from trcgl import load_config
 from trcgl.data.datasets import ImageSet
 from trcgl.data.padchest import load_class_set
-from trcgl.diffusion.generate import (as_image_set, draw_label_sets, filter_thresholds, keep_mask, plan_labels,
-                                      target_classes)
+from trcgl.diffusion.generate import (as_image_set, budget_counts, draw_label_sets, filter_thresholds, keep_mask,
+                                      plan_labels, synthetic_plan, target_classes)
 from trcgl.data.rows import oracle_rows
 from trcgl.diffusion.oracle import bootstrap_difference, consistency_table, frechet_distance, mean_pairwise_distance
 
@@ -49,6 +49,43 @@ def test_label_sets_come_from_rows_with_the_target_and_match_their_prompts(class
     empty = int(np.flatnonzero(train.Y.sum(0) == 0)[0])
     with pytest.raises(ValueError, match="no training row"):
         draw_label_sets(train, class_set, [empty], 3)
+
+
+def test_the_synthetic_budget_is_a_multiple_of_each_classs_real_positives(class_set):
+    train, (a, b, c, n) = small_train_set(class_set)       # positives: a 3, b 3, c 2
+    cfg = load_config("smoke", {"diffusion.budget_multiple": 2.5})
+    assert budget_counts(cfg, train, [a, b, c]) == [8, 8, 5]            # round(2.5 * 3) = 8, round(2.5 * 2) = 5
+    assert budget_counts(cfg, train, [a, c], scale=0.5) == [4, 2]       # round(3.75), round(2.5): numpy's even rounding
+    assert budget_counts(cfg, train, [c], scale=0.01) == [1]            # never less than one image a class
+    fixed = cfg.replace({"diffusion.budget_multiple": None, "diffusion.n_per_class": 7})
+    assert budget_counts(fixed, train, [a, b, c]) == [7, 7, 7] and budget_counts(fixed, train, [a], 2.0) == [14]
+    plan = synthetic_plan(cfg, train, class_set, [a, c], seed=3)
+    assert plan.groupby("target_id", sort=False).size().to_dict() == {a: 8, c: 5}
+    assert plan.equals(synthetic_plan(cfg, train, class_set, [a, c], seed=3))    # the generator's and the ideal's rows
+    assert not plan.equals(synthetic_plan(cfg, train, class_set, [a, c], seed=4))
+    with pytest.raises(ValueError, match="2 counts for 1 target"):
+        draw_label_sets(train, class_set, [a], [3, 4])
+
+
+def test_shuffled_labels_give_every_image_another_targets_labels(class_set):
+    from trcgl.controls import shuffled_labels
+
+    train, (a, b, c, n) = small_train_set(class_set)
+    plan = draw_label_sets(train, class_set, [a, b, c], [5, 4, 3], seed=0)
+    s = as_image_set(np.arange(12, dtype=np.uint8)[:, None, None] * np.ones((1, 8, 8), np.uint8), plan, class_set, 0.5)
+    out = shuffled_labels(s, seed=1)
+    assert np.array_equal(out.images, s.images) and np.allclose(out.weights, 0.5)
+    assert (out.rows["target_id"].to_numpy() != s.rows["target_id"].to_numpy()).all()   # no image keeps its target
+    assert sorted(map(tuple, out.Y.tolist())) == sorted(map(tuple, s.Y.tolist()))       # the same label vectors
+    one = pd.DataFrame({"target": ["pneumothorax"] * 4, "target_id": [a] * 4, "source_row": [0, 1, 5, 0],
+                        "findings": [["pneumothorax"], ["pneumothorax", class_set.classes[b]],
+                                     ["pneumothorax", class_set.classes[c]],
+                                     ["pneumothorax", class_set.classes[b], class_set.classes[c]]],
+                        "prompt": ["p"] * 4, "ImageID": [f"s{i}" for i in range(4)]})
+    single = as_image_set(np.zeros((4, 8, 8), np.uint8), one, class_set, 0.5)
+    moved = shuffled_labels(single, seed=0)                 # one target: a derangement of four distinct label sets
+    assert all(not np.array_equal(moved.Y[i], single.Y[i]) for i in range(4))
+    assert sorted(map(tuple, moved.Y.tolist())) == sorted(map(tuple, single.Y.tolist()))
 
 
 def test_filter_thresholds_are_quantiles_of_real_negatives():

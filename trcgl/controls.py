@@ -2,12 +2,13 @@
 compared with, on the same real rows, seeds and loss weight.
 
 - :func:`oversampled`: the real training rows of each target class, repeated to the count and
-  weight of the kept synthetic images of that class (more passes over real data, nothing new);
-- :func:`ideal_renders`: the very label sets of the kept synthetic images, rendered by the phantom
-  renderer on fresh anatomy: a generator that is always right, the **positive control** and upper
-  bound of what tail images can add on this benchmark;
-- :func:`shuffled_labels`: the kept synthetic images with their label vectors permuted among them,
-  the **negative control**: images that carry no information about their labels.
+  weight of the synthetic budget of that class (more passes over real data, nothing new);
+- :func:`ideal_renders`: the very label sets asked of the generator (or those its filter kept),
+  rendered by the phantom renderer on fresh anatomy: a generator that is always right, the
+  **positive control** and upper bound of what tail images can add on this benchmark;
+- :func:`shuffled_labels`: the generated images with their label vectors permuted among them
+  (each takes another target's labels), the **negative control**: images that carry no
+  information about their labels.
 
 If the ideal generator does not improve the tail, the benchmark cannot detect what the method
 claims, whatever the method does.
@@ -23,8 +24,8 @@ from .data.datasets import ImageSet, take
 
 
 def oversampled(train_set: ImageSet, synthetic: ImageSet, seed: int) -> ImageSet:
-    """Real training images of each target class, as many as kept synthetic images of that class,
-    with the synthetic images' loss weights (rows cycled in a seeded order)."""
+    """Real training images of each target class, as many as ``synthetic`` has of that class (the
+    budget), with its loss weights (rows cycled in a seeded order)."""
     rng = np.random.default_rng([seed, 4231])
     picks, weights = [], []
     for target, group in synthetic.rows.groupby("target_id", sort=True):
@@ -40,9 +41,10 @@ def oversampled(train_set: ImageSet, synthetic: ImageSet, seed: int) -> ImageSet
                                source="oversampled")
 
 
-def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int, seed: int) -> ImageSet:
-    """The kept synthetic images' label sets rendered by the phantom renderer on fresh anatomy
-    (the finding placed where the source row's sentences put it), same labels and weights."""
+def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int, seed: int | str) -> ImageSet:
+    """The label sets of ``synthetic`` (its rows' ``source_row`` and labels; its images are not
+    read) rendered by the phantom renderer on fresh anatomy (the finding placed where the source
+    row's sentences put it), same labels and weights; ``seed`` names the anatomy drawn."""
     from .data.phantom import downsample
 
     names = list(synthetic.classes)
@@ -61,16 +63,25 @@ def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int,
 
 
 def shuffled_labels(synthetic: ImageSet, seed: int) -> ImageSet:
-    """The same images with their label vectors permuted among them (a seeded derangement where
-    possible): the images no longer say anything about their labels."""
+    """The same images with their label vectors permuted among them: each image takes the labels
+    of an image made for **another target class** where the targets allow it (rows shuffled within
+    each target, ordered by target, then shifted by the largest target's count), else a seeded
+    derangement. The images no longer say anything about their labels."""
     rng = np.random.default_rng([seed, 977])
     n = len(synthetic)
-    perm = rng.permutation(n)
-    if n > 1:                    # no image keeps its own label vector
-        fixed = perm == np.arange(n)
-        perm[fixed] = np.roll(perm[fixed], 1) if fixed.sum() > 1 else perm[fixed]
-        if (perm == np.arange(n)).any():
-            perm = np.roll(np.arange(n), 1)
+    targets = (synthetic.rows["target_id"].to_numpy() if "target_id" in synthetic.rows else np.zeros(n, int))
+    order = np.lexsort((rng.permutation(n), targets))          # by target, seeded order within a target
+    largest = int(np.bincount(pd.factorize(targets)[0]).max()) if n else 0
+    if 0 < largest <= n - largest:                              # a shift by the largest block leaves every block
+        perm = np.empty(n, np.int64)
+        perm[order] = np.roll(order, -largest)
+    else:                                                       # one target (or one dominating): a derangement
+        perm = rng.permutation(n)
+        if n > 1:
+            fixed = perm == np.arange(n)
+            perm[fixed] = np.roll(perm[fixed], 1) if fixed.sum() > 1 else perm[fixed]
+            if (perm == np.arange(n)).any():
+                perm = np.roll(np.arange(n), 1)
     rows = synthetic.rows.copy()
     for col in ("findings", "target", "target_id", "prompt"):
         if col in rows:

@@ -287,6 +287,8 @@ class Counts:
             return sum(self.of(v) for k, v in p.items() if k.startswith("part"))
         if req.stage == "control-set":      # as many images as the synthetic set it controls
             return self.of(p["synthetic"])
+        if req.stage == "ideal-set":
+            return sum(self.budget(req, p["scale"]))
         raise EstimateError(f"cannot count the images of a '{req.stage}' input")
 
     def cohort(self, req):
@@ -303,13 +305,32 @@ class Counts:
         return list(self.cohort(req).groups)
 
     def samples(self, req) -> int:
+        d, kind = req.cfg.diffusion, req.params["kind"]
+        if kind == "unconditional":
+            return max(d.n_sweep_per_class * len(self.targets(req)), 8)
+        per_class = self.budget(req)
+        return sum(min(n, d.n_sweep_per_class) for n in per_class) if kind == "sweep" else sum(per_class)
+
+    def targets(self, req) -> list[int]:
         from .diffusion.generate import target_classes
 
-        d, kind = req.cfg.diffusion, req.params["kind"]
-        targets = len(target_classes(req.cfg, self.groups(req)))
-        if kind == "unconditional":
-            return max(d.n_sweep_per_class * targets, 8)
-        return (d.n_sweep_per_class if kind == "sweep" else d.n_per_class) * targets
+        return target_classes(req.cfg, self.groups(req))
+
+    def budget(self, req, scale: float = 1.0) -> list[int]:
+        """The synthetic budget per target class (:func:`trcgl.diffusion.generate.budget_counts`)."""
+        from types import SimpleNamespace
+
+        from .diffusion.generate import budget_counts
+        from .graph import Const
+        from .stages import ROWS
+
+        train = req.params["train"]
+        if isinstance(train, Const):
+            Y = train.value.Y
+        else:
+            co = self.cohort(train)
+            Y = co.Y[ROWS[train.params["rows"]].pick(train.cfg, co)]
+        return budget_counts(req.cfg, SimpleNamespace(Y=Y), self.targets(req), scale)
 
     def inpainted(self, req) -> int:
         """Rows with a head finding and a finding of ``inpaint.keep_groups`` (the guard may keep fewer)."""
@@ -360,7 +381,7 @@ def stage_work(req, counts: Counts) -> list[Work]:
         n, n_sel = counts.of(p["pool"]), counts.of(p["select"])
         return [Work("train", pcfg.train.finetune_epochs * n, classifier_net(pcfg), pcfg),
                 Work("forward", pcfg.train.finetune_epochs * n_sel, classifier_net(pcfg), pcfg)]
-    if stage == "control-set" and p["kind"] == "ideal":
+    if stage == "ideal-set" or (stage == "control-set" and p["kind"] == "ideal-kept"):
         return [Work("render" if cfg.data.source == "phantom" else "read", counts.of(req), cfg=cfg)]
     if stage == "synthetic-set":
         f = p["filter"]

@@ -368,6 +368,23 @@ def seed_bars(summary, metric: str, rows=None, ax=None) -> plt.Figure:
     return fig
 
 
+def dose_curve(x, values, lows, highs, xlabel: str, ylabel: str, ax: plt.Axes | None = None) -> plt.Figure:
+    """A dose curve: a difference against its reference at each dose, with its interval, and the
+    zero line (no effect)."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.4))
+    x, values = np.asarray(x, float), np.asarray(values, float)
+    err = np.vstack([values - np.asarray(lows, float), np.asarray(highs, float) - values])
+    ax.errorbar(x, values, yerr=np.nan_to_num(err), marker="o", capsize=4, color="tab:blue", label="mean, 95% interval")
+    ax.axhline(0, color="grey", lw=0.8, ls="--", label="no effect")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def pil_curve(curves: dict, ax: plt.Axes | None = None) -> plt.Figure:
     """PIL (inpainting paper, Eq. 3): per β, the share of the inpainted set trained on at epoch n
     (``curves``: β -> (epochs, shares))."""

@@ -4,7 +4,8 @@
 :func:`trcgl.tables.ablation_rows`: the text reading (the defaults), the released reading
 (the ``released`` preset, ``trcgl/configs/presets/released.yaml``), and one row per behaviour
 that may move results, each the text reading with that behaviour of the released code alone:
-the label graph, the loss with its sampler, and the EMA. Every row is scored under the same
+the label graph, the loss with its sampler, the EMA, and the training recipe (augmentations,
+stochastic depth, AdamW's ε). Every row is scored under the same
 conventions (the ``eval`` section of the text reading), so the differences are the training's;
 the released metric conventions are an evaluation choice, shown where the book compares them.
 """
@@ -22,6 +23,7 @@ BEHAVIOURS = {
     "released graph": ("model.adjacency", "train.counts_include_extra"),
     "released loss + sampler": ("train.loss", "train.sampler", "train.counts_include_extra"),
     "EMA": ("train.ema",),
+    "augmentation + drop path + AdamW ε": ("train.augment", "model.drop_path_rate", "train.adamw_eps"),
 }
 
 

@@ -173,10 +173,12 @@ def processes() -> Processes:
     return _PROCESSES
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CUDA when ``enabled``; nothing on other devices (CPU runs stay exact)."""
+def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
+    """bf16 autocast on CUDA when ``enabled``; on the CPU only when ``cpu`` too (``train.amp_cpu``:
+    by default CPU runs stay in fp32); nothing on other devices."""
     device = torch.device(device)
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+    on = enabled and (device.type == "cuda" or (device.type == "cpu" and cpu))
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
 
 
 def describe(device: torch.device) -> dict:
@@ -206,10 +208,10 @@ def images_per_second(step, n_images: int, repeats: int = 3) -> float:
 
 def training_throughput(model: torch.nn.Module, image_size: int, batch_size: int = 32,
                         device: torch.device | None = None, in_chans: int = 1, num_classes: int = 30,
-                        steps: int = 1, repeats: int = 3) -> float:
+                        steps: int = 1, repeats: int = 3, bf16: bool = False) -> float:
     """Images per second of forward + backward + AdamW steps on one random batch (the bare loop:
-    no data pipeline); best of ``repeats`` runs of ``steps`` steps after one warm-up step. A model
-    that returns a dict is read at ``"logits"``."""
+    no data pipeline); best of ``repeats`` runs of ``steps`` steps after one warm-up step; the
+    forward pass under bf16 autocast when ``bf16``. A model that returns a dict is read at ``"logits"``."""
     device = device or torch.device("cpu")
     model = model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -218,9 +220,10 @@ def training_throughput(model: torch.nn.Module, image_size: int, batch_size: int
 
     def one():
         opt.zero_grad()
-        out = model(x)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
         out = out["logits"] if isinstance(out, dict) else out
-        torch.nn.functional.binary_cross_entropy_with_logits(out, y).backward()
+        torch.nn.functional.binary_cross_entropy_with_logits(out.float(), y).backward()
         opt.step()
 
     def step():

@@ -15,7 +15,23 @@ from .tablerow import Extra, Row
 
 #: Kinds of extra training images (each a stage of :mod:`trcgl.stages`).
 SYNTHETIC, INPAINTED, INPAINTED_UNGUARDED, COPIES = "synthetic", "inpainted", "inpainted-unguarded", "copies"
-OVERSAMPLED, IDEAL, SHUFFLED = "oversampled", "ideal", "shuffled"     # controls (trcgl.controls)
+# the synthetic claim's arms at the synthetic budget (trcgl.controls)
+UNFILTERED, OVERSAMPLED, IDEAL_KEPT, SHUFFLED = "unfiltered", "oversampled", "ideal-kept", "shuffled"
+IDEAL = "ideal"             # the ideal generator at the budget; ideal_dose(k): at k times the budget
+
+
+def ideal_dose(scale: float) -> str:
+    """The extra-image kind of the ideal generator at ``scale`` times the synthetic budget."""
+    return IDEAL if float(scale) == 1.0 else f"{IDEAL} x{float(scale):g}"
+
+
+def dose_scale(kind: str) -> float | None:
+    """The scale of an :func:`ideal_dose` kind (None for any other kind)."""
+    if kind == IDEAL:
+        return 1.0
+    if kind.startswith(f"{IDEAL} x"):
+        return float(kind[len(IDEAL) + 2:])
+    return None
 
 
 def tables_config(cfg):
@@ -114,6 +130,7 @@ def alpha_rows(cfg) -> list[Row]:
 
 
 NO_AUG, PROMPT, INPAINT, BOTH = "no augmentation", "prompt diffusion", "inpainting", "both"
+PROMPT_BUDGET = "prompt diffusion, unfiltered (the budget)"
 COPIES_ROW = "control: the same images, not inpainted, + PIL"
 METHOD_ROW = "+ guard + PIL (the method)"
 
@@ -121,11 +138,13 @@ METHOD_ROW = "+ guard + PIL (the method)"
 def head_to_head_rows(cfg) -> list[Row]:
     """Inpainting chapter: no augmentation vs prompt diffusion (all at once, weight w, as in
     TRCGL-Net) vs inpainting (with PIL, as in its paper) vs both (each part scheduled as in its own
-    method). Every arm is the tables' ConvNeXt baseline."""
+    method); and prompt diffusion at its whole budget, unfiltered, a dose of the inpainted set's order
+    (the filter keeps few). Every arm is the tables' ConvNeXt baseline."""
     base = gap_only(cfg)
     pil = base.replace({"train.extra_schedule": "pil"})
     return [Row(NO_AUG, base),
             Row(PROMPT, base, extra=Extra.of(SYNTHETIC)),
+            Row(PROMPT_BUDGET, base, extra=Extra.of(UNFILTERED)),
             Row(INPAINT, pil, extra=Extra.of(INPAINTED)),
             Row(BOTH, pil, extra=Extra.of(SYNTHETIC, progressive=False) + Extra.of(INPAINTED, progressive=True))]
 
@@ -146,18 +165,38 @@ def inpaint_ablation_rows(cfg) -> list[Row]:
 BASELINE, OVERSAMPLING, METHOD, IDEAL_ROW, SHUFFLED_ROW = (
     "no extra images", "real tail rows oversampled", "prompt diffusion (the method)",
     "ideal generator (positive control)", "labels shuffled (negative control)")
+UNFILTERED_ROW, IDEAL_KEPT_ROW = "prompt diffusion, unfiltered", "ideal generator, the filter's count"
+
+
+def _phantom_only(cfg, name: str, extra: Extra) -> Row:
+    return (Row(name, cfg, extra=extra) if cfg.data.source == "phantom" else
+            Row(name, unavailable="needs the phantom renderer (data.source: phantom)"))
 
 
 def control_rows(cfg) -> list[Row]:
-    """The synthetic-image claim against its controls, the full model in every row, the same real
-    rows, seeds and loss weight: no extra images; the real tail rows repeated to the synthetic set's
-    count (oversampling); the synthetic set; the same label sets rendered by the phantom renderer
-    (ideal generator: the positive control); the synthetic images with shuffled labels (negative)."""
-    ideal = (Row(IDEAL_ROW, cfg, extra=Extra.of(IDEAL)) if cfg.data.source == "phantom" else
-             Row(IDEAL_ROW, unavailable="needs the phantom renderer (data.source: phantom)"))
+    """The synthetic-image claim against its controls at one synthetic budget per tail class
+    (``diffusion.budget_multiple``, fixed before any filter), the full model in every row, the same
+    real rows, seeds and loss weight: no extra images; the real tail rows repeated to the budget
+    (oversampling); every generated image (unfiltered); the images the filter kept (the method);
+    the budget's label sets rendered by the phantom renderer (ideal generator: the positive
+    control); the kept label sets rendered likewise (the ideal generator at the filter's count,
+    which separates what the filter discards from what its images lack); the generated images with
+    their labels shuffled across targets (negative control)."""
     return [Row(BASELINE, cfg), Row(OVERSAMPLING, cfg, extra=Extra.of(OVERSAMPLED)),
-            Row(METHOD, cfg, extra=Extra.of(SYNTHETIC)), ideal,
+            Row(UNFILTERED_ROW, cfg, extra=Extra.of(UNFILTERED)), Row(METHOD, cfg, extra=Extra.of(SYNTHETIC)),
+            _phantom_only(cfg, IDEAL_ROW, Extra.of(IDEAL)), _phantom_only(cfg, IDEAL_KEPT_ROW, Extra.of(IDEAL_KEPT)),
             Row(SHUFFLED_ROW, cfg, extra=Extra.of(SHUFFLED))]
+
+
+def dose_row_name(scale: float) -> str:
+    return f"ideal generator, {float(scale):g}x the budget"
+
+
+def dose_rows(cfg) -> list[Row]:
+    """The ideal generator's dose curve: no extra images, then the ideal generator at each
+    ``tables.ideal_doses`` multiple of the synthetic budget (1x is the controls' positive control)."""
+    return [Row(BASELINE, cfg)] + [_phantom_only(cfg, dose_row_name(k), Extra.of(ideal_dose(k)))
+                                   for k in cfg.tables.ideal_doses]
 
 
 #: The label-graph conditions: how the images are rendered (config overrides) and what they test.
@@ -227,6 +266,7 @@ TABLES: dict[str, tuple[Callable, bool]] = {
     "inpaint_ablation": (inpaint_ablation_rows, True),
     "released": (released_comparison_rows, True),
     "controls": (control_rows, True),
+    "dose": (dose_rows, True),
     "gcn_conditions": (gcn_condition_rows, True),
     "cca": (cca_rows, True),
 }

@@ -49,7 +49,8 @@ from tqdm import tqdm
 
 from .cache import atomic_torch_save, atomic_write_json, file_sha256, load_npy, save_npy
 from .checkpoints import load_resume_checkpoint, save_checkpoint
-from .data.batches import Normalised, TensorBatches, seeded_order, split_range
+from .data.augment import augment_images, check_augment
+from .data.batches import DeviceTensor, Normalised, TensorBatches, seeded_order, split_range
 from .data.datasets import ImageSet, normalisation, take
 from .data.padchest import DataError
 from .data.sampling import image_repeats
@@ -182,18 +183,23 @@ def counted_or_stored(train_set: ImageSet, extra: ImageSet | None) -> np.ndarray
     return Y.astype(np.float32)
 
 
-def training_batches(train_set: ImageSet, extra: ImageSet | None, mean: float, std: float, device) -> TensorBatches:
+def stored_pixels(train_set: ImageSet, extra: ImageSet | None) -> np.ndarray:
+    """The stored rows' uint8 images [real set; whole extra set]."""
+    if extra is None:
+        return train_set.images
+    if extra.classes != train_set.classes:
+        raise DataError("the extra image set has other classes than the training set")
+    if extra.size != train_set.size:
+        raise DataError(f"the extra image set is {extra.size}px, the training set {train_set.size}px")
+    return np.concatenate([train_set.images, extra.images])
+
+
+def training_batches(train_set: ImageSet, extra: ImageSet | None, mean: float, std: float, device,
+                     pixels: np.ndarray | None = None) -> TensorBatches:
     """The stored rows [real set; whole extra set] (uint8 pixels, normalised on the device by the
     real pixels' ``mean`` and ``std``) and their labels ``y``."""
-    if extra is None:
-        images, Y = train_set.images, train_set.Y
-    else:
-        if extra.classes != train_set.classes:
-            raise DataError("the extra image set has other classes than the training set")
-        if extra.size != train_set.size:
-            raise DataError(f"the extra image set is {extra.size}px, the training set {train_set.size}px")
-        images, Y = np.concatenate([train_set.images, extra.images]), np.concatenate([train_set.Y, extra.Y])
-    return TensorBatches(images, device, Normalised(mean, std), y=Y.astype(np.float32))
+    images = stored_pixels(train_set, extra) if pixels is None else pixels
+    return TensorBatches(images, device, Normalised(mean, std), y=counted_or_stored(train_set, extra))
 
 
 def hflips(n_real: int, n_extra: int, seed: int, epoch: int) -> np.ndarray:
@@ -214,7 +220,7 @@ def _optimizer(cfg, model, stage: str, steps: int):
             p.requires_grad_(True)
         groups = [{"params": list(model.backbone.parameters()), "lr": t.backbone_lr},
                   {"params": model.head_parameters(), "lr": t.head_lr}]
-    opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay, foreach=True)   # one kernel per step, not per tensor
+    opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay, eps=t.adamw_eps, foreach=True)   # one kernel per step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
     return opt, sched
 
@@ -279,10 +285,10 @@ def train_steps(cfg, net: nn.Module, model: nn.Module, data: TensorBatches, orde
     ``train.batch_size``, this process's share of each; ``net`` is the module to run (``model``,
     or its DistributedDataParallel wrapper). ``columns``: only these classes are in the loss (the
     pretraining's head classes). Returns each step's scaled loss (not synchronised)."""
-    use_amp = cfg.train.amp
+    use_amp, on_cpu = cfg.train.amp, cfg.train.amp_cpu
     losses = []
     for b in data.batches(order, cfg.train.batch_size, procs.rank, procs.size):
-        with autocast(device, use_amp):
+        with autocast(device, use_amp, cpu=on_cpu):
             logits = net(b.x)["logits"]
         y = b.targets["y"]
         if columns is not None:
@@ -358,8 +364,15 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         raise ValueError("cached features need a frozen backbone: train.finetune_epochs must be 0")
     epochs = epoch_rows(cfg, train_set, extra, seed, len(plan), schedule)
     frozen = features is not None   # the backbone never changes: checkpoints hold the rest
+    check_augment(cfg.train.augment)
+    augment = cfg.train.augment != "none"
+    if augment and frozen:
+        log.warning("train.augment=%s has no effect here: the heads learn from cached features of the "
+                    "un-augmented images (train.finetune_epochs 0)", cfg.train.augment)
+        augment = False
     if features is None:
-        data = training_batches(train_set, extra, mean, std, device)
+        pixels = stored_pixels(train_set, extra)
+        data = training_batches(train_set, extra, mean, std, device, pixels)
         select = TensorBatches(select_set.images, device, Normalised(mean, std))
         head = model
     else:
@@ -416,6 +429,8 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         rows = epochs[epoch]
         data.set("w", rows.weights)
         data.set("flip", hflips(len(train_set), len(data) - len(train_set), seed, epoch) if cfg.train.hflip else None)
+        if augment:         # the epoch's augmented copy of the stored images (seeded: a resumed run repeats it)
+            data.inputs = DeviceTensor(augment_images(cfg.train.augment, pixels, seed, epoch), device)
         losses = train_steps(cfg, net, model, data, rows.order(seed * 100_003 + epoch), loss_fn, opt, sched, ema,
                              epoch, device, procs, columns)
         kept = evaluated(model, ema)   # the EMA weights when train.ema is on
@@ -478,9 +493,12 @@ def trainer_benchmark(cfg, steps: int = 10, repeats: int = 3, device=None, num_c
     ours = images_per_second(trainer, n, repeats)
     torch.manual_seed(seed)
     bare_model = build_model(cfg, num_classes, Y)
-    bare = training_throughput(bare_model, size, batch, device, num_classes=num_classes, steps=steps, repeats=repeats)
+    bf16 = cfg.train.amp and (device.type == "cuda" or cfg.train.amp_cpu)
+    bare = training_throughput(bare_model, size, batch, device, num_classes=num_classes, steps=steps, repeats=repeats,
+                               bf16=bf16)
     return {"model": f"{cfg.model.arch}:{cfg.model.backbone}", "image_size": size, "batch_size": batch,
             "steps": steps, "device": str(device), "threads": torch.get_num_threads(),
+            "precision": "bf16 autocast" if bf16 else "fp32",
             "trainer_images_per_s": ours, "bare_images_per_s": bare, "ratio": ours / bare}
 
 

@@ -1,8 +1,9 @@
 """The synthetic tail set (paper Sec. 3.1): label sets, prompts, sampling and the filter.
 
-1. :func:`draw_label_sets`: for each target class (tail, or tail + medium), label sets are drawn
-   from real training rows that contain it, and turned into prompts; the synthetic image's label
-   vector is exactly the set of findings its prompt names.
+1. :func:`synthetic_plan`: for each target class (tail, or tail + medium), the budget's count of
+   label sets (:func:`budget_counts`: a multiple of the class's real training positives) is drawn
+   from real training rows that contain it (:func:`draw_label_sets`) and turned into prompts; the
+   synthetic image's label vector is exactly the set of findings its prompt names.
 2. :func:`sample`: DDIM + classifier-free guidance (Eq. 4-6); the ``samples`` stage caches it.
 3. :func:`filter_synthetic`: a classifier trained on real data keeps an image when its
    probability for the prompted class exceeds the ``filter_negative_quantile`` quantile of its
@@ -35,20 +36,43 @@ def target_classes(cfg, groups) -> list[int]:
     return [i for i, g in enumerate(groups) if g in wanted]
 
 
-def draw_label_sets(train_set: ImageSet, class_set, targets, n_per_class: int, seed: int = 0,
+def budget_counts(cfg, train_set: ImageSet, targets, scale: float = 1.0) -> list[int]:
+    """Synthetic images to request per target class (chapters 2, 5): ``diffusion.budget_multiple``
+    times the class's real training positives, or ``diffusion.n_per_class`` for every class when
+    that is null; times ``scale`` (the ideal generator's dose curve); at least one per class.
+    The same counts for every arm of the controls, fixed before any filter."""
+    d = cfg.diffusion
+    if d.budget_multiple is None:
+        base = np.full(len(targets), float(d.n_per_class))
+    else:
+        base = d.budget_multiple * train_set.Y[:, list(targets)].sum(0).astype(float)
+    return [max(int(round(b * scale)), 1) for b in base]
+
+
+def synthetic_plan(cfg, train_set: ImageSet, class_set, targets, seed: int, scale: float = 1.0) -> pd.DataFrame:
+    """The label sets of the synthetic budget (:func:`budget_counts`): what the generator is asked
+    for, and what the ideal generator renders (the same rows at scale 1)."""
+    return draw_label_sets(train_set, class_set, targets, budget_counts(cfg, train_set, targets, scale), seed)
+
+
+def draw_label_sets(train_set: ImageSet, class_set, targets, n_per_class, seed: int = 0,
                     max_findings: int = 4) -> pd.DataFrame:
     """One row per synthetic image to make: target class, source row, its findings, prompt, labels.
 
-    The findings are the target class first, then the source row's other findings in class-set
-    order up to ``max_findings`` (``normal`` is dropped when a finding is present)."""
+    ``n_per_class`` is one count for every target or one per target. The findings are the target
+    class first, then the source row's other findings in class-set order up to ``max_findings``
+    (``normal`` is dropped when a finding is present)."""
     names = list(class_set.classes)
+    counts = [int(n_per_class)] * len(targets) if np.ndim(n_per_class) == 0 else [int(n) for n in n_per_class]
+    if len(counts) != len(targets):
+        raise ValueError(f"draw_label_sets: {len(counts)} counts for {len(targets)} target classes")
     rng = np.random.default_rng(seed)
     out = []
-    for c in targets:
+    for c, n in zip(targets, counts):
         rows = np.flatnonzero(train_set.Y[:, c] == 1)
         if len(rows) == 0:
             raise ValueError(f"class '{names[c]}' has no training row to draw a label set from")
-        pick = rng.choice(rows, size=n_per_class, replace=len(rows) < n_per_class)
+        pick = rng.choice(rows, size=n, replace=len(rows) < n)
         for k, r in enumerate(pick):
             others = [names[j] for j in np.flatnonzero(train_set.Y[r]) if j != c and names[j] != "normal"]
             present = [names[c]] + others[:max_findings - 1]

@@ -124,9 +124,11 @@ def create_timm_model(name: str, checkpoint: str | Path | None = None, in_chans:
 
 class Backbone(nn.Module):
     def __init__(self, name: str = "convnextv2_atto", stage: int = -1, in_chans: int = 1,
-                 checkpoint: str | Path | None = None, final_norm: bool = False, batchnorm: bool = False):
+                 checkpoint: str | Path | None = None, final_norm: bool = False, batchnorm: bool = False,
+                 drop_path_rate: float = 0.0):
         super().__init__()
-        model = create_timm_model(name, checkpoint, in_chans, num_classes=0, global_pool="")
+        extra = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}   # timm's stochastic depth
+        model = create_timm_model(name, checkpoint, in_chans, num_classes=0, global_pool="", **extra)
         info = model.feature_info
         if stage == -1 or stage == len(info) - 1:
             self.stem, self.stages, self.norm = model.stem, model.stages, model.norm_pre

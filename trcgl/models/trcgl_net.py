@@ -42,10 +42,12 @@ class TRCGLNet(nn.Module):
         return [p for p in self.parameters() if id(p) not in backbone]
 
 
-def _backbone(m, checkpoint=None) -> Backbone:
-    """The ConvNeXtV2 feature extractor of a ``model`` section (TRCGL-Net and the CSRA baseline)."""
+def _backbone(m, checkpoint=None, training: bool = True) -> Backbone:
+    """The ConvNeXtV2 feature extractor of a ``model`` section (TRCGL-Net and the CSRA baseline);
+    ``training``: with its stochastic depth (``model.drop_path_rate``, a no-op when evaluating)."""
     return Backbone(m.backbone, m.feature_stage, in_chans=1, checkpoint=checkpoint or m.checkpoint,
-                    final_norm=m.final_norm, batchnorm=m.feature_batchnorm)
+                    final_norm=m.final_norm, batchnorm=m.feature_batchnorm,
+                    drop_path_rate=m.drop_path_rate if training else 0.0)
 
 
 #: The config keys that decide a model's backbone (what cached features depend on).
@@ -63,7 +65,7 @@ def build_backbone(cfg, checkpoint=None) -> nn.Module:
 
         return timm_backbone(m.backbone, cfg.data.image_size, checkpoint=checkpoint or m.checkpoint)
     if m.arch in ("trcgl", "csra"):
-        return _backbone(m, checkpoint)
+        return _backbone(m, checkpoint, training=False)
     raise ValueError(f"model.arch '{m.arch}' has no separable backbone (cached features need trcgl, csra or timm)")
 
 

@@ -18,7 +18,7 @@ from .data import _as_image_set, cohort, const_set, image_set, selection_set, tr
 CLASSIFIER_READS = ("model", "train", "eval.f1_threshold", "eval.empty_classes", "deterministic", "device", "data.image_size",
                     "paths.clip_image_encoder")
 CLASSIFIER_MODULES = ("trcgl.train", "trcgl.models", "trcgl.losses", "trcgl.metrics", "trcgl.data.datasets",
-                      "trcgl.data.sampling", "trcgl.data.batches", "trcgl.ema", "trcgl.inpaint.pil")
+                      "trcgl.data.sampling", "trcgl.data.batches", "trcgl.data.augment", "trcgl.ema", "trcgl.inpaint.pil")
 
 
 def uses_pretraining(cfg) -> bool:
@@ -132,7 +132,7 @@ def _load_pretrain(ctx):
 
 @stage("pretrain", reads=_pretrain_reads, modules=("trcgl.pretraining", "trcgl.train", "trcgl.models", "trcgl.losses",
                                                    "trcgl.metrics", "trcgl.data.datasets", "trcgl.data.sampling",
-                                                   "trcgl.data.batches", "trcgl.ema"),
+                                                   "trcgl.data.batches", "trcgl.data.augment", "trcgl.ema"),
        load=_load_pretrain, together=True)
 def _pretrain(ctx):
     """A backbone pretrained on a pool of train-split rows disjoint from the experiment's, with

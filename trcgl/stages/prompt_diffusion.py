@@ -81,7 +81,7 @@ def _prompt_diffusion(ctx):
                          ctx.inputs["vae"], ctx.params["seed"], _device(ctx.cfg), ctx.work)
 
 
-SAMPLE_READS = ("diffusion.target_groups", "diffusion.n_per_class", "diffusion.n_sweep_per_class",
+SAMPLE_READS = ("diffusion.target_groups", "diffusion.n_per_class", "diffusion.budget_multiple", "diffusion.n_sweep_per_class",
                 "diffusion.sampling_steps", "diffusion.clip_latents", "device")
 
 
@@ -101,10 +101,10 @@ def _load_samples(ctx):
                                                 "trcgl.data.prompts"), load=_load_samples)
 def _samples(ctx):
     """Images sampled with DDIM + classifier-free guidance (Eq. 4-6) for a plan of prompts:
-    ``synthetic`` (n_per_class label sets per target class), ``sweep`` (the first n_sweep_per_class
-    of those) or ``unconditional``."""
+    ``synthetic`` (the budget's label sets per target class: :func:`~trcgl.diffusion.generate.synthetic_plan`),
+    ``sweep`` (the first n_sweep_per_class of those) or ``unconditional``."""
     from ..data.datasets import write_rows
-    from ..diffusion.generate import draw_label_sets, sample, target_classes
+    from ..diffusion.generate import sample, synthetic_plan, target_classes
 
     d, kind, seed = ctx.cfg.diffusion, ctx.params["kind"], ctx.params["seed"]
     cohort, train = ctx.inputs["cohort"], ctx.inputs["train"]
@@ -113,7 +113,7 @@ def _samples(ctx):
         n = max(d.n_sweep_per_class * len(targets), 8)
         plan = pd.DataFrame({"prompt": [""] * n, "target_id": [0] * n})
     else:
-        plan = draw_label_sets(train, cohort.class_set, targets, d.n_per_class, seed)
+        plan = synthetic_plan(ctx.cfg, train, cohort.class_set, targets, seed)
         if kind == "sweep":
             plan = plan.groupby("target_id", sort=False).head(d.n_sweep_per_class).reset_index(drop=True)
         elif kind != "synthetic":
@@ -157,35 +157,70 @@ def _synthetic_set(ctx):
 
 # ----------------------------------------------------------------------------- controls of the synthetic claim
 
-CONTROL_KINDS = ("oversampled", "ideal", "shuffled")
+CONTROL_KINDS = ("oversampled", "unfiltered", "ideal-kept", "shuffled")
+_NEEDS_RENDERER = ("phantom", "data.image_size", "data.source")
 
 
 def _control_reads(params) -> tuple[str, ...]:
     if params.get("kind") not in CONTROL_KINDS:
         raise StageError(f"control-set: unknown kind {params.get('kind')!r} (known: {', '.join(CONTROL_KINDS)})")
-    return ("phantom", "data.image_size", "data.source") if params["kind"] == "ideal" else ()
+    return _NEEDS_RENDERER if params["kind"] == "ideal-kept" else ("diffusion.synthetic_weight",)
 
 
-@stage("control-set", reads=_control_reads, modules=("trcgl.controls", "trcgl.data.datasets", "trcgl.data.phantom"),
+def _renderer(ctx):
+    from ..data.datasets import phantom_renderer
+
+    if ctx.cfg.data.source != "phantom":
+        raise StageError("the ideal generator renders phantoms: it needs data.source = phantom")
+    return phantom_renderer(ctx.cfg, ctx.inputs["cohort"])
+
+
+@stage("control-set", reads=_control_reads, modules=("trcgl.controls", "trcgl.data.datasets", "trcgl.data.phantom",
+                                                      "trcgl.diffusion.generate"),
        load=_load_plain_set)
 def _control_set(ctx):
-    """A control of the synthetic tail set: real tail rows oversampled to its count and weight, its
-    label sets rendered by the phantom renderer (ideal generator), or its labels shuffled."""
+    """An arm of the synthetic claim beside the filtered set, at the synthetic budget: every image
+    the generator was asked for, unfiltered; real tail rows oversampled to the budget's counts;
+    the generated images with their labels shuffled across targets; or the label sets the filter
+    kept rendered by the phantom renderer (the ideal generator at the filter's count)."""
     from .. import controls
-    from ..data.datasets import phantom_renderer, save_image_set
+    from ..data.datasets import save_image_set
+    from ..diffusion.generate import as_image_set
 
-    kind, seed = ctx.params["kind"], ctx.params["seed"]
-    synthetic, train = ctx.inputs["synthetic"].kept, ctx.inputs["train"]
-    if kind == "oversampled":
-        out = controls.oversampled(train, synthetic, seed)
-    elif kind == "shuffled":
-        out = controls.shuffled_labels(synthetic, seed)
+    kind, seed, res = ctx.params["kind"], ctx.params["seed"], ctx.inputs["synthetic"]
+    if kind == "ideal-kept":
+        out = controls.ideal_renders(_renderer(ctx), res.kept, ctx.inputs["train"], ctx.cfg.data.image_size,
+                                     f"kept{seed}")
     else:
-        if ctx.cfg.data.source != "phantom":
-            raise StageError("the ideal generator renders phantoms: it needs data.source = phantom")
-        renderer = phantom_renderer(ctx.cfg, ctx.inputs["cohort"])
-        out = controls.ideal_renders(renderer, synthetic, train, ctx.cfg.data.image_size, seed)
+        unfiltered = as_image_set(res.images, res.plan.drop(columns=["p_filter", "kept"], errors="ignore"),
+                                  ctx.inputs["cohort"].class_set, ctx.cfg.diffusion.synthetic_weight)
+        out = {"unfiltered": lambda: unfiltered,
+               "oversampled": lambda: controls.oversampled(ctx.inputs["train"], unfiltered, seed),
+               "shuffled": lambda: controls.shuffled_labels(unfiltered, seed)}[kind]()
     save_image_set(out, ctx.work)
+
+
+@stage("ideal-set", reads=("diffusion.target_groups", "diffusion.n_per_class", "diffusion.budget_multiple",
+                           "diffusion.synthetic_weight") + _NEEDS_RENDERER,
+       modules=("trcgl.controls", "trcgl.data.datasets", "trcgl.data.phantom", "trcgl.diffusion.generate",
+                "trcgl.data.prompts"),
+       load=_load_plain_set)
+def _ideal_set(ctx):
+    """The ideal generator (the positive control): the label sets of the synthetic budget times
+    ``scale`` (at scale 1 the very rows asked of the generator) rendered by the phantom renderer on
+    fresh anatomy, at the synthetic loss weight. Needs no generator."""
+    from .. import controls
+    from ..data.datasets import save_image_set
+    from ..diffusion.generate import as_image_set, synthetic_plan, target_classes
+
+    cfg, train, cohort = ctx.cfg, ctx.inputs["train"], ctx.inputs["cohort"]
+    plan = synthetic_plan(cfg, train, cohort.class_set, target_classes(cfg, cohort.groups), ctx.params["seed"],
+                          ctx.params["scale"])
+    size = cfg.data.image_size
+    labelled = as_image_set(np.zeros((len(plan), size, size), np.uint8), plan, cohort.class_set,
+                            cfg.diffusion.synthetic_weight)
+    tag = ctx.params["seed"] if ctx.params["scale"] == 1 else f"{ctx.params['seed']}x{ctx.params['scale']:g}"
+    save_image_set(controls.ideal_renders(_renderer(ctx), labelled, train, size, tag), ctx.work)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -221,9 +256,15 @@ def synthetic_set(cfg) -> Request:
 
 
 def control_set(cfg, kind: str) -> Request:
-    """A control of the synthetic set (chapters 2 and 5): ``oversampled``, ``ideal`` or ``shuffled``."""
+    """An arm of the synthetic claim (chapters 2 and 5): ``unfiltered``, ``oversampled``,
+    ``shuffled`` or ``ideal-kept`` (:data:`CONTROL_KINDS`)."""
     return Request("control-set", cfg, kind=kind, seed=int(cfg.seed), synthetic=synthetic_set(cfg),
                    train=train_set(cfg), cohort=cohort(cfg))
+
+
+def ideal_set(cfg, scale: float = 1.0) -> Request:
+    """The ideal generator at ``scale`` times the synthetic budget (chapter 5's controls and dose curve)."""
+    return Request("ideal-set", cfg, scale=float(scale), seed=int(cfg.seed), train=train_set(cfg), cohort=cohort(cfg))
 
 
 def oracle(cfg) -> Request:

@@ -15,7 +15,7 @@ from .classifiers import classifier, predictions
 from .common import _groups, get
 from .data import cohort, selection_set, test_set, train_set
 from .inpainting import inpainted_set
-from .prompt_diffusion import CONTROL_KINDS, control_set, synthetic_set
+from .prompt_diffusion import CONTROL_KINDS, control_set, ideal_set, synthetic_set
 
 # ----------------------------------------------------------------------------- tables
 
@@ -100,7 +100,7 @@ def _table(ctx):
 
 def extra_request(cfg, extra) -> Request | None:
     """The stage request of a table row's :class:`~trcgl.tables.Extra`."""
-    from ..tables import COPIES, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, tables_config
+    from ..tables import COPIES, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, dose_scale, tables_config
 
     if extra is None:
         return None
@@ -111,6 +111,10 @@ def extra_request(cfg, extra) -> Request | None:
                                      inpainted=inpainted_set(cfg))}
     parts = []
     for kind, weight, progressive in extra.parts:
+        scale = dose_scale(kind)
+        if scale is not None:
+            parts.append((ideal_set(cfg, scale), weight, progressive))
+            continue
         if kind not in kinds:
             raise StageError(f"unknown extra images {kind!r} (known: {', '.join(kinds)})")
         parts.append((kinds[kind](), weight, progressive))

@@ -19,7 +19,7 @@ TARGETS: dict[str, Callable] = {
     "dit": lambda cfg: [normal_dit(cfg)],
     "inpainted": lambda cfg: [inpainted_set(cfg), inpainted_set(cfg, guard="off")],
     **{name: (lambda n: lambda cfg: [table(cfg, n)])(name)
-       for name in ("table1", "table3", "table4", "table5", "inpaint_h2h", "inpaint_ablation", "released", "controls",
+       for name in ("table1", "table3", "table4", "table5", "inpaint_h2h", "inpaint_ablation", "released", "controls", "dose",
                     "gcn_conditions", "cca")},
     "components": lambda cfg: [table(cfg, "components", seeds=[cfg.seed])],
 }

@@ -130,7 +130,9 @@ def released_comparison(ch, tcfg):
     if tcfg.train.finetune_epochs == 0:
         text += (" This profile trains the heads only (the paper's stage 1, on the frozen backbone), so the "
                  "behaviours of the released fine-tuning stage cannot act: EMA starts at fine-tuning, so the "
-                 "'+ EMA' row is the text reading; and the released reading gives synthetic images weight 0 "
+                 "'+ EMA' row is the text reading; augmentations and stochastic depth act only where the "
+                 "backbone trains on pixels, so the '+ augmentation + drop path + AdamW ε' row differs from the "
+                 "text reading by AdamW's ε alone; and the released reading gives synthetic images weight 0 "
                  "outside fine-tuning, so its synthetic images never count here.")
     note = benchmark_note(tcfg, "No paper column: the paper reports one reading.", result.records)
     return ours, diffs.round(4), text, note

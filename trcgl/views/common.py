@@ -76,6 +76,13 @@ def f1_rule_text(cfg) -> str:
     return rules[cfg.eval.f1_thresholds]
 
 
+def budget_rule_text(cfg) -> str:
+    """How many synthetic images each target class is asked for (chapters 2 and 5)."""
+    d = cfg.diffusion
+    return (f"{d.budget_multiple:g}× each target class's real training positives" if d.budget_multiple is not None
+            else f"{d.n_per_class} per target class")
+
+
 def wrapped(*paragraphs: str, width: int = 110) -> str:
     """Printed notes, one paragraph per line group, wrapped to ``width`` columns (a printed output does
     not wrap on the page: a long line would scroll sideways)."""

@@ -141,7 +141,7 @@ def figure_3(ch, cohort, train_set, targets):
     from ..plots import sample_grid
 
     s = ch.get(S.samples(ch.cfg))
-    n_show = min(5, ch.cfg.diffusion.n_per_class)
+    n_show = min(5, int(s.plan["target_id"].value_counts().min()))
     classes = cohort.class_set.classes
     grid, titles, shown = [], [], []
     for c in targets:
@@ -157,8 +157,11 @@ def figure_3(ch, cohort, train_set, targets):
 def synthetic(ch):
     """The filtered set, a sentence on it, and the per-class report."""
     res = ch.get(S.synthetic_set(ch.cfg))
-    text = (f"kept {len(res.kept)} of {len(res.plan)} synthetic images ({len(res.kept) / len(res.plan):.0%}), each "
-            f"with loss weight {ch.cfg.diffusion.synthetic_weight}; thresholds calibrated on the selection split")
+    from .common import budget_rule_text
+
+    text = (f"asked for {budget_rule_text(ch.cfg)} ({len(res.plan)} images); kept {len(res.kept)} of them "
+            f"({len(res.kept) / len(res.plan):.0%}), each with loss weight {ch.cfg.diffusion.synthetic_weight}; "
+            "thresholds calibrated on the selection split")
     return res, text, res.report.round(3)
 
 

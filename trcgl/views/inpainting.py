@@ -9,7 +9,7 @@ from .. import paper
 from .. import stages as S
 from ..inpaint.experiment import group_means, guard_effect, interval_text, per_class_scores, with_deltas
 from ..seedtables import paired_differences, results_store, seed_means, seed_table
-from ..tables import BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, tables_config
+from ..tables import BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, PROMPT_BUDGET, UNFILTERED, tables_config
 from .common import benchmark_note, f1_rule_text, table
 
 PAPER_2_H2H = "Paper 2's columns: its Table 3, real CheXpert / MIMIC-CXR, ResNet-50, one run, macro F1 in %."
@@ -144,7 +144,8 @@ def pil_schedule(tcfg, res):
 def head_to_head(ch, tcfg):
     result = table(ch, "inpaint_h2h")
     names = [r["name"] for r in result.rows]
-    extra = {NO_AUG: 0, PROMPT: len(ch.get(S.synthetic_set(ch.cfg)).kept), INPAINT: len(ch.get(S.inpainted_set(ch.cfg)).images)}
+    extra = {NO_AUG: 0, PROMPT: len(ch.get(S.synthetic_set(ch.cfg)).kept), INPAINT: len(ch.get(S.inpainted_set(ch.cfg)).images),
+             PROMPT_BUDGET: len(ch.get(S.control_set(ch.cfg, UNFILTERED)))}
     extra[BOTH] = extra[PROMPT] + extra[INPAINT]
     h2h = seed_table(results_store(ch.cfg), "inpaint_h2h", ["mAP", "macro-F1", "mAP head", "mAP medium", "mAP tail"],
                      rows=names)
@@ -160,7 +161,8 @@ def head_to_head_differences(ch) -> tuple[pd.DataFrame, str]:
     means = seed_means(store, "inpaint_h2h")
     d = paired_differences(store, "inpaint_h2h", NO_AUG, "mAP tail").loc[INPAINT]
     u = "mAUC tail"
-    du = {r: paired_differences(store, "inpaint_h2h", NO_AUG, u).loc[r] for r in (PROMPT, INPAINT, BOTH)}
+    du_all = paired_differences(store, "inpaint_h2h", NO_AUG, u)
+    du = {r: du_all.loc[r] for r in (PROMPT, PROMPT_BUDGET, INPAINT, BOTH) if r in du_all.index}
     t3 = paper.INPAINT_TABLE_3
     text = ("Tail mAUC (the primary endpoint) against no augmentation "
             f"({means.loc[NO_AUG, u]:.4f}): " + "; ".join(

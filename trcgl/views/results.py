@@ -15,7 +15,7 @@ from .common import benchmark_note, run, table
 
 
 def needs(cfg) -> list:
-    return [S.table(cfg, "table1"), S.table(cfg, "controls")]
+    return [S.table(cfg, "table1"), S.table(cfg, "controls"), S.table(cfg, "dose")]
 
 
 def setting(ch):
@@ -226,18 +226,42 @@ def controls_differences(ch, result) -> pd.DataFrame:
                      axis=1).round(4)
 
 
+def controls_setup(ch) -> str:
+    """The synthetic budget of the controls, from the run: the multiple (or count) per tail class,
+    each class's count, and how many the filter kept."""
+    from .. import stages as S
+
+    cfg = ch.cfg
+    res = ch.get(S.synthetic_set(cfg))
+    report = res.report
+    counts = ", ".join(f"{c} {int(r.generated)}" for c, r in report.iterrows())
+    rule = common.budget_rule_text(cfg)
+    kept = int(report["kept"].sum())
+    total = int(report["generated"].sum())
+    return common.wrapped(
+        f"The synthetic budget: {rule}, asked of the generator before any filter and the same for every arm "
+        f"({counts}; {total} images), each at loss weight {cfg.diffusion.synthetic_weight:g}. The filter kept "
+        f"{kept} of the {total} ({kept / max(total, 1):.0%}); the ideal generator at the filter's count renders "
+        "exactly the kept label sets.")
+
+
 def controls_verdict(ch, result, test_set, cohort) -> str:
     """What the positive control says about the benchmark's power, what the negative control says
-    about its honesty, and what fraction of the ideal gain the method reaches (with its interval)."""
+    about its honesty, and what fraction of the ideal gain the method reaches, unfiltered and
+    filtered (with their intervals)."""
     from ..seedtables import ratio_interval
-    from ..tables import BASELINE, IDEAL_ROW, METHOD, SHUFFLED_ROW
+    from ..tables import BASELINE, IDEAL_KEPT_ROW, IDEAL_ROW, METHOD, OVERSAMPLING, SHUFFLED_ROW, UNFILTERED_ROW
 
     store = results_store(ch.cfg)
-    d = paired_differences(store, "controls", BASELINE, "mAUC tail")
+    d = paired_differences(store, "controls", BASELINE, PRIMARY)
     lines = []
+
+    def span(x) -> str:
+        return f"{x.iloc[0]:+.4f} [{x['low']:+.4f}, {x['high']:+.4f}]"
+
     if IDEAL_ROW in d.index:
         ideal = d.loc[IDEAL_ROW]
-        lines.append(f"Positive control: the ideal generator changes tail mAUC by {ideal.iloc[0]:+.4f} "
+        lines.append(f"Positive control: the ideal generator at the budget changes {PRIMARY} by {ideal.iloc[0]:+.4f} "
                      f"[{ideal['low']:+.4f}, {ideal['high']:+.4f}] — "
                      + ("the benchmark can detect what extra tail images of the right kind add."
                         if ideal["low"] > 0 else
@@ -245,20 +269,92 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
                         "generator, so no verdict on the method below is possible."))
     if SHUFFLED_ROW in d.index:
         neg = d.loc[SHUFFLED_ROW]
-        lines.append(f"Negative control: shuffled labels change tail mAUC by {neg.iloc[0]:+.4f} "
+        lines.append(f"Negative control: shuffled labels change {PRIMARY} by {neg.iloc[0]:+.4f} "
                      f"[{neg['low']:+.4f}, {neg['high']:+.4f}] — "
-                     + ("not above 0, as it must be." if not neg["low"] > 0 else
-                        "ABOVE 0: extra images help even with wrong labels, so a gain of the method may not come "
-                        "from what its images show."))
-    m = d.loc[METHOD]
-    lines.append(f"The method (prompt diffusion): {m.iloc[0]:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}] tail mAUC.")
-    if IDEAL_ROW in d.index:
+                     + ("ABOVE 0: extra images help even with wrong labels, so a gain of the method may not come "
+                        "from what its images show." if neg["low"] > 0 else
+                        "below 0: tail labels on images that do not show them are label noise, worse than no "
+                        "extra images; not above 0, as a negative control must be." if neg["high"] < 0 else
+                        "not above 0, as it must be."))
+    if IDEAL_ROW in d.index and OVERSAMPLING in d.index:
+        over = paired_differences(store, "controls", OVERSAMPLING, PRIMARY).loc[IDEAL_ROW]
+        lines.append(f"Oversampling the real tail rows to the same budget and weight changes {PRIMARY} by "
+                     f"{span(d.loc[OVERSAMPLING])}; the ideal generator beats it by {span(over)}: "
+                     + ("new images of the right kind add more than seeing the real tail rows more often."
+                        if over["low"] > 0 else
+                        "the ideal generator's gain is not told apart from that of re-weighting the real tail rows: "
+                        "what extra images add here is mostly more weight on the tail."
+                        if d.loc[OVERSAMPLING, "low"] > 0 else
+                        "the two are not told apart at this scale."))
+    for row in (UNFILTERED_ROW, METHOD):
+        if row in d.index:
+            lines.append(f"{row}: {span(d.loc[row])} {PRIMARY}.")
+
+    def fraction(row, ideal, what) -> bool:
+        if row not in d.index or ideal not in d.index:
+            return False
+        if not d.loc[ideal, "low"] > 0:     # no gain to take a fraction of
+            lines.append(f"Fraction of the ideal gain, {what}: not given, as the ideal gain's interval is not above 0.")
+            return False
         r = ratio_interval(test_set.Y, result.probs, test_set.rows["ImageID"].to_numpy(), cohort.groups, result.seeds,
-                           METHOD, BASELINE, IDEAL_ROW, "mAUC tail", n=ch.cfg.eval.bootstrap, seed=0,
+                           row, BASELINE, ideal, PRIMARY, n=ch.cfg.eval.bootstrap, seed=0,
                            interval_method=ch.cfg.eval.interval)
-        lines.append(f"It reaches {r['value']:.2f} of the ideal generator's gain [{r['low']:.2f}, {r['high']:.2f}] "
-                     f"(1 = as good as rendering the truth, 0 = no better than no extra images).")
+        lines.append(f"Fraction of the ideal gain, {what}: {r['value']:.2f} [{r['low']:.2f}, {r['high']:.2f}].")
+        return True
+
+    given = [fraction(UNFILTERED_ROW, IDEAL_ROW, "every generated image (unfiltered) against the ideal generator "
+                                                 "at the budget"),
+             fraction(METHOD, IDEAL_ROW, "the filtered set (the method) against the ideal generator at the budget"),
+             fraction(METHOD, IDEAL_KEPT_ROW, "the filtered set against the ideal generator at the filter's count "
+                                              "(the same label sets, perfect images)")]
+    if any(given):
+        lines.append("(1 = as good as rendering the truth, 0 = no better than no extra images, below 0 = worse.)")
     return "\n".join(lines)
+
+
+def dose_curve(ch):
+    """The ideal generator's dose curve: each dose's images, its paired difference from no extra
+    images on the primary endpoint (interval resampling seeds and test label rows), as a table and
+    a figure."""
+    from .. import stages as S
+    from ..plots import dose_curve as plot
+    from ..tables import BASELINE, dose_row_name
+
+    table(ch, "dose")
+    d = paired_differences(results_store(ch.cfg), "dose", BASELINE, PRIMARY)
+    rows = []
+    for k in ch.cfg.tables.ideal_doses:
+        name = dose_row_name(k)
+        if name in d.index:
+            n = len(ch.get(S.ideal_set(ch.cfg, k)))
+            rows.append({"dose (× budget)": float(k), "images": n, **d.loc[name, [f"Δ{PRIMARY} vs {BASELINE}", "low", "high",
+                                                                              "better on seeds"]].to_dict()})
+    df = pd.DataFrame(rows).set_index("dose (× budget)")
+    if df.empty:
+        return df, None, "The dose curve needs the phantom renderer (data.source: phantom)."
+    fig = plot(df["images"].to_numpy(), df[f"Δ{PRIMARY} vs {BASELINE}"].to_numpy(), df["low"].to_numpy(),
+               df["high"].to_numpy(), xlabel="ideal-generator images added (all tail classes)",
+               ylabel=f"Δ {PRIMARY} vs no extra images")
+    return df.round(4), fig, _dose_text(ch, d)
+
+
+def _dose_text(ch, d) -> str:
+    """What each step up the dose curve adds (paired differences between neighbouring doses)."""
+    from ..tables import dose_row_name
+
+    store = results_store(ch.cfg)
+    doses = [k for k in ch.cfg.tables.ideal_doses if dose_row_name(k) in d.index]
+    steps = []
+    for a, b in zip(doses, doses[1:]):
+        x = paired_differences(store, "dose", dose_row_name(a), PRIMARY).loc[dose_row_name(b)]
+        steps.append((a, b, x))
+    if not steps:
+        return ""
+    parts = [f"{a:g}× → {b:g}×: {x.iloc[0]:+.4f} [{x['low']:+.4f}, {x['high']:+.4f}]" for a, b, x in steps]
+    last = steps[-1][2]
+    end = ("still rising at the largest dose: more images of the right kind would add more"
+           if last["low"] > 0 else "the last step's interval reaches 0: the curve flattens within this range")
+    return common.wrapped(f"What each step up the dose adds to {PRIMARY} (paired): " + "; ".join(parts) + f" — {end}.")
 
 
 def exercises(ch, cohort, test_set):
