@@ -74,24 +74,29 @@ def test_adamw_eps_is_the_configured_one():
         assert all(g["eps"] == eps for g in opt.param_groups)
 
 
-def test_augmentation_changes_whole_network_training_and_is_skipped_loudly_on_cached_features(tmp_path, caplog):
-    """On images the augmented run learns from other pixels than the plain one (other weights);
-    heads on cached features cannot see augmented pixels: the trainer says so and trains as without."""
-    from trcgl.cache import ArtifactCache
-    from trcgl.stages import train_classifier
-
-    from .test_train import GROUPS, toy_cfg, toy_set
-
-    train, val = toy_set(96, 0), toy_set(48, 1)
-    runs = {}
-    for augment in ("none", "released"):
-        cfg = toy_cfg(**{"train.augment": augment, "train.warmup_epochs": 0, "train.finetune_epochs": 1})
-        runs[augment] = train_classifier(cfg, train, val, GROUPS, cache=ArtifactCache(tmp_path / augment))
-    a, b = (runs[k].model.state_dict() for k in ("none", "released"))
-    assert any(not torch.equal(a[k], b[k]) for k in a)
+def test_the_trainer_feeds_each_epoch_its_augmented_pixels_and_skips_loudly_on_cached_features(tmp_path, caplog,
+                                                                                               monkeypatch):
+    """On images every epoch trains on augment_images(stored pixels, seed, epoch) (real rows, then
+    the extra rows); heads on cached features cannot see augmented pixels: the trainer says so
+    and trains exactly as without."""
+    from trcgl import train as train_mod
     from trcgl.train import fit_classifier
 
-    from .test_train import heads_only_toy
+    from .test_train import GROUPS, heads_only_toy, toy_cfg, toy_set
+
+    seen = []
+
+    def recorded(name, images, seed, epoch):
+        seen.append((name, images.copy(), seed, epoch))
+        return augment_images(name, images, seed, epoch)
+
+    monkeypatch.setattr(train_mod, "augment_images", recorded)
+    train, val, extra = toy_set(24, 0), toy_set(16, 1), toy_set(8, 4)
+    cfg = toy_cfg(**{"train.augment": "released", "train.warmup_epochs": 1, "train.finetune_epochs": 1,
+                     "pretrain.enabled": False})
+    fit_classifier(cfg, train, val, GROUPS, extra, 3, torch.device("cpu"), tmp_path / "images")
+    assert [(n, s, e) for n, _, s, e in seen] == [("released", 3, 0), ("released", 3, 1)]
+    assert all(np.array_equal(x, np.concatenate([train.images, extra.images])) for _, x, _, _ in seen)
 
     cfg, train, select, cached = heads_only_toy(2)
     weights = {}
@@ -104,3 +109,4 @@ def test_augmentation_changes_whole_network_training_and_is_skipped_loudly_on_ca
         assert said == (augment == "released")
         weights[augment] = torch.load(tmp_path / f"heads-{augment}" / "best.pt", weights_only=True)
     assert all(torch.equal(weights["none"][k], weights["released"][k]) for k in weights["none"])
+    assert len(seen) == 2                                   # never called for cached features

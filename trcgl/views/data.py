@@ -222,7 +222,7 @@ def learnability_ceiling(ch) -> tuple[str, pd.DataFrame | None]:
     return text, table.round(3)
 
 
-def trainer_speed(ch, steps: int = 10, repeats: int = 3) -> pd.DataFrame:
+def trainer_speed(ch, steps: int = 6, repeats: int = 3) -> pd.DataFrame:
     """The classifier trainer's optimiser steps (the tensor input pipeline, the weighted loss, AdamW
     with its schedule) against a bare timm loop on the same network, image size and batch
     (:func:`trcgl.train.trainer_benchmark`), measured now on this run's device; the reproduce page
