@@ -322,24 +322,23 @@ class Counts:
 
         from .diffusion.generate import budget_counts
         from .graph import Const
-        from .stages import ROWS
 
         train = req.params["train"]
-        if isinstance(train, Const):
-            Y = train.value.Y
-        else:
-            co = self.cohort(train)
-            Y = co.Y[ROWS[train.params["rows"]].pick(train.cfg, co)]
+        Y = train.value.Y if isinstance(train, Const) else self.labels(train)
         return budget_counts(req.cfg, SimpleNamespace(Y=Y), self.targets(req), scale)
+
+    def labels(self, image_set) -> np.ndarray:
+        """The label rows an ``image-set`` request picks from its cohort."""
+        from .stages import ROWS
+
+        co = self.cohort(image_set)
+        return co.Y[ROWS[image_set.params["rows"]].pick(image_set.cfg, co)]
 
     def inpainted(self, req) -> int:
         """Rows with a head finding and a finding of ``inpaint.keep_groups`` (the guard may keep fewer)."""
         train = req.params["train"]
-        from .stages import ROWS
-
-        co = self.cohort(train)
-        Y = co.Y[ROWS[train.params["rows"]].pick(train.cfg, co)]
-        groups = np.asarray(co.groups)
+        Y = self.labels(train)
+        groups = np.asarray(self.cohort(train).groups)
         head = Y[:, groups == "head"].any(1)
         keep = Y[:, np.isin(groups, list(req.cfg.inpaint.keep_groups))].any(1)
         return int((head & keep).sum())

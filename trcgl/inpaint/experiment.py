@@ -45,13 +45,6 @@ def per_class_scores(result, rows, test_set: ImageSet, groups, metric: str = "F1
     return table
 
 
-def interval_text(row) -> str:
-    """"+0.0123 [+0.0010, +0.0236]" for a paired_differences row, without an interval for one seed."""
-    if np.isnan(row["low"]):
-        return f"{row.iloc[0]:+.4f} (one seed: no interval)"
-    return f"{row.iloc[0]:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
-
-
 def with_deltas(table: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Add "Δ <row>" columns: each row's score minus the reference's (the paper's "(+x)")."""
     out = table.copy()

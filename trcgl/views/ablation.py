@@ -9,7 +9,7 @@ from .. import paper
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
 from ..tables import tables_config
-from .common import benchmark_note, table
+from .common import benchmark_note, interval_text, table
 
 METRICS = ["mAUC tail", "mAP", "mAUC", "macro-F1", "mAP tail"]
 
@@ -107,7 +107,7 @@ def sensitivity_text(ch) -> str:
         edge = (" The best setting is at the edge of the grid: the optimum may lie outside it."
                 if list(m.index).index(best) in (0, len(m) - 1) else "")
         lines.append(f"{what}, {metric}: best {best} ({m[best]:.4f}), worst {worst} ({m[worst]:.4f}); best − worst "
-                     f"{d.iloc[0]:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (paired; both picked after looking, so "
+                     f"{interval_text(d)} (paired; both picked after looking, so "
                      f"the interval flatters the difference); {verdict}{edge}")
     return "\n".join(lines)
 

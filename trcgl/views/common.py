@@ -2,6 +2,7 @@
 tables that state the run's setting (every word read from the configuration and the table's records)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .. import stages as S
@@ -74,6 +75,13 @@ def f1_rule_text(cfg) -> str:
     rules = {"selection": "at per-class thresholds each run chose on the selection split (best F1 there)",
              "fixed": f"at a fixed threshold of {cfg.eval.f1_threshold:g} for every class"}
     return rules[cfg.eval.f1_thresholds]
+
+
+def interval_text(row) -> str:
+    """"+0.0123 [+0.0010, +0.0236]" for a paired_differences row, without an interval for one seed."""
+    if np.isnan(row["low"]):
+        return f"{row.iloc[0]:+.4f} (one seed: no interval)"
+    return f"{row.iloc[0]:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
 
 
 def budget_rule_text(cfg) -> str:

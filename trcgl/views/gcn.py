@@ -8,7 +8,7 @@ import pandas as pd
 from .. import stages as S
 from ..claims import effect_words, paper_effect
 from ..tables import CCA, FULL, GAP_ONLY
-from .common import row_means, run, table
+from .common import interval_text, row_means, run, table
 
 TAUS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 
@@ -236,7 +236,7 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
 
     effect = paper_effect("+ label GCN (full)", "+ channel-class attention")
 
-    text = "; ".join(f"{c}: {effect_words(r, effect)} ({r.iloc[0]:+.4f} [{r['low']:+.4f}, {r['high']:+.4f}])" for c, r in effects.items())
+    text = "; ".join(f"{c}: {effect_words(r, effect)} ({interval_text(r)})" for c, r in effects.items())
     hidden, broken = effects.get("tail hidden"), effects.get("co-occurrence broken")
     if hidden is not None:
         text += (". Positive control: with the tail lesions hidden, only co-occurrence can predict the tail, so a "
@@ -249,7 +249,7 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
                     else "yet it gains: the effect does not come from co-occurrence."))
     for condition, g in graph.items():
         text += (f" The graph's edges ({condition}: the true graph against the same GCN over a shuffled one, "
-                 f"{g.iloc[0]:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}]): "
+                 f"{interval_text(g)}): "
                  + ("the true co-occurrence adds to the tail." if g["sure"] and g.iloc[0] > 0 else
                     "the shuffled graph does better, so what the GCN adds is not the co-occurrence." if g["sure"] else
                     "no difference the interval can see, so any gain of the GCN need not come from its edges."))

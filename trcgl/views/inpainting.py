@@ -7,10 +7,10 @@ import pandas as pd
 
 from .. import paper
 from .. import stages as S
-from ..inpaint.experiment import group_means, guard_effect, interval_text, per_class_scores, with_deltas
+from ..inpaint.experiment import group_means, guard_effect, per_class_scores, with_deltas
 from ..seedtables import paired_differences, results_store, seed_means, seed_table
 from ..tables import BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, PROMPT_BUDGET, UNFILTERED, tables_config
-from .common import benchmark_note, f1_rule_text, table
+from .common import benchmark_note, f1_rule_text, interval_text, table
 
 PAPER_2_H2H = "Paper 2's columns: its Table 3, real CheXpert / MIMIC-CXR, ResNet-50, one run, macro F1 in %."
 PAPER_2_ABLATION = "Paper 2's columns: the cross-entropy rows of its Table 4 (ResNet-50, macro F1 in %)."

@@ -89,12 +89,12 @@ def ranking_text(ch, result) -> str:
     tail_order = means["mAUC tail"].sort_values(ascending=False)
     text = (f"Tail mAUC (the primary endpoint): TRCGL-Net ranks {list(tail_order.index).index('Ours') + 1} of "
             f"{len(tail_order)} ({', '.join(tail_order.index)}); against ConvNeXt it changes tail mAUC by "
-            f"{t.iloc[0]:+.4f} [{t['low']:+.4f}, {t['high']:+.4f}]"
+            f"{common.interval_text(t)}"
             f"{' (sure)' if t['sure'] else ' (not sure at this number of seeds)'}.\n"
             f"Ranking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
             f"By mAP, TRCGL-Net ranks {rank} of {len(order)} here, so this run "
             f"{'reproduces' if rank == 1 else 'does not reproduce'} the paper's headline (first place). Against "
-            f"ConvNeXt it changes mAP by {d.iloc[0]:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] (better on "
+            f"ConvNeXt it changes mAP by {common.interval_text(d)} (better on "
             f"{d['better on seeds']} seeds{'; sure' if d['sure'] else '; not sure at this number of seeds'}). The "
             f"strongest baseline here by tail mAUC is {strongest} ({means.loc[strongest, PRIMARY]:.4f} tail mAUC, "
             f"{means.loc[strongest, 'mAP']:.4f} mAP).")
@@ -229,8 +229,6 @@ def controls_differences(ch, result) -> pd.DataFrame:
 def controls_setup(ch) -> str:
     """The synthetic budget of the controls, from the run: the multiple (or count) per tail class,
     each class's count, and how many the filter kept."""
-    from .. import stages as S
-
     cfg = ch.cfg
     res = ch.get(S.synthetic_set(cfg))
     report = res.report
@@ -255,22 +253,18 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
     store = results_store(ch.cfg)
     d = paired_differences(store, "controls", BASELINE, PRIMARY)
     lines = []
-
-    def span(x) -> str:
-        return f"{x.iloc[0]:+.4f} [{x['low']:+.4f}, {x['high']:+.4f}]"
+    span = common.interval_text
 
     if IDEAL_ROW in d.index:
         ideal = d.loc[IDEAL_ROW]
-        lines.append(f"Positive control: the ideal generator at the budget changes {PRIMARY} by {ideal.iloc[0]:+.4f} "
-                     f"[{ideal['low']:+.4f}, {ideal['high']:+.4f}] — "
+        lines.append(f"Positive control: the ideal generator at the budget changes {PRIMARY} by {span(ideal)} — "
                      + ("the benchmark can detect what extra tail images of the right kind add."
                         if ideal["low"] > 0 else
                         "its interval is not above 0: at this scale the benchmark cannot detect even a perfect "
                         "generator, so no verdict on the method below is possible."))
     if SHUFFLED_ROW in d.index:
         neg = d.loc[SHUFFLED_ROW]
-        lines.append(f"Negative control: shuffled labels change {PRIMARY} by {neg.iloc[0]:+.4f} "
-                     f"[{neg['low']:+.4f}, {neg['high']:+.4f}] — "
+        lines.append(f"Negative control: shuffled labels change {PRIMARY} by {span(neg)} — "
                      + ("ABOVE 0: extra images help even with wrong labels, so a gain of the method may not come "
                         "from what its images show." if neg["low"] > 0 else
                         "below 0: tail labels on images that do not show them are label noise, worse than no "
@@ -316,7 +310,6 @@ def dose_curve(ch):
     """The ideal generator's dose curve: each dose's images, its paired difference from no extra
     images on the primary endpoint (interval resampling seeds and test label rows), as a table and
     a figure."""
-    from .. import stages as S
     from ..plots import dose_curve as plot
     from ..tables import BASELINE, dose_row_name
 
@@ -350,7 +343,7 @@ def _dose_text(ch, d) -> str:
         steps.append((a, b, x))
     if not steps:
         return ""
-    parts = [f"{a:g}× → {b:g}×: {x.iloc[0]:+.4f} [{x['low']:+.4f}, {x['high']:+.4f}]" for a, b, x in steps]
+    parts = [f"{a:g}× → {b:g}×: {common.interval_text(x)}" for a, b, x in steps]
     last = steps[-1][2]
     end = ("still rising at the largest dose: more images of the right kind would add more"
            if last["low"] > 0 else "the last step's interval reaches 0: the curve flattens within this range")
