@@ -52,6 +52,8 @@ guidance_scale = None      # ω of Eq. 4 for the synthetic set
 target_groups = None       # ["tail"] or ["tail", "medium"]
 diffusion_epochs = None    # UNet training epochs
 diffusion_pipeline = None  # a saved pipeline folder to load instead of training
+label_condition = None     # the finding labels in the time embedding (not in the paper)
+generator_repeat_factor = None   # repeat-factor sampling of the generator's batches (null: off)
 
 # %%
 import matplotlib.pyplot as plt
@@ -86,6 +88,16 @@ print(view.prompt_walkthrough(ch, cohort, train_set, targets))
 # point is to generate the tail. Both stages are cached and resume after an interruption; the UNet
 # weights used for sampling are an exponential moving average. A second model with **no context
 # vectors** ($m = 0$) is trained on the same data and seed, for the comparison below.
+#
+# A model trained from scratch on a few thousand images sees a tail class a few dozen times per
+# epoch, and the paper's only condition, the prompt, reaches the UNet through a frozen sentence
+# encoder that has never seen a radiograph. The recipe therefore has options the paper does not
+# (each off in the paper's reading; the profile's choice is printed below): the finding labels as a multi-hot vector
+# projected into the time embedding beside the text path (diffusers' `class_embed_type="projection"`),
+# with per-label dropout so that classifier-free guidance still has an unconditional branch;
+# **tail-balanced batches** by repeat-factor sampling {cite}`gupta2019lvis` over the generator's rows;
+# and the objective: v-prediction {cite}`salimans2022progressive`, min-SNR-γ loss weights
+# {cite}`hang2023minsnr` and a cosine noise schedule {cite}`nichol2021improved`.
 
 # %%
 print(view.training_rows_text(ch, cohort, train_set, targets))
@@ -178,6 +190,36 @@ consistency.round(3)
 print(view.consistency_verdict(ch, consistency, judge_scores))
 
 # %% [markdown]
+# ## The diagnostic ladder: where is a tail class lost?
+#
+# A generator can fail a class at several places, and each calls for a different fix. The ladder
+# scores every target class at each step, all with the same judge (the oracle's ROC AUC of the class;
+# 0.5 is chance), so the first rung where a class drops says where it is lost:
+#
+# - **(a) real images**: real test images with the class against those without it. The judge's
+#   own ceiling;
+# - **(b) VAE reconstructions** of the same images. Whatever the autoencoder does not keep, no
+#   latent generator can draw. If a class is lost here, the fix is the autoencoder, not the UNet;
+# - **(c) prompted samples against real negatives** ("GAN-test"): do images generated for the class
+#   look more like it than real images without it do? And **(c′) against unconditional samples**:
+#   does the prompt add the finding, or does the generator draw the same thing whatever it is told?
+# - **(d) classification accuracy score** (CAS {cite}`ravuri2019cas`): a classifier trained on the
+#   generated images alone, tested on real test images. **(d\*)** is the same classifier trained on the
+#   ideal generator's renders of the very same label sets: the most such a set could teach;
+# - **(e) precision, recall, density and coverage** {cite}`naeem2020prdc` of the samples in the oracle's
+#   feature space: are they realistic (precision, density) and do they cover the real class's
+#   variety (recall, coverage)? Beside them, real selection images of the class score what a perfect
+#   generator would at these sample sizes.
+
+# %%
+ladder, lost, prdc, ladder_text = view.ladder(ch, cohort, run, oracle, P_real, sets, targets)
+print(ladder_text)
+ladder
+
+# %%
+prdc
+
+# %% [markdown]
 # ## The guidance scale ω: fidelity against diversity (Eq. 4)
 #
 # The paper fixes ω without showing its effect. Here the same prompts and the same starting noise
@@ -201,8 +243,9 @@ plt.show()
 # ## With and without learned context vectors
 #
 # The context vectors are the paper's addition to plain prompt conditioning. Same data, seed and
-# schedule, the profile's $m$ against $m = 0$: the held-out loss curves are above; here is the
-# consistency score of both models on the same prompts and noise.
+# recipe, the profile's $m$ against $m = 0$: the held-out loss curves are above (with how far the
+# vectors moved); here are rungs (c) and (c′) of the ladder for both models on the same prompts and
+# noise.
 
 # %%
 compare, compare_text = view.context_comparison(
@@ -215,9 +258,10 @@ compare
 #
 # The paper's generator starts from Stable Diffusion, trained on billions of images; ours starts
 # from nothing and sees a few thousand phantoms, so its samples are blurrier and its grip on rare,
-# subtle findings weaker. Whether the synthetic set helps the classifier is measured where the
-# classifier is trained with it: Table 3 and the synthetic-weight sweep (Table 4) in the ablation
-# chapter use exactly this cached set.
+# subtle findings weaker. The ladder compares the recipe's options one profile at a time: to see
+# what an option does, run the chapter with it changed (exercise 5). Whether the synthetic set helps
+# the classifier is measured where the classifier is trained with it: the controls of the
+# main-results chapter, Table 3 and the synthetic-weight sweep (Table 4) use exactly this cached set.
 #
 # ## Exercises
 #
@@ -247,4 +291,12 @@ compare
 #    ```{admonition} Hint
 #    :class: dropdown
 #    The cached $m = 0$ model above is the same one this run trains as its main model.
+#    ```
+# 5. Turn the label path off (`-p label_condition false`), or the tail-balanced batches
+#    (`-p generator_repeat_factor 0.0001`: a threshold below every class's frequency repeats no row),
+#    and read the ladder again: at which rung do the tail classes drop?
+#    ```{admonition} Hint
+#    :class: dropdown
+#    Rung (b) does not move (the autoencoder is the same); compare rungs (c) and (c′) class by
+#    class, and the context vectors' shift printed under the loss curves.
 #    ```

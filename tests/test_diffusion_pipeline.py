@@ -101,7 +101,7 @@ def toy_cfg(**over):
     base = {"diffusion.vae_channels": [16, 16], "diffusion.unet_channels": [32, 32], "diffusion.attention_levels": 1,
             "diffusion.vae_epochs": 6, "diffusion.epochs": 25, "diffusion.batch_size": 32,
             "diffusion.lr": 2e-3, "diffusion.context_vectors": 2, "diffusion.max_length": 12,
-            "diffusion.n_train": None}
+            "diffusion.n_train": None, "diffusion.label_condition": False, "diffusion.repeat_factor": None}
     base.update(over)
     return load_config("smoke", base, device="cpu")
 

@@ -59,6 +59,8 @@ NOTEBOOK_PARAMETERS: dict[str, str] = {
     "text_encoder_path": "paths.text_encoder",
     "context_vectors": "diffusion.context_vectors",
     "class_specific_context": "diffusion.class_specific_context",
+    "label_condition": "diffusion.label_condition",
+    "generator_repeat_factor": "diffusion.repeat_factor",
     "diffusion_epochs": "diffusion.epochs",
     "guidance_scale": "diffusion.guidance_scale",
     "target_groups": "diffusion.target_groups",

@@ -96,7 +96,7 @@ def unet_net(cfg) -> Net:
     d = cfg.diffusion
     dim = 384 if d.text_encoder == "minilm" else 768
     return Net("unet", "unet", (d.latent_channels, tuple(d.unet_channels), dim, d.attention_levels,
-                                d.pooled_condition, d.max_length + d.context_vectors),
+                                d.pooled_condition, d.max_length + d.context_vectors, 30 if d.label_condition else 0),
                latent_size(cfg), d.latent_channels)
 
 
@@ -124,12 +124,13 @@ def build_net(net: Net, cfg=None):
     if net.family == "unet":
         from .diffusion.models import build_unet, predict_noise
 
-        latent, channels, dim, levels, pooled, tokens = net.spec
-        unet = build_unet(net.image_size, latent, channels, dim, levels, pooled_condition=pooled)
+        latent, channels, dim, levels, pooled, tokens, labels = net.spec
+        unet = build_unet(net.image_size, latent, channels, dim, levels, pooled_condition=pooled, label_dim=labels)
 
         def run(x):
             cond = torch.zeros(len(x), tokens, dim, device=x.device)
-            return predict_noise(unet, x, torch.full((len(x),), 500, device=x.device), cond)
+            y = torch.zeros(len(x), labels, device=x.device) if labels else None
+            return predict_noise(unet, x, torch.full((len(x),), 500, device=x.device), cond, y)
         return unet, run
     if net.family == "dit":
         from .inpaint.normal_dit import build_dit
@@ -334,6 +335,19 @@ class Counts:
         co = self.cohort(image_set)
         return co.Y[ROWS[image_set.params["rows"]].pick(image_set.cfg, co)]
 
+    def generator_rows(self, req) -> tuple[int, int]:
+        """(rows, rows per epoch with repeats) the diffusion UNet of a ``prompt-diffusion`` request
+        learns from (:func:`trcgl.diffusion.training.diffusion_rows` and ``epoch_rows``)."""
+        from types import SimpleNamespace
+
+        from .diffusion.training import diffusion_rows, epoch_rows
+        from .graph import Const
+
+        train = req.params["train"]
+        Y = train.value.Y if isinstance(train, Const) else self.labels(train)
+        idx = diffusion_rows(req.cfg, SimpleNamespace(Y=Y), int(req.params["seed"]))
+        return len(idx), int(epoch_rows(req.cfg, Y[idx], self.groups(req)).sum())
+
     def inpainted(self, req) -> int:
         """Rows with a head finding and a finding of ``inpaint.keep_groups`` (the guard may keep fewer)."""
         train = req.params["train"]
@@ -388,12 +402,13 @@ def stage_work(req, counts: Counts) -> list[Work]:
     if stage in ("vae", "prompt-diffusion", "normal-dit"):
         if stage == "normal-dit":
             rows, epochs, net = counts.of(p["normals"]), cfg.inpaint.epochs, dit_net(cfg)
-        else:
+        elif stage == "vae":
             rows = counts.of(p["train"])
-            n = cfg.diffusion.n_train
-            rows = rows if n is None else min(rows, n)
-            epochs = cfg.diffusion.vae_epochs if stage == "vae" else cfg.diffusion.epochs
-            net = vae_net(cfg) if stage == "vae" else unet_net(cfg)
+            epochs, net = cfg.diffusion.vae_epochs, vae_net(cfg)
+        else:
+            rows, per_epoch = counts.generator_rows(req)
+            return [Work("train", per_epoch * cfg.diffusion.epochs, unet_net(cfg), cfg),
+                    Work("forward", rows, vae_net(cfg), cfg)]
         return [Work("train", rows * epochs, net, cfg), Work("forward", rows, vae_net(cfg), cfg)]
     if stage == "samples":
         n = counts.of(req)

@@ -91,10 +91,12 @@ def plan_labels(plan: pd.DataFrame, class_set) -> np.ndarray:
 
 
 def sample(run, prompts, class_ids, omega: float, steps: int, seed: int, unconditional: bool = False,
-           batched_cfg: bool = True, clip_latents: float | None = None) -> np.ndarray:
-    """uint8 images (N, H, W) for prompts with guidance scale ω (Eq. 4-6); the ``samples`` stage caches them."""
+           batched_cfg: bool = True, clip_latents: float | None = None, labels=None) -> np.ndarray:
+    """uint8 images (N, H, W) for prompts with guidance scale ω (Eq. 4-6); the ``samples`` stage
+    caches them. ``labels``: the prompts' multi-hot findings (used by a label-conditioned model)."""
     x = run.pipeline(list(prompts), [int(c) for c in class_ids], guidance_scale=omega, num_inference_steps=steps,
-                     seed=seed, unconditional=unconditional, batched_cfg=batched_cfg, clip_latents=clip_latents)
+                     seed=seed, unconditional=unconditional, batched_cfg=batched_cfg, clip_latents=clip_latents,
+                     labels=labels)
     return np.round(x * 255).astype(np.uint8)
 
 

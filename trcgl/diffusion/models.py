@@ -12,12 +12,15 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 
 def build_unet(sample_size: int, in_channels: int = 4, block_out_channels=(64, 128, 256),
                cross_attention_dim: int = 384, attention_levels: int = 2, layers_per_block: int = 1,
-               attention_head_dim: int = 8, pooled_condition: bool = False) -> UNet2DConditionModel:
+               attention_head_dim: int = 8, pooled_condition: bool = False,
+               label_dim: int = 0) -> UNet2DConditionModel:
     """A conditional UNet whose lowest ``attention_levels`` resolutions have cross-attention.
 
     ``pooled_condition``: the condition's mean over its tokens is also projected into the time
     embedding (as SDXL adds its pooled text embedding), a global path that a small model trained
-    from scratch learns much faster than cross-attention alone.
+    from scratch learns much faster than cross-attention alone. ``label_dim``: a multi-hot label
+    vector of this width is projected into the time embedding too (diffusers'
+    ``class_embed_type="projection"``; not in the paper, whose only condition is the prompt).
     """
     n = len(block_out_channels)
     if not 1 <= attention_levels <= n:
@@ -32,8 +35,8 @@ def build_unet(sample_size: int, in_channels: int = 4, block_out_channels=(64, 1
         # FiLM-style time conditioning (scale and shift after the norm): with few channels per
         # group, the default (a shift before the GroupNorm) would be normalised away
         resnet_time_scale_shift="scale_shift",
-        class_embed_type="projection" if pooled_condition else None,
-        projection_class_embeddings_input_dim=cross_attention_dim if pooled_condition else None,
+        class_embed_type="projection" if pooled_condition or label_dim else None,
+        projection_class_embeddings_input_dim=(cross_attention_dim * pooled_condition + label_dim) or None,
     )
 
 
@@ -53,16 +56,29 @@ def build_vae(in_channels: int = 1, latent_channels: int = 4, block_out_channels
     )
 
 
-def predict_noise(unet: UNet2DConditionModel, x_t: torch.Tensor, t, cond: torch.Tensor) -> torch.Tensor:
-    """ε_θ(z_t, t, E_cond): cross-attention on the condition's tokens, plus its token mean in the
-    time embedding when the UNet was built with ``pooled_condition``."""
-    pooled = cond.mean(dim=1) if unet.config.class_embed_type == "projection" else None
-    return unet(x_t, t, encoder_hidden_states=cond, class_labels=pooled).sample
+def predict_noise(unet: UNet2DConditionModel, x_t: torch.Tensor, t, cond: torch.Tensor,
+                  labels: torch.Tensor | None = None) -> torch.Tensor:
+    """ε_θ(z_t, t, E_cond): cross-attention on the condition's tokens, plus, in the time embedding,
+    its token mean (a UNet built with ``pooled_condition``) and the multi-hot ``labels`` (a UNet
+    built with ``label_dim``; all zeros is the unconditional label vector)."""
+    vector = None
+    if unet.config.class_embed_type == "projection":
+        total, width = unet.config.projection_class_embeddings_input_dim, 0 if labels is None else labels.shape[-1]
+        if total - width not in (0, cond.shape[-1]):
+            raise ValueError(f"this UNet's time embedding takes a vector of width {total}: the pooled condition "
+                             f"({cond.shape[-1]}) and/or the label vector; got labels of width {width}")
+        parts = [cond.mean(dim=1)] if total > width else []
+        vector = torch.cat(parts + ([labels.to(cond.dtype)] if width else []), dim=-1)
+    elif labels is not None:
+        raise ValueError("this UNet takes no label vector (built without label_dim)")
+    return unet(x_t, t, encoder_hidden_states=cond, class_labels=vector).sample
 
 
 def guided_noise(unet: UNet2DConditionModel, x_t: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor,
-                 omega: float) -> torch.Tensor:
-    """ε_cfg = ε_u + ω (ε_c − ε_u) (Eq. 4), both branches in one batched forward pass."""
-    both = predict_noise(unet, torch.cat([x_t, x_t]), t, torch.cat([uncond, cond]))
+                 omega: float, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """ε_cfg = ε_u + ω (ε_c − ε_u) (Eq. 4), both branches in one batched forward pass (the
+    unconditional branch gets all-zero labels)."""
+    both_labels = None if labels is None else torch.cat([torch.zeros_like(labels), labels])
+    both = predict_noise(unet, torch.cat([x_t, x_t]), t, torch.cat([uncond, cond]), both_labels)
     eps_u, eps_c = both.chunk(2)
     return eps_u + omega * (eps_c - eps_u)

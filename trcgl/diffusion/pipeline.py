@@ -29,19 +29,21 @@ class PipelineError(TrcglError, RuntimeError):
 
 
 class ContextVectors(ModelMixin, ConfigMixin):
-    """The m learnable context vectors C of Eq. 2 as a diffusers model (so the pipeline saves them)."""
+    """The m learnable context vectors C of Eq. 2 as a diffusers model (so the pipeline saves them).
+    ``num_labels``: the width of the multi-hot label vector the UNet is also conditioned on (0: the
+    prompt alone, the paper's condition)."""
 
     @register_to_config
     def __init__(self, num_sets: int = 1, m: int = 4, dim: int = 384, class_specific: bool = False,
-                 max_length: int = 32):
+                 max_length: int = 32, num_labels: int = 0):
         super().__init__()
         self.vectors = torch.nn.Parameter(torch.zeros(num_sets, m, dim))
 
     @classmethod
-    def from_conditioner(cls, conditioner: PromptConditioner) -> "ContextVectors":
+    def from_conditioner(cls, conditioner: PromptConditioner, num_labels: int = 0) -> "ContextVectors":
         n, m, d = conditioner.context.shape
         out = cls(num_sets=n, m=m, dim=d, class_specific=conditioner.class_specific,
-                  max_length=conditioner.max_length)
+                  max_length=conditioner.max_length, num_labels=num_labels)
         out.vectors.data.copy_(conditioner.context.detach().cpu())
         return out
 
@@ -67,9 +69,11 @@ class PromptDiffusionPipeline(DiffusionPipeline):
     def __call__(self, prompts: Sequence[str], class_ids: Sequence[int] | None = None,
                  guidance_scale: float = 3.0, num_inference_steps: int = 25, seed: int = 0,
                  batch_size: int = 64, batched_cfg: bool = True, unconditional: bool = False,
-                 progress: bool = True, clip_latents: float | None = None) -> np.ndarray:
+                 progress: bool = True, clip_latents: float | None = None, labels=None) -> np.ndarray:
         """Images (N, H, W) in [0, 1] for N prompts.
 
+        ``labels`` (N, C multi-hot): the findings each prompt names, for a pipeline whose UNet is
+        also conditioned on label vectors (``context.config.num_labels``); ignored otherwise.
         ``guidance_scale`` is ω of Eq. 4 (1 = conditional only, 0 = unconditional only);
         ``batched_cfg`` runs both branches in one forward pass (else two); ``unconditional``
         samples from the unconditional model alone (the baseline of the consistency score).
@@ -84,6 +88,16 @@ class PromptDiffusionPipeline(DiffusionPipeline):
         device, dtype = self.unet.device, self.unet.dtype
         prompts = list(prompts)
         ids = None if class_ids is None else torch.as_tensor(list(class_ids), device=device)
+        width = int(self.context.config.get("num_labels", 0))
+        if width and not unconditional and labels is None:
+            raise PipelineError(f"this pipeline is conditioned on label vectors ({width} classes): pass labels=")
+        lab = None
+        if width:
+            lab = (torch.zeros(len(prompts), width) if labels is None or unconditional
+                   else torch.as_tensor(np.asarray(labels), dtype=torch.float32))
+            if lab.shape != (len(prompts), width):
+                raise PipelineError(f"labels of shape {tuple(lab.shape)} for {len(prompts)} prompts and {width} classes")
+            lab = lab.to(device, dtype)
         out = []
         starts = range(0, len(prompts), batch_size)
         for lo in tqdm(starts, desc="sampling", unit="batch", disable=not progress or len(starts) < 2):
@@ -92,17 +106,19 @@ class PromptDiffusionPipeline(DiffusionPipeline):
             uncond = cond_maker.unconditional(B).to(dtype)
             cond = uncond if unconditional else cond_maker(
                 chunk, None if ids is None else ids[lo:lo + B]).to(dtype)
+            y = None if lab is None else lab[lo:lo + B]
+            y0 = None if lab is None else torch.zeros_like(y)
             latents = initial_noise(self.unet, seed, range(lo, lo + B)).to(device, dtype)
             latents = latents * self.scheduler.init_noise_sigma
             self.scheduler.set_timesteps(num_inference_steps)
             for t in self.scheduler.timesteps:
                 if unconditional or guidance_scale == 0:
-                    eps = predict_noise(self.unet, latents, t, uncond)
+                    eps = predict_noise(self.unet, latents, t, uncond, y0)
                 elif batched_cfg:
-                    eps = guided_noise(self.unet, latents, t, cond, uncond, guidance_scale)       # Eq. 4
+                    eps = guided_noise(self.unet, latents, t, cond, uncond, guidance_scale, y)    # Eq. 4
                 else:
-                    eps_u = predict_noise(self.unet, latents, t, uncond)
-                    eps_c = predict_noise(self.unet, latents, t, cond)
+                    eps_u = predict_noise(self.unet, latents, t, uncond, y0)
+                    eps_c = predict_noise(self.unet, latents, t, cond, y)
                     eps = eps_u + guidance_scale * (eps_c - eps_u)
                 latents = self.scheduler.step(eps, t, latents, eta=0.0).prev_sample            # Eq. 5
             x = self.vae.decode(latents / self.vae.config.scaling_factor).sample              # Eq. 6

@@ -66,8 +66,10 @@ class DiffusionRun:
 #: settings are not among them, so changing those never retrains the model).
 TRAINING_KEYS = ("text_encoder", "context_vectors", "class_specific_context", "max_length", "cond_dropout", "n_train",
                  "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "unet_channels",
-                 "attention_levels", "pooled_condition", "epochs", "lr", "batch_size", "amp", "ema_decay",
-                 "train_timesteps", "beta_schedule")
+                 "attention_levels", "pooled_condition", "label_condition", "label_dropout", "repeat_factor",
+                 "target_groups",
+                 "epochs", "lr", "batch_size", "amp", "ema_decay", "train_timesteps", "beta_schedule",
+                 "prediction_type", "snr_gamma")
 
 
 def _after_epoch(stage: str, epoch: int) -> None:
@@ -80,13 +82,34 @@ def diffusion_rows(cfg, train_set, seed: int) -> np.ndarray:
     """Training-set indices the diffusion model learns from: all, or ``diffusion.n_train`` rows
     taken rarest-class first (a row counts as rare as its rarest label), so tail and medium
     rows are all in and the head fills the rest."""
-    n = cfg.diffusion.n_train
-    if n is None or n >= len(train_set):
-        return np.arange(len(train_set))
+    n, N = cfg.diffusion.n_train, len(train_set.Y)
+    if n is None or n >= N:
+        return np.arange(N)
     counts = train_set.Y.sum(0).astype(float)
     rarest = np.where(train_set.Y == 1, counts[None], np.inf).min(1)
-    tie = np.random.default_rng(seed).random(len(train_set))
+    tie = np.random.default_rng(seed).random(N)
     return np.sort(np.lexsort((tie, rarest))[:n])
+
+
+def epoch_rows(cfg, Y: np.ndarray, groups=None) -> np.ndarray:
+    """Each row's count of appearances per epoch: 1, or with ``diffusion.repeat_factor`` = t the
+    repeat-factor sampling of :mod:`trcgl.data.sampling` over the **target classes** (a row repeats
+    round(sqrt(t / f_c)) times, at most 10, for its rarest target class c, f_c being c's share of
+    all label counts; rows without a target class appear once), so that a tail class is seen more
+    often than its few dozen rows would allow while the other rows keep their share. ``groups``:
+    each class's group, for ``diffusion.target_groups`` (None: every class counts)."""
+    from ..data.sampling import image_repeats
+    from .generate import target_classes
+
+    t = cfg.diffusion.repeat_factor
+    if t is None:
+        return np.ones(len(Y), np.int64)
+    Y = np.asarray(Y)
+    if groups is not None:
+        wanted = np.zeros(Y.shape[1], bool)
+        wanted[target_classes(cfg, groups)] = True
+        return image_repeats(Y * wanted[None].astype(Y.dtype), counts=Y.sum(0), threshold=t)
+    return image_repeats(Y, threshold=t)
 
 
 def rarest_class(Y: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -210,14 +233,44 @@ class _Denoiser(nn.Module):
         super().__init__()
         self.unet, self.conditioner = unet, conditioner
 
-    def forward(self, z_t, t, E, class_ids, drop):
-        return predict_noise(self.unet, z_t, t, self.conditioner.compose(E, class_ids, drop))
+    def forward(self, z_t, t, E, class_ids, drop, labels=None):
+        return predict_noise(self.unet, z_t, t, self.conditioner.compose(E, class_ids, drop), labels)
+
+
+def label_vectors(Y: torch.Tensor, drop: torch.Tensor, label_dropout: float, shard: Shard,
+                  g: torch.Generator) -> torch.Tensor:
+    """The multi-hot labels a training batch is conditioned on: each present label dropped with
+    probability ``label_dropout`` (so the model also learns partial label sets), all of a row's
+    labels dropped where its condition is (``drop``: the unconditional label vector is all zeros).
+    The draws come from ``g`` for the whole global batch, cut to ``shard``'s rows (as the noise)."""
+    keep = (torch.rand((shard.size, Y.shape[1]), generator=g) >= label_dropout)[shard.rows]
+    return Y.float() * keep.to(Y.device) * (~drop).float()[:, None]
+
+
+def denoising_target(noise, z0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict: ε (Eq. 3) or, with ``prediction_type: v_prediction``,
+    v = α_t ε − σ_t z_0 (the scheduler's ``get_velocity``)."""
+    return eps if noise.config.prediction_type == "epsilon" else noise.get_velocity(z0, eps, t)
+
+
+def loss_weights(noise, t: torch.Tensor, snr_gamma: float | None) -> torch.Tensor | None:
+    """Min-SNR-γ weights per sample (Hang et al. 2023, as diffusers' example trainers compute them):
+    min(SNR(t), γ) / SNR(t) for ε-prediction, min(SNR(t), γ) / (SNR(t) + 1) for v-prediction;
+    None (equal weights, Eq. 3) when ``snr_gamma`` is null."""
+    if snr_gamma is None:
+        return None
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise, t)
+    base = snr + 1 if noise.config.prediction_type == "v_prediction" else snr
+    return torch.clamp(snr, max=snr_gamma) / base
 
 
 def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: AutoencoderKL, seed: int, device,
-                         work: Path) -> None:
+                         work: Path, groups=None) -> None:
     """Train the UNet and context vectors (Eq. 3) on ``train_set`` in ``vae``'s latent space into
-    ``work`` (the ``prompt-diffusion`` stage); the held-out probe is drawn from ``select_set``."""
+    ``work`` (the ``prompt-diffusion`` stage); the held-out probe is drawn from ``select_set``;
+    ``groups`` (each class's group) say which classes the tail-balanced batches balance."""
     d = cfg.diffusion
     procs = processes()
     procs.check_device(device)
@@ -228,19 +281,24 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
     prompts = training_prompts(train_set, class_set, seed)
     E = encode_prompts(conditioner, [prompts[i] for i in idx])
     cids = torch.from_numpy(rarest_class(train_set.Y[idx], counts))
+    Y = torch.from_numpy(train_set.Y[idx].astype(np.float32))
+    repeats = torch.from_numpy(np.repeat(np.arange(len(idx)), epoch_rows(cfg, train_set.Y[idx], groups)))
     mu, sd = encode_latents(vae, train_set.images[idx], device)
     # a fixed held-out probe: 256 selection images, fixed noise and timesteps (comparable across runs)
     n_probe = min(256, len(select_set))
     v_mu, _ = encode_latents(vae, select_set.images[:n_probe], device)
     v_E = encode_prompts(conditioner, training_prompts(select_set, class_set, seed)[:n_probe])
     v_c = torch.from_numpy(rarest_class(select_set.Y[:n_probe], counts))
+    v_y = torch.from_numpy(select_set.Y[:n_probe].astype(np.float32)) if d.label_condition else None
     gp = torch.Generator().manual_seed(12345)
     v_eps = torch.randn(v_mu.shape, generator=gp)
     v_t = torch.randint(0, d.train_timesteps, (n_probe,), generator=gp)
 
     unet = build_unet(mu.shape[-1], d.latent_channels, tuple(d.unet_channels), conditioner.dim,
-                      d.attention_levels, pooled_condition=d.pooled_condition).to(device)
+                      d.attention_levels, pooled_condition=d.pooled_condition,
+                      label_dim=Y.shape[1] if d.label_condition else 0).to(device)
     noise = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
+                          prediction_type=d.prediction_type,
                           clip_sample=False)   # latents are not confined to [-1, 1]
     if not conditioner.m:
         conditioner.context.requires_grad_(False)     # no context vectors: nothing of the conditioner learns
@@ -248,32 +306,45 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
     opt = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=1e-2)
     ema = EMAModel(unet.parameters(), decay=d.ema_decay)
     parts = {"model": unet, "context": conditioner, "optimizer": opt, "ema": ema}
-    latents = TensorBatches(mu, device, sd=sd, E=E, c=cids)
+    latents = TensorBatches(mu, device, sd=sd, E=E, c=cids, y=Y)
     denoiser = procs.wrap(_Denoiser(unet, conditioner))
+    context_start = conditioner.context.detach().clone()
 
     def epoch(g):
         denoiser.train()
-        losses = []
-        for b in latents.batches(torch.randperm(len(latents), generator=g), d.batch_size, procs.rank, procs.size):
-            z_t, eps, t = noised_batch(noise, b.x, b.targets["sd"], b.shard, g)
-            drop = (torch.rand(b.shard.size, generator=g) < d.cond_dropout)[b.shard.rows]
+        losses, grads = [], []
+        order = repeats[torch.randperm(len(repeats), generator=g)]
+        for b in latents.batches(order, d.batch_size, procs.rank, procs.size):
+            z_t, eps, t, z0 = noised_batch(noise, b.x, b.targets["sd"], b.shard, g, with_clean=True)
+            drop = (torch.rand(b.shard.size, generator=g) < d.cond_dropout)[b.shard.rows].to(device)
+            labels = None
+            if d.label_condition:
+                labels = label_vectors(b.targets["y"], drop, d.label_dropout, b.shard, g)
             with autocast(device, d.amp):
-                pred = denoiser(z_t, t, b.targets["E"], b.targets["c"], drop.to(device))
-            loss = torch.nn.functional.mse_loss(pred.float(), eps) * b.shard.scale          # Eq. 3
+                pred = denoiser(z_t, t, b.targets["E"], b.targets["c"], drop, labels)
+            err = ((pred.float() - denoising_target(noise, z0, eps, t)) ** 2).flatten(1).mean(1)      # Eq. 3
+            w = loss_weights(noise, t, d.snr_gamma)
+            loss = (err if w is None else err * w).mean() * b.shard.scale
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if conditioner.m and conditioner.context.grad is not None:
+                grads.append(conditioner.context.grad.detach().norm())
             opt.step()
             ema.step(unet.parameters())
             losses.append(loss.detach())
+        shift = (conditioner.context.detach() - context_start).norm() / context_start.norm().clamp_min(1e-12)
         return {"loss": procs.mean_of_steps(losses),
-                "heldout_loss": _probe_loss(unet, ema, conditioner, noise, v_mu, v_E, v_c, v_eps, v_t, device)}
+                "heldout_loss": _probe_loss(unet, ema, conditioner, noise, v_mu, v_E, v_c, v_eps, v_t, device, v_y),
+                "context_grad_norm": float(torch.stack(grads).mean()) if grads else 0.0,
+                "context_shift": float(shift) if conditioner.m else 0.0}
 
     history = train_epochs(work, parts, d.epochs, seed * 104_729, "training the diffusion UNet", "unet", epoch, procs)
     ema.copy_to(unet.parameters())
     unet.eval()
     pipe = PromptDiffusionPipeline(vae=vae, unet=unet, scheduler=DDIMScheduler.from_config(noise.config),
                                    text_encoder=conditioner.encoder, tokenizer=conditioner.tokenizer,
-                                   context=ContextVectors.from_conditioner(conditioner))
+                                   context=ContextVectors.from_conditioner(conditioner,
+                                                                           Y.shape[1] if d.label_condition else 0))
     if procs.is_main:
         pipe.save_pretrained(work / "pipeline")
         pd.DataFrame(history).to_csv(work / "history.csv", index=False)
@@ -281,20 +352,25 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
         (work / "last.pt").unlink(missing_ok=True)
 
 
-def noised_batch(noise, mu: torch.Tensor, sd: torch.Tensor, shard: Shard, g: torch.Generator):
+def noised_batch(noise, mu: torch.Tensor, sd: torch.Tensor, shard: Shard, g: torch.Generator,
+                 with_clean: bool = False):
     """The input of one denoising step (Eq. 3) for the rows of ``shard`` (``mu``, ``sd``: their
     posterior means and deviations): z_0 drawn from N(mu, sd²), noise ε and timesteps t, all drawn
-    from ``g`` for the whole global batch and cut to this process's rows; returns (z_t, ε, t)."""
+    from ``g`` for the whole global batch and cut to this process's rows; returns (z_t, ε, t), and
+    z_0 after them with ``with_clean``."""
     shape = (shard.size, *mu.shape[1:])
     e0 = torch.randn(shape, generator=g)[shard.rows].to(mu.device)
     eps = torch.randn(shape, generator=g)[shard.rows].to(mu.device)
     t = torch.randint(0, noise.config.num_train_timesteps, (shard.size,), generator=g)[shard.rows].to(mu.device)
-    return noise.add_noise(mu + sd * e0, eps, t), eps, t
+    z0 = mu + sd * e0
+    return (noise.add_noise(z0, eps, t), eps, t) + ((z0,) if with_clean else ())
 
 
 @torch.no_grad()
-def _probe_loss(unet, ema, conditioner, noise, mu, E, cids, eps, t, device) -> float:
-    """Eq. 3 on the fixed held-out probe, with the EMA weights (what sampling will use)."""
+def _probe_loss(unet, ema, conditioner, noise, mu, E, cids, eps, t, device, labels=None) -> float:
+    """Eq. 3 on the fixed held-out probe, with the EMA weights (what sampling will use): the
+    unweighted error of the model's prediction target (ε, or v), conditioned on the probe rows'
+    prompts (and labels, for a label-conditioned model)."""
     ema.store(unet.parameters())
     ema.copy_to(unet.parameters())
     unet.eval()
@@ -302,8 +378,9 @@ def _probe_loss(unet, ema, conditioner, noise, mu, E, cids, eps, t, device) -> f
     for b in torch.arange(len(mu)).split(128):
         z_t = noise.add_noise(mu[b], eps[b], t[b])
         cond = conditioner.compose(E[b].to(device), cids[b].to(device))
-        pred = predict_noise(unet, z_t.to(device), t[b].to(device), cond)
-        total += torch.nn.functional.mse_loss(pred.float(), eps[b].to(device), reduction="sum").item()
+        pred = predict_noise(unet, z_t.to(device), t[b].to(device), cond, None if labels is None else labels[b].to(device))
+        target = denoising_target(noise, mu[b], eps[b], t[b]).to(device)
+        total += torch.nn.functional.mse_loss(pred.float(), target, reduction="sum").item()
     ema.restore(unet.parameters())
     unet.train()
     return total / eps.numel()

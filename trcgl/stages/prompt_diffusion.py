@@ -77,8 +77,9 @@ def _prompt_diffusion(ctx):
         return
     from ..diffusion.training import fit_prompt_diffusion
 
-    fit_prompt_diffusion(ctx.cfg, ctx.inputs["cohort"].class_set, ctx.inputs["train"], ctx.inputs["select"],
-                         ctx.inputs["vae"], ctx.params["seed"], _device(ctx.cfg), ctx.work)
+    cohort = ctx.inputs["cohort"]
+    fit_prompt_diffusion(ctx.cfg, cohort.class_set, ctx.inputs["train"], ctx.inputs["select"],
+                         ctx.inputs["vae"], ctx.params["seed"], _device(ctx.cfg), ctx.work, groups=list(cohort.groups))
 
 
 SAMPLE_READS = ("diffusion.target_groups", "diffusion.n_per_class", "diffusion.budget_multiple", "diffusion.n_sweep_per_class",
@@ -104,7 +105,7 @@ def _samples(ctx):
     ``synthetic`` (the budget's label sets per target class: :func:`~trcgl.diffusion.generate.synthetic_plan`),
     ``sweep`` (the first n_sweep_per_class of those) or ``unconditional``."""
     from ..data.datasets import write_rows
-    from ..diffusion.generate import sample, synthetic_plan, target_classes
+    from ..diffusion.generate import plan_labels, sample, synthetic_plan, target_classes
 
     d, kind, seed = ctx.cfg.diffusion, ctx.params["kind"], ctx.params["seed"]
     cohort, train = ctx.inputs["cohort"], ctx.inputs["train"]
@@ -118,8 +119,10 @@ def _samples(ctx):
             plan = plan.groupby("target_id", sort=False).head(d.n_sweep_per_class).reset_index(drop=True)
         elif kind != "synthetic":
             raise StageError(f"samples: unknown kind {kind!r} (synthetic, sweep, unconditional)")
+    labels = None if kind == "unconditional" else plan_labels(plan, cohort.class_set)
     images = sample(ctx.inputs["diffusion"], plan["prompt"], plan["target_id"], ctx.params["omega"], d.sampling_steps,
-                    ctx.params["sample_seed"], unconditional=kind == "unconditional", clip_latents=d.clip_latents)
+                    ctx.params["sample_seed"], unconditional=kind == "unconditional", clip_latents=d.clip_latents,
+                    labels=labels)
     write_rows(plan, ctx.work / "plan.json")
     save_npy(ctx.work / "images.npy", images)
 

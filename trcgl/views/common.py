@@ -84,6 +84,16 @@ def interval_text(row) -> str:
     return f"{row.iloc[0]:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
 
 
+def with_intervals(table: pd.DataFrame, columns, digits: int = 3) -> pd.DataFrame:
+    """``table``'s ``columns`` as "0.910 [0.881, 0.936]" cells (from each column's "<col> low" and
+    "<col> high"): one readable column per statistic instead of three numeric ones."""
+    out = pd.DataFrame(index=table.index)
+    for c in columns:
+        out[c] = [f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else f"{v:.{digits}f}"
+                  for v, lo, hi in zip(table[c], table[f"{c} low"], table[f"{c} high"])]
+    return out
+
+
 def budget_rule_text(cfg) -> str:
     """How many synthetic images each target class is asked for (chapters 2 and 5)."""
     d = cfg.diffusion

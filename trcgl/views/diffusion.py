@@ -26,7 +26,7 @@ def needs(cfg) -> list:
             S.samples(cfg), S.synthetic_set(cfg), S.samples(cfg, "unconditional"), *sweep_requests(cfg).values(),
             S.samples(cfg, "sweep"), S.samples(cfg, "sweep", model=S.diffusion(no_context(cfg)))]
     if cfg.data.source == "phantom":
-        reqs.append(S.oracle(cfg))
+        reqs += [S.oracle(cfg), *ladder_requests(cfg).values()]
     return reqs
 
 
@@ -68,12 +68,34 @@ def prompt_walkthrough(ch, cohort, train_set, targets) -> str:
 
 
 def training_rows_text(ch, cohort, train_set, targets) -> str:
-    from ..diffusion.training import diffusion_rows
+    """Which rows the generator learns from, how often a target class is seen per epoch, and the
+    recipe's choices beyond the paper (each a ``diffusion`` option; the paper's reading in brackets)."""
+    from ..diffusion.training import diffusion_rows, epoch_rows
 
+    d = ch.cfg.diffusion
     idx = diffusion_rows(ch.cfg, train_set, ch.cfg.seed)
+    reps = epoch_rows(ch.cfg, train_set.Y[idx], cohort.groups)
+    Y = train_set.Y[idx]
     classes = cohort.class_set.classes
-    return (f"the diffusion model learns from {len(idx)} of {len(train_set)} training images; positives of the "
-            f"target classes among them: " + ", ".join(f"{classes[c]} {int(train_set.Y[idx, c].sum())}" for c in targets))
+    per_epoch = int(reps.sum())
+    lines = [f"the diffusion model learns from {len(idx)} of {len(train_set)} training images; target-class "
+             f"positives among them (and their appearances per epoch): "
+             + ", ".join(f"{classes[c]} {int(Y[:, c].sum())} ({int(reps[Y[:, c] == 1].sum())})" for c in targets),
+             f"{per_epoch} images per epoch, {d.epochs} epochs, batch {d.batch_size}: "
+             f"{d.epochs * -(-per_epoch // d.batch_size):,} steps at learning rate {d.lr:g}"]
+    choices = [
+        ("labels in the time embedding", "on" if d.label_condition else "off", "off",
+         f"label_condition (per-label dropout {d.label_dropout:g})"),
+        ("tail-balanced batches", f"repeat-factor t = {d.repeat_factor:g}" if d.repeat_factor else "off", "off",
+         "repeat_factor"),
+        ("prediction target", d.prediction_type, "epsilon", "prediction_type"),
+        ("loss weights", f"min-SNR γ = {d.snr_gamma:g}" if d.snr_gamma else "equal", "equal", "snr_gamma"),
+        ("noise schedule", d.beta_schedule, "scaled_linear", "beta_schedule"),
+    ]
+    lines.append("the recipe (the paper's reading in brackets): "
+                 + "; ".join(f"{what}: {now}" + ("" if now == paper else f" [{paper}]") + f" (diffusion.{key})"
+                             for what, now, paper, key in choices))
+    return "\n".join(lines)
 
 
 def models(ch):
@@ -109,7 +131,19 @@ def loss_curves(ch, run, run_no_ctx):
         return None, f"pipeline loaded from {ch.cfg.paths.diffusion_pipeline}: no training curves"
     hist = {f"m = {ch.cfg.diffusion.context_vectors} context vectors": run.history, "m = 0 (prompts alone)": run_no_ctx.history}
     last = "; ".join(f"{k}: {h.heldout_loss.iloc[-1]:.4f}" for k, h in hist.items())
-    return draw(hist), f"final held-out loss: {last}"
+    text = f"final held-out loss: {last}"
+    h = run.history
+    if "context_shift" in h and ch.cfg.diffusion.context_vectors:
+        text += (f"\nthe context vectors C: mean gradient norm per step {h.context_grad_norm.iloc[0]:.2e} in the first "
+                 f"epoch, {h.context_grad_norm.iloc[-1]:.2e} in the last; after training they lie "
+                 f"{h.context_shift.iloc[-1]:.1%} of their initial norm away from where they started")
+        diff = h.heldout_loss.iloc[-1] - run_no_ctx.history.heldout_loss.iloc[-1]
+        if not ch.cfg.diffusion.class_specific_context:
+            text += (f". Held-out loss with minus without them: {diff:+.4f}. Shared context vectors are the same for "
+                     "every image: whatever they learn, they carry nothing about the image, so they can act "
+                     "only as a learned bias of the condition, which the UNet's own biases can absorb; class-specific "
+                     "context vectors (diffusion.class_specific_context) are the variant that carries information")
+    return draw(hist), text
 
 
 def cfg_speed(ch, run, cohort, train_set, n: int = 16, repeats: int = 5) -> pd.DataFrame:
@@ -125,13 +159,16 @@ def cfg_speed(ch, run, cohort, train_set, n: int = 16, repeats: int = 5) -> pd.D
         c, u = maker(prompts), maker.unconditional(len(prompts))
         z = initial_noise(unet, 0, range(len(prompts))).to(ch.device)
         t = torch.tensor(500, device=ch.device)
+        width = int(run.pipeline.context.config.get("num_labels", 0))
+        y = torch.from_numpy(train_set.Y[:n].astype(np.float32)).to(ch.device) if width else None
+        y0 = None if y is None else torch.zeros_like(y)
         for name in ("batched (one pass, 2B)", "two passes (B + B)"):
             start = time.perf_counter()
             for _ in range(repeats):
                 if name.startswith("batched"):
-                    guided_noise(unet, z, t, c, u, ch.cfg.diffusion.guidance_scale)
+                    guided_noise(unet, z, t, c, u, ch.cfg.diffusion.guidance_scale, y)
                 else:
-                    predict_noise(unet, z, t, u), predict_noise(unet, z, t, c)
+                    predict_noise(unet, z, t, u, y0), predict_noise(unet, z, t, c, y)
             timing[name] = repeats * len(prompts) / (time.perf_counter() - start)
     return pd.Series(timing, name=f"guided denoising steps per second ({n} images)").round(1).to_frame()
 
@@ -258,20 +295,94 @@ def sweep_grid(ch, table, targets):
 
 
 def context_comparison(ch, cohort, oracle, P_unc, P_real, test_set, targets):
-    """The consistency score with and without context vectors, on the same prompts and noise."""
-    from ..diffusion.oracle import consistency_table, oracle_view
+    """The ablation of the context vectors on the ladder: rungs (c) and (c′) of the profile's m
+    against m = 0, on the same prompts and starting noise (the sweep's prompts at the profile's ω)."""
+    from ..diffusion.ladder import ladder_table
+    from ..diffusion.oracle import oracle_view
+    from .common import with_intervals
 
     cfg, classes = ch.cfg, list(cohort.class_set.classes)
-    with_ctx = ch.get(S.samples(cfg, "sweep"))
-    without = ch.get(S.samples(cfg, "sweep", model=S.diffusion(no_context(cfg))))
-    compare = {}
-    for name, s in {f"m = {cfg.diffusion.context_vectors}": with_ctx, "m = 0": without}.items():
+    models = {f"m = {cfg.diffusion.context_vectors}": ch.get(S.samples(cfg, "sweep")),
+              "m = 0": ch.get(S.samples(cfg, "sweep", model=S.diffusion(no_context(cfg))))}
+    clusters = test_set.rows["ImageID"].to_numpy()
+    parts = {}
+    for name, s in models.items():
         P, _ = oracle_view(oracle, s.images, classes, ch.device)
-        compare[name] = consistency_table(classes, targets, P, s.plan["target_id"], P_unc, P_real, test_set.Y,
-                                          n_boot=cfg.eval.bootstrap, seed=cfg.seed)["synthetic"]
-    compare = pd.DataFrame(compare)
-    compare.loc["mean"] = compare.mean()
-    diff = compare.loc["mean"].iloc[0] - compare.loc["mean"].iloc[1]
-    text = (f"mean oracle probability of the prompted class with context vectors minus without: {diff:+.3f} "
-            f"({len(with_ctx.plan)} images per model, one seed: a difference of a few hundredths is within noise)")
-    return compare.round(3), text
+        t = ladder_table(classes, targets, test_set.Y, clusters, P_real, P_real, P, s.plan["target_id"], P_unc,
+                         n_boot=cfg.eval.bootstrap, seed=cfg.seed, method=cfg.eval.interval)
+        parts[name] = t
+    compare = pd.concat({k: with_intervals(v, ["c", "c'"]) for k, v in parts.items()}, axis=1)
+    means = {k: v["c"].mean() for k, v in parts.items()}
+    (a, ma), (b, mb) = means.items()
+    n = len(next(iter(models.values())).plan)
+    text = (f"rung (c), prompted samples vs real negatives, mean over the target classes: {a} {ma:.3f}, {b} {mb:.3f} "
+            f"({n} images per model, {n // max(len(targets), 1)} per class, one generator seed; the intervals are "
+            "per class)")
+    return compare, text
+
+
+def ladder_requests(cfg) -> dict:
+    """The CAS classifiers of rung (d): the GAP-only classifier trained on the generator's images
+    alone (the whole budget, unfiltered) and on the ideal generator's renders of the same label
+    sets; their probabilities on the test split."""
+    from ..tables import gap_only
+
+    base = gap_only(cfg)
+    return {"d": S.predictions(S.classifier(base, train=S.control_set(cfg, "unfiltered")), S.test_set(cfg)),
+            "d*": S.predictions(S.classifier(base, train=S.ideal_set(cfg, 1.0)), S.test_set(cfg))}
+
+
+def reconstruct(vae, images: np.ndarray, device, batch_size: int = 256) -> np.ndarray:
+    """uint8 VAE reconstructions (posterior mean, decoded) of uint8 images: rung (b)."""
+    from ..diffusion.training import encode_latents
+
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(images), batch_size):
+            mu, _ = encode_latents(vae, images[lo:lo + batch_size], device)
+            x = vae.decode(mu.to(device) / vae.config.scaling_factor).sample.float().clamp(-1, 1)
+            out.append(np.round((x[:, 0].cpu().numpy() + 1) / 2 * 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def ladder(ch, cohort, run, oracle, P_real, sets, targets):
+    """The generator's diagnostic ladder (:mod:`trcgl.diffusion.ladder`): rungs (a) to (d*) per
+    target class with intervals, the rung where each class is lost, rung (e) (PRDC), and a verdict."""
+    from ..diffusion.ladder import RUNGS, ladder_table, lost_at, prdc_table
+    from ..diffusion.oracle import oracle_view
+    from .common import with_intervals
+
+    cfg, classes, test = ch.cfg, list(cohort.class_set.classes), sets["test"]
+    s = ch.get(S.samples(cfg))
+    unc = ch.get(S.samples(cfg, "unconditional"))
+    P_recon, _ = oracle_view(oracle, reconstruct(run.pipeline.vae, test.images, ch.device), classes, ch.device)
+    P_syn, F_syn = oracle_view(oracle, s.images, classes, ch.device)
+    P_unc, _ = oracle_view(oracle, unc.images, classes, ch.device)
+    cas = {k: ch.get(r) for k, r in ladder_requests(cfg).items()} if cfg.data.source == "phantom" else {}
+    clusters = test.rows["ImageID"].to_numpy()
+    table = ladder_table(classes, targets, test.Y, clusters, P_real, P_recon, P_syn, s.plan["target_id"], P_unc,
+                         cas.get("d"), cas.get("d*"), n_boot=cfg.eval.bootstrap, seed=cfg.seed, method=cfg.eval.interval)
+    lost = lost_at(table)
+    _, F_test = oracle_view(oracle, test.images, classes, ch.device)
+    sel = sets["selection"]
+    _, F_sel = oracle_view(oracle, sel.images, classes, ch.device)
+    e = prdc_table(classes, targets, {c: F_test[test.Y[:, c] == 1] for c in targets}, F_syn, s.plan["target_id"],
+                   {c: F_sel[sel.Y[:, c] == 1] for c in targets}, seed=cfg.seed)
+    good = [c for c in table.index if table.loc[c, "c"] >= 0.8 and table.loc[c, "c' low"] > 0.5]
+    shown = with_intervals(table, [k for k in RUNGS if k in table.columns])
+    shown.insert(0, "samples", table["samples"])
+    shown["lost at"] = lost
+    shown.columns = [f"({k}) {RUNGS[k]}" if k in RUNGS else k for k in shown.columns]
+    e_shown = with_intervals(e, ["precision", "recall", "density", "coverage"], 2)
+    e_shown.insert(0, "n", e["n"])
+    lines = [f"Rungs, per target class (oracle ROC AUC of the class; 0.5 is chance; {cfg.eval.bootstrap:,} resamples "
+             f"of test label rows and of samples): " + "; ".join(f"({k}) {v}" for k, v in RUNGS.items()) + "."]
+    for c in table.index:
+        r = table.loc[c]
+        auc = lambda k, r=r: f"{r[k]:.3f} [{r[k + ' low']:.3f}, {r[k + ' high']:.3f}]"   # noqa: E731
+        lines.append(f"  {c}: real {auc('a')}, reconstructions {auc('b')}, prompted samples vs real negatives "
+                     f"{auc('c')}: {'kept at every rung' if lost[c] == 'kept' else 'lost at ' + lost[c]}")
+    lines.append(f"Prompted samples reach an oracle AUC ≥ 0.8 against real negatives and lie above unconditional "
+                 f"samples (interval above 0.5) for {len(good)} of {len(table)} target classes"
+                 + (f" ({', '.join(good)})." if good else "."))
+    return shown, lost, e_shown, "\n".join(lines)

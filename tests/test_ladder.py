@@ -1,0 +1,58 @@
+"""The generator's diagnostic ladder: the two-sample AUC against scikit-learn, intervals that cover
+and shrink, PRDC of identical and disjoint samples, and where a class is lost."""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from trcgl.diffusion.ladder import ladder_table, lost_at, prdc_interval, two_sample_auc
+
+
+def test_two_sample_auc_is_sklearns_and_its_interval_resamples_clusters():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 40), rng.normal(0, 1, 300)
+    auc, lo, hi = two_sample_auc(pos, neg, n_boot=400)
+    assert auc == pytest.approx(roc_auc_score(np.r_[np.ones(40), np.zeros(300)], np.r_[pos, neg]))
+    assert lo < auc < hi and 0.5 < lo
+    # each positive repeated 5 times: the same AUC, but as 8 clusters the interval is wider than as 40 images
+    rep = np.repeat(pos[:8], 5)
+    a1, l1, h1 = two_sample_auc(rep, neg, n_boot=400)
+    a2, l2, h2 = two_sample_auc(rep, neg, np.repeat(np.arange(8), 5), None, n_boot=400)
+    assert a1 == a2 and (h2 - l2) > 1.5 * (h1 - l1)
+    assert np.isnan(two_sample_auc([], neg)[0])
+    # no signal: the interval covers chance
+    _, lo, hi = two_sample_auc(rng.normal(0, 1, 60), rng.normal(0, 1, 300), n_boot=400)
+    assert lo < 0.5 < hi
+
+
+def test_prdc_of_a_copy_is_high_and_of_a_far_away_sample_is_zero():
+    rng = np.random.default_rng(1)
+    real = rng.normal(0, 1, (60, 4))
+    same = prdc_interval(real, real + rng.normal(0, 1e-3, real.shape), n_sub=20)
+    far = prdc_interval(real, rng.normal(50, 1, (60, 4)), n_sub=20)
+    assert same["precision"] > 0.9 and same["coverage"] > 0.9
+    assert far["precision"] == 0 and far["recall"] == 0 and far["coverage"] == 0
+    assert same["precision low"] <= same["precision high"]
+    assert np.isnan(prdc_interval(real[:3], real[:3])["precision"])
+
+
+def test_ladder_names_the_rung_where_a_class_is_lost():
+    rng = np.random.default_rng(2)
+    n = 400
+    Y = np.zeros((n, 2), np.uint8)
+    Y[:40, 0] = 1
+    Y[40:80, 1] = 1
+    clusters = np.arange(n)
+    P_real = np.where(Y == 1, 0.9, 0.1) + rng.normal(0, 0.05, Y.shape)
+    P_recon = P_real.copy()
+    P_recon[:, 1] = rng.random(n)                               # class 1 does not survive the autoencoder
+    synth_t = np.repeat([0, 1], 30)
+    P_synth = np.where(np.eye(2)[synth_t] == 1, 0.8, 0.1) + rng.normal(0, 0.05, (60, 2))
+    P_unc = 0.1 + rng.normal(0, 0.05, (50, 2))
+    t = ladder_table(["x", "y"], [0, 1], Y, clusters, P_real, P_recon, P_synth, synth_t, P_unc, n_boot=200)
+    assert t.loc["x", "a"] > 0.99 and t.loc["x", "c"] > 0.9 and t.loc["x", "c'"] > 0.9
+    assert t.loc["y", "b low"] < 0.5 < t.loc["y", "b high"]
+    assert "d" not in t.columns
+    lost = lost_at(t)
+    assert lost["x"] == "kept" and lost["y"].startswith("(b)")
+    assert isinstance(t, pd.DataFrame) and t.loc["x", "samples"] == 30
