@@ -53,7 +53,7 @@ target_groups = None       # ["tail"] or ["tail", "medium"]
 diffusion_epochs = None    # UNet training epochs
 diffusion_pipeline = None  # a saved pipeline folder to load instead of training
 label_condition = None     # the finding labels in the time embedding (not in the paper)
-generator_repeat_factor = None   # repeat-factor sampling of the generator's batches (null: off)
+generator_repeat_factor = None   # repeat-factor threshold of the generator's batches
 
 # %%
 import matplotlib.pyplot as plt
@@ -212,7 +212,8 @@ print(view.consistency_verdict(ch, consistency, judge_scores))
 #   generator would at these sample sizes.
 
 # %%
-ladder, lost, prdc, ladder_text = view.ladder(ch, cohort, run, oracle, P_real, sets, targets)
+ladder, lost, prdc, ladder_text = view.ladder(
+    ch, cohort, run, oracle, P_real, sets, targets)
 print(ladder_text)
 ladder
 
@@ -286,15 +287,9 @@ compare
 #    Medium classes have many more training rows than tail classes (chapter 1 counts them per
 #    class); expect the generator (and the oracle) to know them better.
 #    ```
-# 4. Set `-p context_vectors 0` and look at the filter's kept fraction: is the context the
-#    difference between images that pass and images that do not?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    The cached $m = 0$ model above is the same one this run trains as its main model.
-#    ```
-# 5. Turn the label path off (`-p label_condition false`), or the tail-balanced batches
-#    (`-p generator_repeat_factor 0.0001`: a threshold below every class's frequency repeats no row),
-#    and read the ladder again: at which rung do the tail classes drop?
+# 4. Turn the label path off (`-p label_condition false`), or the tail-balanced batches (a
+#    `generator_repeat_factor` below every class's share of the labels repeats no row), and read
+#    the ladder again: at which rung do the tail classes drop?
 #    ```{admonition} Hint
 #    :class: dropdown
 #    Rung (b) does not move (the autoencoder is the same); compare rungs (c) and (c′) class by
