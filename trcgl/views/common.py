@@ -86,10 +86,12 @@ def interval_text(row) -> str:
 
 def with_intervals(table: pd.DataFrame, columns, digits: int = 3) -> pd.DataFrame:
     """``table``'s ``columns`` as "0.910 [0.881, 0.936]" cells (from each column's "<col> low" and
-    "<col> high"): one readable column per statistic instead of three numeric ones."""
+    "<col> high"): one readable column per statistic instead of three numeric ones; a statistic
+    that could not be computed reads "too few images", not NaN."""
     out = pd.DataFrame(index=table.index)
     for c in columns:
-        out[c] = [f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else f"{v:.{digits}f}"
+        out[c] = [("too few images" if not np.isfinite(v) else f"{v:.{digits}f}" if not np.isfinite(lo)
+                   else f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]")
                   for v, lo, hi in zip(table[c], table[f"{c} low"], table[f"{c} high"])]
     return out
 
