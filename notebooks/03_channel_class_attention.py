@@ -75,9 +75,10 @@ print(properties)
 #
 # Both models use the same backbone, data, seed and recipe; neither has the label graph, which is
 # the next chapter's subject. The paper's recipe (Sec. 4.2) is a warm-up with the backbone frozen,
-# then full fine-tuning; the `cpu` profile runs the warm-up stage only (the heads learn on the
-# frozen backbone's cached features), which is what makes many seeds and controls affordable. The curves show mAP on the **selection** split, which picks each model's best
-# epoch; the table reports that epoch on the **test** split, which chooses nothing. The baseline is the backbone with global average pooling and a linear
+# then full fine-tuning. A profile may run the warm-up stage only (the heads learn on the frozen
+# backbone's cached features), which is what makes many seeds and controls affordable on a CPU;
+# the note under each table says which stages its runs trained. The curves show mAP on the
+# **selection** split, which picks each model's best epoch; the table reports that epoch on the **test** split, which chooses nothing. The baseline is the backbone with global average pooling and a linear
 # classifier. Training is cached by configuration: re-running this page reuses the models.
 #
 # One deviation from the paper, stated once: no pretrained ConvNeXtV2 weights exist on this

@@ -136,6 +136,16 @@ view.controls_differences(ch, controls)
 print(view.controls_verdict(ch, controls, test_set, cohort))
 
 # %% [markdown]
+# Where this profile fine-tunes the controls (the paper's stage 2, in which extra tail images can
+# change the features and not only the heads), the same arms after stage 1 alone show what the
+# fine-tuning adds:
+
+# %%
+by_stage, by_stage_text = view.controls_by_stage(ch)
+print(by_stage_text)
+by_stage
+
+# %% [markdown]
 # ### How many tail images does it take? The ideal generator's dose curve
 #
 # The same positive control at several multiples of the budget: where the curve flattens, more

@@ -75,3 +75,16 @@ def test_bf16_autocast_on_the_cpu_only_when_asked_and_it_repeats_bit_for_bit():
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert torch.equal(run(), run())
+
+
+def test_torch_threads_sets_and_restores_the_count():
+    from trcgl.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    other = 2 if before == 1 else 1         # a count that differs from the one in use
+    with torch_threads(other) as n:
+        assert n == other and torch.get_num_threads() == other
+    assert torch.get_num_threads() == before
+    with torch_threads(None) as n:          # null: torch's own count, untouched
+        assert n == before
+    assert torch.get_num_threads() == before

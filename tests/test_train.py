@@ -172,3 +172,60 @@ def test_heads_on_cached_features_resume_from_a_checkpoint_without_the_backbone(
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     h1, h2 = (pd.read_csv(tmp_path / n / "history.csv") for n in ("straight", "resumed"))
     pd.testing.assert_frame_equal(h1, h2)
+
+
+def test_stage2_continues_a_stage1_run_and_trains_only_the_last_stages(tmp_path):
+    """Stage 2 after a stage 1 on cached features (the ``finetune`` stage): it starts from the
+    stage 1 run's best weights, keeps the backbone's earlier stages frozen with
+    ``train.finetune_stages``, learns in the last one; with nothing to learn (rates ~0) its best
+    epoch is the start's, whose weights and selection probabilities it keeps."""
+    from trcgl.train import fit_classifier
+
+    cfg, train, select, cached = heads_only_toy(2)
+    (tmp_path / "stage1").mkdir()
+    torch.manual_seed(0)
+    fit_classifier(cfg, train, select, GROUPS, None, 0, torch.device("cpu"), tmp_path / "stage1", features=cached)
+    start = torch.load(tmp_path / "stage1" / "best.pt", weights_only=True)
+
+    def stage2(folder, **over):
+        folder.mkdir()
+        c = cfg.replace({"train.warmup_epochs": 0, "train.finetune_epochs": 2, "train.finetune_stages": 1, **over})
+        fit_classifier(c, train, select, GROUPS, None, 0, torch.device("cpu"), folder, start=tmp_path / "stage1")
+        return torch.load(folder / "best.pt", weights_only=True), pd.read_csv(folder / "history.csv")
+
+    learnt, history = stage2(tmp_path / "learns")
+    assert list(history.stage) == ["finetune", "finetune"]
+    last = max(int(k.split(".")[2]) for k in start if k.startswith("backbone.stages."))
+    trunk = [k for k in start if k.startswith("backbone.stem.") or
+             (k.startswith("backbone.stages.") and int(k.split(".")[2]) < last)]
+    tail = [k for k in start if k.startswith(f"backbone.stages.{last}.")]
+    assert trunk and tail
+    assert all(torch.equal(start[k], learnt[k]) for k in trunk)           # frozen stages never move
+    if history.selection_mAP.max() > pd.read_csv(tmp_path / "stage1" / "history.csv").selection_mAP.max():
+        assert not all(torch.equal(start[k], learnt[k]) for k in tail)    # the kept epoch learnt there
+    kept, _ = stage2(tmp_path / "still", **{"train.backbone_lr": 1e-12, "train.head_lr": 1e-12})
+    assert all(torch.allclose(start[k].float(), kept[k].float(), atol=1e-8) for k in start)
+    assert np.allclose(np.load(tmp_path / "still" / "selection_probs.npy"),
+                       np.load(tmp_path / "stage1" / "selection_probs.npy"), atol=2e-3)
+
+
+def test_a_stage2_table_continues_the_heads_only_run_of_the_same_row():
+    """``tables.stage2``: that table's runs are ``finetune`` requests whose start is exactly the
+    heads-only run another table trains for the same recipe (computed once); other tables are
+    unchanged."""
+    from trcgl.graph import Runner
+    from trcgl.stages.tables import row_run
+    from trcgl.tables import table_rows
+
+    cfg = load_config("smoke", {"tables.stage2": ["controls"], "tables.stage2_epochs": 1, "tables.stage2_stages": 1},
+                      device="cpu")
+    controls, dose = table_rows(cfg, "controls"), table_rows(cfg, "dose")
+    assert controls[0].name == dose[0].name          # "no extra images" in both
+    stage2, plain = row_run(cfg, controls[0], 0), row_run(cfg, dose[0], 0)
+    assert stage2.stage == "finetune" and plain.stage == "classifier"
+    assert stage2.cfg.train.finetune_epochs == 1 and plain.cfg.train.finetune_epochs == 0
+    assert stage2.cfg.train.finetune_stages == 1 and plain.cfg.train.finetune_stages is None
+    r = Runner()
+    assert r.identity(stage2.params["start"]) == r.identity(plain)
+    base = load_config("smoke", {"tables.stage2": []}, device="cpu")
+    assert row_run(base, table_rows(base, "controls")[0], 0).stage == "classifier"

@@ -140,20 +140,29 @@ def _targets() -> list[str]:
 
 
 def _run_stages(args) -> None:
-    import time
-    from collections import Counter
-
     from . import workers
     workers.prepare(args.workers)    # before torch is imported
 
-    from .runtime import processes
-    from .views import run as run_target
+    from .runtime import torch_threads
 
     params = {name: parse_value(value, f"the value of parameter {name}") for name, value in args.parameter}
     check_notebook_parameters(params)
     overrides = dict(parse_assignment(s) for s in args.set)
     cfg = load_config(args.profile, overrides, preset=args.preset, device=args.device, **params)
     _check_run_options(args)
+    with torch_threads(cfg.threads):
+        return _run_configured(cfg, args)
+
+
+def _run_configured(cfg, args) -> None:
+    """``run`` with its configuration loaded and the profile's torch threads set."""
+    import time
+    from collections import Counter
+
+    from . import workers
+    from .runtime import processes
+    from .views import run as run_target
+
     if args.estimate:
         return _estimate(cfg, args)
     if args.list or args.executor == "slurm":

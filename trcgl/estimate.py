@@ -12,6 +12,8 @@ model, never a measurement of the run itself (``python -m trcgl run TARGET --est
      epochs counted as forward passes (the backbone is frozen), plus a forward pass of the
      selection images per epoch (the best epoch is chosen there); the extra synthetic or
      inpainted sets are counted at their largest (every sample kept);
+   - ``finetune`` (stage 2 continuing a stage 1 run): fine-tuning epochs x (train + extra
+     images) training passes and a forward pass of the selection images per epoch;
    - ``predictions``: a forward pass per image; ``synthetic-set``: the filter's forward passes
      over the samples and the selection images;
    - ``vae``, ``prompt-diffusion``, ``normal-dit``: rows x epochs training passes of the VAE,
@@ -383,6 +385,11 @@ def stage_work(req, counts: Counts) -> list[Work]:
             return [Work("head", epochs * (n + n_sel), net, cfg)]
         return [Work("train", t.finetune_epochs * n, net, cfg),
                 Work("forward", t.warmup_epochs * n + epochs * n_sel, net, cfg)]
+    if stage == "finetune":     # stage 2 only (its stage 1 is the start run, a request of its own); a
+        t = cfg.train           # whole-network training pass counted even where only the last stages learn
+        n, n_sel = counts.of(p["train"]) + counts.of(p.get("extra")), counts.of(p["select"])
+        return [Work("train", t.finetune_epochs * n, classifier_net(cfg), cfg),
+                Work("forward", t.finetune_epochs * n_sel, classifier_net(cfg), cfg)]
     if stage == "predictions":
         model = p["model"]
         kind = "head" if "features" in p else "forward"
@@ -511,7 +518,7 @@ FIXED_S = {"label-table": 30.0, "cohort": 10.0}
 #: the cost of a pass through the heads alone, as a share of a whole network's forward pass
 #: (an assumption: the heads are a few small layers on a feature map the backbone made once)
 HEAD_SHARE = 0.05
-TRAINING_STAGES = ("classifier", "vae", "prompt-diffusion", "normal-dit")
+TRAINING_STAGES = ("classifier", "finetune", "vae", "prompt-diffusion", "normal-dit")
 #: the overheads of the measured estimate (a reference device names its own)
 OVERHEAD_S = {"overhead_s": 2.0, "light_overhead_s": 0.5}
 

@@ -26,7 +26,7 @@ from .train import fit_classifier, load_classifier
 #: sets: every key the trainer reads (:func:`trcgl.train.fit_classifier` on the recipe) that
 #: :func:`pretraining_config` does not set.
 RECIPE_DEFAULTS = ("model.checkpoint", "model.head_scale", "train.adamw_eps", "train.amp", "train.amp_cpu", "train.augment",
-                   "train.drw_beta", "train.drw_epoch",
+                   "train.drw_beta", "train.drw_epoch", "train.finetune_stages",
                    "train.ema", "train.grad_clip", "train.hflip", "train.ldam_max_margin", "train.loss",
                    "train.sampler", "train.weight_decay", "eval.empty_classes")
 

@@ -19,6 +19,7 @@ batch's mean loss, as in one process.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -61,6 +62,23 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None):
+    """Run a block with ``count`` torch intra-op threads (the config's ``threads``; None: leave
+    torch's). CPU results depend on the thread count in their last bits, so a profile that fixes
+    it repeats bit for bit whether one process or several share the cores; on two cores, two
+    worker processes of one thread each train about 15 % more images per second together than
+    two of two threads (``python -m trcgl run --workers 2``, the cpu profile). The count is
+    restored afterwards (the CLI's ``run`` inside a test process)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(int(count))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- processes

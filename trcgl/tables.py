@@ -34,14 +34,22 @@ def dose_scale(kind: str) -> float | None:
     return None
 
 
-def tables_config(cfg):
-    """The configuration of the table runs: the ``tables`` recipe (epochs). Every arm of every
+def tables_config(cfg, name: str | None = None):
+    """The configuration of the table runs: the ``tables`` recipe (epochs); for a table ``name``
+    in ``tables.stage2``, the paper's stage 2 too (``tables.stage2_epochs`` of fine-tuning of the last
+    ``tables.stage2_stages`` backbone stages, each run continuing the stage 1 run on cached
+    features: ``train.warmup_on_features``). Every arm of every
     table learns from the experiment's one training set (``data.n_train`` rows)."""
     t, over = cfg.tables, {}
     if t.warmup_epochs is not None:
         over["train.warmup_epochs"] = t.warmup_epochs
     if t.finetune_epochs is not None:
         over["train.finetune_epochs"] = t.finetune_epochs
+    if name is not None and name in t.stage2:
+        over["train.finetune_epochs"] = t.stage2_epochs if t.stage2_epochs is not None else cfg.train.finetune_epochs
+        over["train.warmup_on_features"] = True
+        if t.stage2_stages is not None:
+            over["train.finetune_stages"] = t.stage2_stages
     return cfg.replace(over)
 
 
@@ -266,6 +274,7 @@ TABLES: dict[str, tuple[Callable, bool]] = {
     "inpaint_ablation": (inpaint_ablation_rows, True),
     "released": (released_comparison_rows, True),
     "controls": (control_rows, True),
+    "controls_heads": (control_rows, True),     # the controls' stage 1 runs, where tables.stage2 fine-tunes them
     "dose": (dose_rows, True),
     "gcn_conditions": (gcn_condition_rows, True),
     "cca": (cca_rows, True),
@@ -279,4 +288,4 @@ def table_rows(cfg, name: str) -> list[Row]:
     if name not in TABLES:
         raise TrcglError(f"unknown table '{name}' (known: {', '.join(TABLES)})")
     rows, on_tables_config = TABLES[name]
-    return rows(tables_config(cfg) if on_tables_config else cfg)
+    return rows(tables_config(cfg, name) if on_tables_config else cfg)

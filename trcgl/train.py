@@ -2,7 +2,12 @@
 
 Stage 1 (warm-up): the backbone is frozen and only the heads and the label graph learn
 (paper: 10 epochs, lr 1e-3). Stage 2 (fine-tuning): everything learns, the backbone at a lower
-learning rate than the heads and the graph (paper: 50 epochs, 1.5e-5 and 1.5e-4). AdamW with a
+learning rate than the heads and the graph (paper: 50 epochs, 1.5e-5 and 1.5e-4); with
+``train.finetune_stages: N`` only the backbone's last N stages (and the heads) learn, the stages
+before them kept frozen in eval mode (a budget's choice, not the paper's). Stage 2 can also
+continue another run (``start``: the ``finetune`` stage): the heads' best epoch of a stage 1 on
+cached features, which is then this run's epoch 0 (kept when no fine-tuning epoch beats it on
+the selection split). AdamW with a
 cosine schedule within each stage, BCE-with-logits weighted per sample (synthetic images carry
 their own weight), bf16 autocast on CUDA. After every epoch the model is scored on the
 **selection** split and a checkpoint is written; the best epoch by selection mAP is kept. The
@@ -209,6 +214,28 @@ def hflips(n_real: int, n_extra: int, seed: int, epoch: int) -> np.ndarray:
     return np.concatenate([real, np.random.default_rng([seed + 1, epoch]).random(n_extra) < 0.5])
 
 
+def finetuned_backbone(cfg, model) -> list[nn.Parameter]:
+    """The backbone parameters stage 2 trains: all, or those of its last ``train.finetune_stages``
+    stages and the norms after them (:meth:`trcgl.models.backbone.Backbone.split`)."""
+    k = cfg.train.finetune_stages
+    if k is None:
+        return list(model.backbone.parameters())
+    if not hasattr(model.backbone, "split"):
+        raise DataError(f"train.finetune_stages needs a ConvNeXt backbone (model.arch trcgl or csra), "
+                        f"not model.arch {cfg.model.arch}; set it to null to fine-tune the whole network")
+    _, tail = model.backbone.split(int(k))
+    return [p for m in tail for p in m.parameters()]
+
+
+def freeze_trunk(cfg, model, stage: str) -> None:
+    """In stage 2 with ``train.finetune_stages``, the frozen stages in eval mode (no stochastic
+    depth, no batch statistics) after the epoch's ``train()``."""
+    if stage == "finetune" and cfg.train.finetune_stages is not None:
+        trunk, _ = model.backbone.split(int(cfg.train.finetune_stages))
+        for m in trunk:
+            m.eval()
+
+
 def _optimizer(cfg, model, stage: str, steps: int):
     t = cfg.train
     if stage == "warmup":
@@ -216,9 +243,12 @@ def _optimizer(cfg, model, stage: str, steps: int):
             p.requires_grad_(False)
         groups = [{"params": model.head_parameters(), "lr": t.warmup_lr}]
     else:
+        trained = finetuned_backbone(cfg, model)
         for p in model.backbone.parameters():
+            p.requires_grad_(False)
+        for p in trained:
             p.requires_grad_(True)
-        groups = [{"params": list(model.backbone.parameters()), "lr": t.backbone_lr},
+        groups = [{"params": trained, "lr": t.backbone_lr},
                   {"params": model.head_parameters(), "lr": t.head_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay, eps=t.adamw_eps, foreach=True)   # one kernel per step
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
@@ -339,7 +369,8 @@ def check_best_files(work: Path, files: dict) -> None:
 
 def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra: ImageSet | None, seed: int,
                    device, work: Path, schedule: ExtraSchedule = ALL_AT_ONCE, checkpoint: str | None = None,
-                   features: dict | None = None, class_mask: np.ndarray | None = None) -> None:
+                   features: dict | None = None, class_mask: np.ndarray | None = None,
+                   start: Path | None = None) -> None:
     """Train the model ``cfg`` describes into ``work`` (the ``classifier`` stage): the best epoch
     by selection-split mAP is kept (best.pt, selection_probs.npy, history.csv, result.json).
     Under a launcher every process calls this with the same arguments (see the module docstring).
@@ -348,7 +379,10 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     the frozen backbone's cached outputs for ``train``, ``select`` and ``extra`` (float16 arrays
     row-aligned with the sets); the heads then learn from them (a recipe that never trains the
     backbone: ``train.finetune_epochs: 0``). ``class_mask``: only these classes are in the loss and
-    in the selection mAP (the pretraining's head classes)."""
+    in the selection mAP (the pretraining's head classes). ``start``: the folder of a finished
+    classifier of the same model (its best.pt, selection_probs.npy and result.json) that this run
+    continues, its best epoch counted as epoch 0 (stage 2 after a stage 1 on cached features; the
+    plan must then be fine-tuning only)."""
     procs = processes()
     procs.check_device(device)
     seed_everything(seed, cfg.deterministic)
@@ -362,6 +396,8 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     plan = _schedule(cfg)
     if features is not None and "finetune" in plan:
         raise ValueError("cached features need a frozen backbone: train.finetune_epochs must be 0")
+    if start is not None and "warmup" in plan:
+        raise ValueError("a run that continues another (start) is fine-tuning only: train.warmup_epochs must be 0")
     epochs = epoch_rows(cfg, train_set, extra, seed, len(plan), schedule)
     frozen = features is not None   # the backbone never changes: checkpoints hold the rest
     check_augment(cfg.train.augment)
@@ -392,33 +428,39 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     def restore(ckpt: dict):
         """The state of an interrupted run from its checkpoint (raises when it does not fit)."""
         load_trained(model, ckpt["model"], frozen)
-        start, history, best = ckpt["epoch"] + 1, list(ckpt["history"]), tuple(ckpt["best"])
-        if not 0 < start <= len(plan) or len(history) != start:
-            raise ValueError(f"epoch {start} of {len(plan)} with {len(history)} history rows")
+        first, history, best = ckpt["epoch"] + 1, list(ckpt["history"]), tuple(ckpt["best"])
+        if not 0 < first <= len(plan) or len(history) != first:
+            raise ValueError(f"epoch {first} of {len(plan)} with {len(history)} history rows")
         check_best_files(work, ckpt["files"])
-        stage = plan[min(start, len(plan) - 1)]
+        stage = plan[min(first, len(plan) - 1)]
         opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
         ema = None
-        if start < len(plan):
+        if first < len(plan):
             if ckpt["stage"] == stage:
                 opt.load_state_dict(ckpt["optimizer"])
                 sched.load_state_dict(ckpt["scheduler"])
             ema = restore_ema(cfg, model, stage, ckpt.get("ema") if ckpt["stage"] == stage else None)
         torch.set_rng_state(ckpt["rng"])
-        return start, history, best, dict(ckpt["files"]), stage, opt, sched, ema
+        return first, history, best, dict(ckpt["files"]), stage, opt, sched, ema
 
     resumed = load_resume_checkpoint(ckpt_path, restore, rollback=[model], main=procs.is_main)
     if resumed is None:     # no checkpoint, or one that cannot be used: from the start
-        start, history, best, best_files = 0, [], (-1.0, -1), {}
+        first, history, best, best_files = 0, [], (-1.0, -1), {}
+        if start is not None:       # epoch 0: the run this one continues
+            model.load_state_dict(torch.load(Path(start) / "best.pt", map_location="cpu", weights_only=True))
+            best = (float(json.loads((Path(start) / "result.json").read_text())["best_selection_mAP"]), 0)
+            if procs.is_main:
+                best_files = {best_path.name: atomic_torch_save(trained_state(model, frozen), best_path),
+                              SELECTION_PROBS: save_npy(work / SELECTION_PROBS, load_npy(Path(start) / SELECTION_PROBS))}
         stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]))
         ema = stage_ema(cfg, model, stage)
     else:
-        start, history, best, best_files, stage, opt, sched, ema = resumed
-        log.info("resuming %s at epoch %d of %d", work.name, start + 1, len(plan))
+        first, history, best, best_files, stage, opt, sched, ema = resumed
+        log.info("resuming %s at epoch %d of %d", work.name, first + 1, len(plan))
     procs.barrier()    # every process has read the checkpoint before the main one writes the next
     net = procs.wrap(head)
-    bar = tqdm(range(start, len(plan)), desc="training", unit="epoch", initial=start, total=len(plan),
-               disable=not procs.is_main)
+    bar = tqdm(range(first, len(plan)), desc="training" if start is None else "fine-tuning", unit="epoch",
+               initial=first, total=len(plan), disable=not procs.is_main)
     for epoch in bar:
         if plan[epoch] != stage:
             stage = plan[epoch]
@@ -426,6 +468,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
             ema = stage_ema(cfg, model, stage, ema)
             net = procs.wrap(head)      # DDP over the parameters that learn in this stage
         net.train()
+        freeze_trunk(cfg, model, stage)
         rows = epochs[epoch]
         data.set("w", rows.weights)
         data.set("flip", hflips(len(train_set), len(data) - len(train_set), seed, epoch) if cfg.train.hflip else None)

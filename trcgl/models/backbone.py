@@ -151,6 +151,16 @@ class Backbone(nn.Module):
         if batchnorm:
             self.bn = nn.BatchNorm2d(self.out_channels)
 
+    def split(self, last: int) -> tuple[list[nn.Module], list[nn.Module]]:
+        """(trunk, tail): the modules before the last ``last`` stages, and those stages with the
+        norms after them: what stage 2 keeps frozen and what it trains when it fine-tunes only the
+        end of the backbone (``train.finetune_stages``)."""
+        n = len(self.stages)
+        if not 1 <= last <= n:
+            raise BackboneError(f"train.finetune_stages must be 1..{n} for this backbone ({n} stages), got {last}")
+        after = [getattr(self, k) for k in ("final_norm", "bn") if hasattr(self, k)]
+        return [self.stem, *self.stages[: n - last]], [*self.stages[n - last:], self.norm, *after]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_chans, H, W) -> X of shape (B, D, H/r, W/r)."""
         X = self.norm(self.stages(self.stem(x)))

@@ -93,6 +93,22 @@ def _classifier(ctx):
                    features=cached if cached["train"] is not None else None)
 
 
+@stage("finetune", reads=CLASSIFIER_READS, modules=CLASSIFIER_MODULES, inputs=_classifier_inputs,
+       load=_load_classifier, together=True)
+def _finetune(ctx):
+    """Stage 2 of a classifier whose stage 1 is its own run (``train.warmup_on_features``): the
+    ``start`` run's best epoch (heads on cached features), then ``train.finetune_epochs`` epochs on
+    the images (augmented as configured) with the backbone, or its last ``train.finetune_stages``
+    stages, learning too; the best epoch on selection, the start counted as epoch 0."""
+    from ..train import fit_classifier
+
+    extra = ctx.inputs.get("extra")
+    fit_classifier(ctx.cfg.replace({"train.warmup_epochs": 0}), ctx.inputs["train"], ctx.inputs["select"],
+                   _groups(ctx.inputs["groups"]), _as_image_set(extra) if extra is not None else None,
+                   ctx.params["seed"], _device(ctx.cfg), ctx.work, _schedule(ctx.cfg),
+                   checkpoint=pretrained_checkpoint(ctx), start=ctx.artifacts["start"].folder)
+
+
 def selection_probs(artifact) -> np.ndarray:
     """A classifier artifact's probabilities on the selection split at its best epoch, read without
     loading its model (the tables choose each run's F1 thresholds from them)."""
@@ -179,12 +195,30 @@ def features(cfg, images: Request, train: Request | None = None) -> Request:
 
 # ----------------------------------------------------------------------------- requests
 
+def stage1_config(cfg):
+    """The stage 1 run of a recipe whose stage 2 continues it (:func:`warmup_on_features`): the
+    same recipe without fine-tuning, so the same run as a heads-only table's row of that recipe."""
+    return cfg.replace({"train.finetune_epochs": 0, "train.warmup_on_features": False, "train.finetune_stages": None})
+
+
+def warmup_on_features(cfg) -> bool:
+    """Whether a recipe's stage 1 is its own run on cached features and stage 2 a ``finetune``
+    run that continues it (``train.warmup_on_features`` with fine-tuning epochs, a backbone whose
+    features can be cached)."""
+    return bool(cfg.train.warmup_on_features and cfg.train.finetune_epochs > 0 and uses_features(stage1_config(cfg)))
+
+
 def classifier(cfg, seed: int | None = None, extra: Request | None = None, train: Request | None = None) -> Request:
     """A classifier of ``cfg`` (chapters 3-7): trained on ``train`` (default: the train split) and
     ``extra``, best epoch on the selection split; on cached features of its frozen (pretrained)
-    backbone when the recipe never trains the backbone (:func:`uses_features`)."""
+    backbone when the recipe never trains the backbone (:func:`uses_features`); with
+    ``train.warmup_on_features``, stage 2 as a ``finetune`` run that continues that stage 1 run."""
     train = train or train_set(cfg)
     select = selection_set(cfg)
+    if warmup_on_features(cfg):
+        return Request("finetune", cfg, seed=int(cfg.seed if seed is None else seed), groups=cohort(cfg),
+                       train=train, select=select, extra=extra,
+                       start=classifier(stage1_config(cfg), seed=seed, extra=extra, train=train))
     cached = {}
     if uses_features(cfg):
         cached = {"train_features": features(cfg, train, train), "select_features": features(cfg, select, train)}

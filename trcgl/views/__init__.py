@@ -66,6 +66,10 @@ def setup(namespace: dict) -> Chapter:
 
     table_display()
     cfg = from_notebook(namespace)
+    if cfg.threads is not None:        # the profile's torch threads (trcgl.runtime.torch_threads)
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed, cfg.deterministic)
     return Chapter(cfg, select_device(cfg.device), ArtifactCache())
 

@@ -9,7 +9,7 @@ from .. import paper
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
 from ..tables import tables_config
-from .common import benchmark_note, interval_text, table
+from .common import benchmark_note, interval_text, table, training_text
 
 METRICS = ["mAUC tail", "mAP", "mAUC", "macro-F1", "mAP tail"]
 
@@ -118,6 +118,7 @@ def released_comparison(ch, tcfg):
     the paired differences to the text reading, and a sentence."""
     from ..released import TEXT
 
+    tcfg = tables_config(ch.cfg, "released")       # the comparison's own recipe (tables.stage2 may add stage 2)
     result = table(ch, "released")
     store = results_store(ch.cfg)
     names = [r["name"] for r in result.rows]
@@ -127,6 +128,7 @@ def released_comparison(ch, tcfg):
     moved = [row for row in diffs.index if diffs.loc[row, ("mAP", "sure")] or diffs.loc[row, ("mAUC tail", "sure")]]
     text = ("Rows whose interval against the text reading excludes zero (mAP or tail mAUC): "
             + (", ".join(moved) if moved else "none at this number of seeds") + ".")
+    text += released_stage2_text(ch, tcfg)
     if tcfg.train.finetune_epochs == 0:
         text += (" This profile trains the heads only (the paper's stage 1, on the frozen backbone), so the "
                  "behaviours of the released fine-tuning stage cannot act: EMA starts at fine-tuning, so the "
@@ -136,6 +138,28 @@ def released_comparison(ch, tcfg):
                  "outside fine-tuning, so its synthetic images never count here.")
     note = benchmark_note(tcfg, "No paper column: the paper reports one reading.", result.records)
     return ours, diffs.round(4), text, note
+
+
+def released_stage2_text(ch, tcfg) -> str:
+    """Where the comparison fine-tunes: how many optimiser steps stage 2 takes, and how much of the
+    EMA is still the weights it started from after them (timm's ModelEmaV3 without warm-up: the
+    start keeps a share decay^steps)."""
+    import math
+
+    from ..config import preset_overrides
+
+    t = tcfg.train
+    if t.finetune_epochs == 0:
+        return ""
+    n = len(ch.get(S.train_set(tcfg))) + len(ch.get(S.synthetic_set(ch.cfg)).kept)
+    steps = int(t.finetune_epochs) * math.ceil(n / t.batch_size)
+    decay = float(preset_overrides("released").get("train.ema_decay", t.ema_decay))
+    return (f" Every row here is trained as: {training_text(tcfg)}. Stage 2 takes at least {steps} optimiser steps "
+            f"({t.finetune_epochs} epoch{'s' if t.finetune_epochs != 1 else ''} of {n} images in batches of "
+            f"{t.batch_size}; repeat-factor sampling "
+            f"lengthens the epochs), so the released EMA (decay {decay:g}) still holds "
+            f"{decay ** steps:.0%} of the weights stage 2 started from when it is evaluated: at this budget '+ EMA' "
+            "measures an EMA that has barely moved.")
 
 
 def exercises(ch, result):

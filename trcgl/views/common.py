@@ -43,17 +43,25 @@ def backbone_start(cfg) -> str:
 
 
 def training_text(cfg) -> str:
-    """Which stages the classifier trains, read from ``train.warmup_epochs`` / ``finetune_epochs``:
-    heads only on the frozen backbone, the whole network, or heads then the whole network."""
+    """Which stages the classifier trains, read from ``train.warmup_epochs`` / ``finetune_epochs``
+    (/ ``finetune_stages`` / ``warmup_on_features``): heads only on the frozen backbone, the whole
+    network (or its end), or heads then the whole network (or its end)."""
     w, f = int(cfg.train.warmup_epochs), int(cfg.train.finetune_epochs)
     def epochs(n):
         return f"{n} epoch{'s' if n != 1 else ''}"
 
+    k = cfg.train.finetune_stages
+    what = ("the whole network" if k is None else
+            f"the backbone's last {'stage' if k == 1 else f'{k} stages'} and the heads (earlier stages frozen)")
     if f == 0:
         return f"heads only on the frozen backbone ({epochs(w)}; no fine-tuning)"
     if w == 0:
-        return f"the whole network fine-tuned ({epochs(f)})"
-    return f"heads on the frozen backbone ({epochs(w)}), then the whole network fine-tuned ({epochs(f)})"
+        return f"{what} fine-tuned ({epochs(f)})"
+    if cfg.train.warmup_on_features:
+        return (f"heads on the frozen backbone's cached features ({epochs(w)}), then, from that run's best epoch, "
+                f"{what} fine-tuned on the images ({epochs(f)}; the starting epoch kept if no later one is better "
+                "on selection)")
+    return f"heads on the frozen backbone ({epochs(w)}), then {what} fine-tuned ({epochs(f)})"
 
 
 def benchmark_note(cfg, reference: str = "The paper's columns: real PadChest, pretrained backbones, one run.",

@@ -15,7 +15,8 @@ from .common import benchmark_note, run, table
 
 
 def needs(cfg) -> list:
-    return [S.table(cfg, "table1"), S.table(cfg, "controls"), S.table(cfg, "dose")]
+    heads = [S.table(cfg, "controls_heads")] if "controls" in cfg.tables.stage2 else []
+    return [S.table(cfg, "table1"), S.table(cfg, "controls"), *heads, S.table(cfg, "dose")]
 
 
 def setting(ch):
@@ -236,11 +237,36 @@ def controls_setup(ch) -> str:
     rule = common.budget_rule_text(cfg)
     kept = int(report["kept"].sum())
     total = int(report["generated"].sum())
+    ccfg = tables_config(cfg, "controls")
     return common.wrapped(
         f"The synthetic budget: {rule}, asked of the generator before any filter and the same for every arm "
         f"({counts}; {total} images), each at loss weight {cfg.diffusion.synthetic_weight:g}. The filter kept "
         f"{kept} of the {total} ({kept / max(total, 1):.0%}); the ideal generator at the filter's count renders "
-        "exactly the kept label sets.")
+        f"exactly the kept label sets. Every arm is trained as: {common.training_text(ccfg)}.")
+
+
+def controls_by_stage(ch):
+    """Where the controls fine-tune (``tables.stage2``): each arm's paired difference from no extra
+    images after stage 1 alone (heads on the frozen backbone: the runs stage 2 starts from) and
+    after stage 2, and a sentence on what fine-tuning changed for the positive control (None, ""
+    where the controls train the heads only)."""
+    from ..tables import BASELINE, IDEAL_ROW
+
+    if "controls" not in ch.cfg.tables.stage2:
+        return None, ""
+    table(ch, "controls_heads")
+    store = results_store(ch.cfg)
+    parts = {name: paired_differences(store, t, BASELINE, PRIMARY)
+             for name, t in (("stage 1 (heads only)", "controls_heads"), ("after stage 2", "controls"))}
+    shown = pd.DataFrame({name: [common.interval_text(d.loc[r]) for r in d.index] for name, d in parts.items()},
+                         index=next(iter(parts.values())).index)
+    text = ""
+    if IDEAL_ROW in shown.index:
+        (a, da), (b, db) = parts.items()
+        text = common.wrapped(
+            f"The positive control's gain in {PRIMARY}: {a} {common.interval_text(da.loc[IDEAL_ROW])}; {b} "
+            f"{common.interval_text(db.loc[IDEAL_ROW])} (each paired against no extra images trained the same way).")
+    return shown.rename_axis(f"Δ{PRIMARY} vs {BASELINE}"), text
 
 
 def controls_verdict(ch, result, test_set, cohort) -> str:
