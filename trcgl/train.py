@@ -221,7 +221,9 @@ def finetuned_backbone(cfg, model) -> list[nn.Parameter]:
     if k is None:
         return list(model.backbone.parameters())
     if not hasattr(model.backbone, "split"):
-        raise DataError(f"train.finetune_stages needs a ConvNeXt backbone (model.arch trcgl or csra), "
+        from .config import ConfigError
+
+        raise ConfigError(f"train.finetune_stages needs a ConvNeXt backbone (model.arch trcgl or csra), "
                         f"not model.arch {cfg.model.arch}; set it to null to fine-tune the whole network")
     _, tail = model.backbone.split(int(k))
     return [p for m in tail for p in m.parameters()]
