@@ -52,15 +52,20 @@ def test_every_table_run_trains_on_the_train_split_chooses_on_selection_and_scor
 
 def test_the_dose_curve_shares_the_controls_baseline_and_positive_control(setting):
     """The dose curve's 1x row and the controls' ideal generator are one run (one cache entry), as
-    are both tables' runs without extra images; other doses are runs of their own."""
+    are both tables' runs without extra images; other doses are runs of their own. Where the
+    controls add stage 2 (``tables.stage2``), the dose curve's runs are the ones their stage 2
+    continues."""
     from trcgl.tables import BASELINE, IDEAL_ROW, dose_row_name
 
     cfg, runner = setting
-    cfg = cfg.replace({"tables.ideal_doses": [0.5, 1.0, 2.0]})
-    controls = {r.name: runner.identity(S.row_run(cfg, r, 0)) for r in table_rows(cfg, "controls")}
-    dose = {r.name: runner.identity(S.row_run(cfg, r, 0)) for r in table_rows(cfg, "dose")}
-    assert dose[dose_row_name(1.0)] == controls[IDEAL_ROW] and dose[BASELINE] == controls[BASELINE]
-    assert len(set(dose.values())) == 4
+    for stage2 in ([], ["controls"]):
+        c = cfg.replace({"tables.ideal_doses": [0.5, 1.0, 2.0], "tables.stage2": stage2, "tables.stage2_epochs": 1})
+        runs = {r.name: S.row_run(c, r, 0) for r in table_rows(c, "controls")}
+        assert all((req.stage == "finetune") == bool(stage2) for req in runs.values())
+        controls = {name: runner.identity(req.params["start"] if stage2 else req) for name, req in runs.items()}
+        dose = {r.name: runner.identity(S.row_run(c, r, 0)) for r in table_rows(c, "dose")}
+        assert dose[dose_row_name(1.0)] == controls[IDEAL_ROW] and dose[BASELINE] == controls[BASELINE]
+        assert len(set(dose.values())) == 4
 
 
 def test_condition_tables_train_on_their_own_rendering_of_the_same_rows(setting):
