@@ -260,7 +260,9 @@ compare
 # The paper's generator starts from Stable Diffusion, trained on billions of images; ours starts
 # from nothing and sees a few thousand phantoms, so its samples are blurrier and its grip on rare,
 # subtle findings weaker. The ladder compares the recipe's options one profile at a time: to see
-# what an option does, run the chapter with it changed (exercise 5). Whether the synthetic set helps
+# what an option does, run the chapter with it changed (exercise 4), or score several recipes on
+# rungs (c) and (c′) at once with `tools/compare_generators.py` (the objective and schedule
+# options, each a generator of its own, one seed each). Whether the synthetic set helps
 # the classifier is measured where the classifier is trained with it: the controls of the
 # main-results chapter, Table 3 and the synthetic-weight sweep (Table 4) use exactly this cached set.
 #

@@ -56,3 +56,18 @@ def test_ladder_names_the_rung_where_a_class_is_lost():
     lost = lost_at(t)
     assert lost["x"] == "kept" and lost["y"].startswith("(b)")
     assert isinstance(t, pd.DataFrame) and t.loc["x", "samples"] == 30
+
+
+def test_the_generator_comparison_tool_refuses_an_unknown_variant_in_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = str(Path(__file__).resolve().parents[1] / "tools" / "compare_generators.py")
+    r = subprocess.run([sys.executable, tool, "--variant", "no such recipe"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "unknown generator variant 'no such recipe'" in r.stderr
+    r = subprocess.run([sys.executable, tool, "--set", "diffusion.epochs=-1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "diffusion.epochs" in r.stderr

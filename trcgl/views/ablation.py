@@ -185,8 +185,8 @@ def exercises(ch, result):
         ("The released code weights synthetic images 0 during its warm-up epochs. Which row of Table 3 would that "
          "change most, and why?",
          "In the warm-up only the heads learn; think about which head sees the synthetic images first."
-         + (f" This run trains the heads only ({tcfg.train.warmup_epochs} warm-up epochs, no fine-tuning), so "
-            "under that rule its synthetic images would never count." if heads_only else "")),
+         + (f" Table 3's runs train the heads only ({tcfg.train.warmup_epochs} warm-up epochs, no fine-tuning), so "
+            "under that rule their synthetic images would never count." if heads_only else "")),
         (f"With {n} seed{'s' if n != 1 else ''}, how large must a gain be to be called *sure*? Read it from the "
          "widest interval of the step table above.",
          how.rstrip(":") + ". A paired difference is sure when its own interval excludes zero, so the gain must "

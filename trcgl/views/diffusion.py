@@ -386,3 +386,38 @@ def ladder(ch, cohort, run, oracle, P_real, sets, targets):
                  f"samples (interval above 0.5) for {len(good)} of {len(table)} target classes"
                  + (f" ({', '.join(good)})." if good else "."))
     return shown, lost, e_shown, "\n".join(lines)
+
+
+#: The generator variants of issue 21's comparison (``tools/compare_generators.py``): config
+#: overrides of the profile's recipe, each measured on the ladder's rungs (c) and (c').
+GENERATOR_VARIANTS = {
+    "profile": {},
+    "cosine schedule": {"diffusion.beta_schedule": "squaredcos_cap_v2"},
+    "v-prediction": {"diffusion.prediction_type": "v_prediction"},
+    "min-SNR-5": {"diffusion.snr_gamma": 5.0},
+    "v-prediction + min-SNR-5 + cosine": {"diffusion.prediction_type": "v_prediction", "diffusion.snr_gamma": 5.0,
+                                          "diffusion.beta_schedule": "squaredcos_cap_v2"},
+    "no EMA": {"diffusion.ema_decay": 0.0},
+}
+
+
+def recipe_rungs(cfg, cache=None, device="cpu") -> tuple[pd.DataFrame, list[str]]:
+    """A generator recipe on the ladder's rungs (c) and (c'): the budget's samples of the model
+    ``cfg`` trains (a cached stage) against real test negatives and against its unconditional
+    samples, per target class with intervals; and the classes that meet chapter 2's bar (c ≥ 0.8,
+    the (c') interval above 0.5)."""
+    from ..diffusion.generate import target_classes
+    from ..diffusion.ladder import ladder_table
+    from ..diffusion.oracle import oracle_view
+
+    cohort = S.get(S.cohort(cfg), cache)
+    classes, targets = list(cohort.class_set.classes), target_classes(cfg, cohort.groups)
+    test, oracle = S.get(S.image_set(cfg, "test"), cache), S.get(S.oracle(cfg), cache)
+    s, unc = S.get(S.samples(cfg), cache), S.get(S.samples(cfg, "unconditional"), cache)
+    P_real, _ = oracle_view(oracle, test.images, classes, device)
+    P_syn, _ = oracle_view(oracle, s.images, classes, device)
+    P_unc, _ = oracle_view(oracle, unc.images, classes, device)
+    t = ladder_table(classes, targets, test.Y, test.rows["ImageID"].to_numpy(), P_real, P_real, P_syn,
+                     s.plan["target_id"], P_unc, n_boot=cfg.eval.bootstrap, seed=cfg.seed, method=cfg.eval.interval)
+    good = [c for c in t.index if t.loc[c, "c"] >= 0.8 and t.loc[c, "c' low"] > 0.5]
+    return t[[k for k in t.columns if k.split(" ")[0] in ("c", "c'")]], good
