@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from trcgl.diffusion.ladder import ladder_table, lost_at, prdc_interval, two_sample_auc
+from trcgl.diffusion.ladder import ladder_table, lost_at, meets_bar, prdc_interval, two_sample_auc
 
 
 def test_two_sample_auc_is_sklearns_and_its_interval_resamples_clusters():
@@ -56,6 +56,10 @@ def test_ladder_names_the_rung_where_a_class_is_lost():
     lost = lost_at(t)
     assert lost["x"] == "kept" and lost["y"].startswith("(b)")
     assert isinstance(t, pd.DataFrame) and t.loc["x", "samples"] == 30
+    assert meets_bar(t) == ["x", "y"]                          # rung (b) is not part of the bar
+    no_b = ladder_table(["x", "y"], [0, 1], Y, clusters, P_real, None, P_synth, synth_t, P_unc, n_boot=200)
+    assert "b" not in no_b.columns                              # without reconstructions: no rung (b)
+    pd.testing.assert_frame_equal(no_b, t.drop(columns=["b", "b low", "b high"]))
 
 
 def test_the_generator_comparison_tool_refuses_an_unknown_variant_in_one_line():

@@ -64,6 +64,12 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def set_threads(count: int | None) -> None:
+    """Set torch's intra-op threads to the config's ``threads`` (None: leave torch's count)."""
+    if count is not None:
+        torch.set_num_threads(int(count))
+
+
 @contextlib.contextmanager
 def torch_threads(count: int | None):
     """Run a block with ``count`` torch intra-op threads (the config's ``threads``; None: leave
@@ -73,8 +79,7 @@ def torch_threads(count: int | None):
     two of two threads (``python -m trcgl run --workers 2``, the cpu profile). The count is
     restored afterwards (the CLI's ``run`` inside a test process)."""
     before = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(int(count))
+    set_threads(count)
     try:
         yield torch.get_num_threads()
     finally:

@@ -97,7 +97,7 @@ def ladder_table(classes, targets, test_Y, test_clusters, P_real, P_recon, P_syn
     """One row per target class: the AUC of rungs (a) to (d*) (:data:`RUNGS`), each with its interval.
 
     ``P_real`` / ``P_recon``: the oracle's probabilities (N, C) on the test images and on their VAE
-    reconstructions; ``P_synth``: on samples, prompted for ``synth_targets``; ``P_uncond``: on
+    reconstructions (rung b; omitted when None); ``P_synth``: on samples, prompted for ``synth_targets``; ``P_uncond``: on
     unconditional samples; ``P_cas`` / ``P_cas_ideal``: the CAS classifiers' probabilities on the
     test images (rungs d and d*; omitted when None)."""
     test_Y, synth_targets = np.asarray(test_Y), np.asarray(synth_targets)
@@ -106,10 +106,10 @@ def ladder_table(classes, targets, test_Y, test_clusters, P_real, P_recon, P_syn
     for c in targets:
         y = test_Y[:, c] == 1
         s = P_synth[synth_targets == c, c]
-        pairs = {"a": (P_real[y, c], P_real[~y, c], clusters[y], clusters[~y]),
-                 "b": (P_recon[y, c], P_recon[~y, c], clusters[y], clusters[~y]),
-                 "c": (s, P_real[~y, c], None, clusters[~y]),
-                 "c'": (s, P_uncond[:, c], None, None)}
+        pairs = {"a": (P_real[y, c], P_real[~y, c], clusters[y], clusters[~y])}
+        if P_recon is not None:
+            pairs["b"] = (P_recon[y, c], P_recon[~y, c], clusters[y], clusters[~y])
+        pairs["c"], pairs["c'"] = (s, P_real[~y, c], None, clusters[~y]), (s, P_uncond[:, c], None, None)
         if P_cas is not None:
             pairs["d"] = (P_cas[y, c], P_cas[~y, c], clusters[y], clusters[~y])
         if P_cas_ideal is not None:
@@ -119,6 +119,12 @@ def ladder_table(classes, targets, test_Y, test_clusters, P_real, P_recon, P_syn
             row[k], row[f"{k} low"], row[f"{k} high"] = two_sample_auc(p, n, pc, nc, n_boot, seed + 17 * int(c), method)
         rows.append(row)
     return pd.DataFrame(rows).set_index("class")
+
+
+def meets_bar(table: pd.DataFrame, good: float = 0.8) -> list[str]:
+    """The classes whose prompted samples reach rung (c) ≥ ``good`` against real negatives and lie
+    above unconditional samples (rung (c′) interval above chance): the bar of issue 21."""
+    return [c for c in table.index if table.loc[c, "c"] >= good and table.loc[c, "c' low"] > 0.5]
 
 
 def lost_at(table: pd.DataFrame, good: float = 0.8) -> pd.Series:

@@ -61,15 +61,12 @@ def setup(namespace: dict) -> Chapter:
     """The chapter's configuration from its papermill parameters (``globals()``), seeded, with the
     device and the run's cache; the tables' display set up (:func:`.common.table_display`)."""
     from ..config import from_notebook
-    from ..runtime import seed_everything, select_device
+    from ..runtime import seed_everything, select_device, set_threads
     from .common import table_display
 
     table_display()
     cfg = from_notebook(namespace)
-    if cfg.threads is not None:        # the profile's torch threads (trcgl.runtime.torch_threads)
-        import torch
-
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)           # the profile's torch threads (trcgl.runtime.torch_threads)
     seed_everything(cfg.seed, cfg.deterministic)
     return Chapter(cfg, select_device(cfg.device), ArtifactCache())
 

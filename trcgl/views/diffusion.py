@@ -308,7 +308,7 @@ def context_comparison(ch, cohort, oracle, P_unc, P_real, test_set, targets):
     parts = {}
     for name, s in models.items():
         P, _ = oracle_view(oracle, s.images, classes, ch.device)
-        t = ladder_table(classes, targets, test_set.Y, clusters, P_real, P_real, P, s.plan["target_id"], P_unc,
+        t = ladder_table(classes, targets, test_set.Y, clusters, P_real, None, P, s.plan["target_id"], P_unc,
                          n_boot=cfg.eval.bootstrap, seed=cfg.seed, method=cfg.eval.interval)
         parts[name] = t
     compare = pd.concat({k: with_intervals(v, ["c", "c'"]) for k, v in parts.items()}, axis=1)
@@ -348,7 +348,7 @@ def reconstruct(vae, images: np.ndarray, device, batch_size: int = 256) -> np.nd
 def ladder(ch, cohort, run, oracle, P_real, sets, targets):
     """The generator's diagnostic ladder (:mod:`trcgl.diffusion.ladder`): rungs (a) to (d*) per
     target class with intervals, the rung where each class is lost, rung (e) (PRDC), and a verdict."""
-    from ..diffusion.ladder import RUNGS, ladder_table, lost_at, prdc_table
+    from ..diffusion.ladder import RUNGS, ladder_table, lost_at, meets_bar, prdc_table
     from ..diffusion.oracle import oracle_view
     from .common import with_intervals
 
@@ -368,7 +368,7 @@ def ladder(ch, cohort, run, oracle, P_real, sets, targets):
     _, F_sel = oracle_view(oracle, sel.images, classes, ch.device)
     e = prdc_table(classes, targets, {c: F_test[test.Y[:, c] == 1] for c in targets}, F_syn, s.plan["target_id"],
                    {c: F_sel[sel.Y[:, c] == 1] for c in targets}, seed=cfg.seed)
-    good = [c for c in table.index if table.loc[c, "c"] >= 0.8 and table.loc[c, "c' low"] > 0.5]
+    good = meets_bar(table)
     shown = with_intervals(table, [k for k in RUNGS if k in table.columns])
     shown.insert(0, "samples", table["samples"])
     shown["lost at"] = lost
@@ -407,7 +407,7 @@ def recipe_rungs(cfg, cache=None, device="cpu") -> tuple[pd.DataFrame, list[str]
     samples, per target class with intervals; and the classes that meet chapter 2's bar (c ≥ 0.8,
     the (c') interval above 0.5)."""
     from ..diffusion.generate import target_classes
-    from ..diffusion.ladder import ladder_table
+    from ..diffusion.ladder import ladder_table, meets_bar
     from ..diffusion.oracle import oracle_view
 
     cohort = S.get(S.cohort(cfg), cache)
@@ -417,7 +417,6 @@ def recipe_rungs(cfg, cache=None, device="cpu") -> tuple[pd.DataFrame, list[str]
     P_real, _ = oracle_view(oracle, test.images, classes, device)
     P_syn, _ = oracle_view(oracle, s.images, classes, device)
     P_unc, _ = oracle_view(oracle, unc.images, classes, device)
-    t = ladder_table(classes, targets, test.Y, test.rows["ImageID"].to_numpy(), P_real, P_real, P_syn,
+    t = ladder_table(classes, targets, test.Y, test.rows["ImageID"].to_numpy(), P_real, None, P_syn,
                      s.plan["target_id"], P_unc, n_boot=cfg.eval.bootstrap, seed=cfg.seed, method=cfg.eval.interval)
-    good = [c for c in t.index if t.loc[c, "c"] >= 0.8 and t.loc[c, "c' low"] > 0.5]
-    return t[[k for k in t.columns if k.split(" ")[0] in ("c", "c'")]], good
+    return t[[k for k in t.columns if k.split(" ")[0] in ("c", "c'")]], meets_bar(t)
