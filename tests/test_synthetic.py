@@ -153,3 +153,42 @@ def test_library_versions_equal_the_hand_written_formulas_they_replace():
         got = bootstrap_difference(a, b, n=n, seed=seed, level=level)
         assert np.allclose(got, (a.mean() - b.mean(), lo, hi), rtol=1e-12, atol=0)
     assert np.isnan(bootstrap_difference(np.array([0.5]), b)[1])   # one value: no interval
+
+
+def test_the_oracle_view_scores_and_pools_in_one_pass_and_remembers_each_set():
+    """oracle_view's probabilities are predict()'s, its features the backbone's pooled maps through
+    the data loader's own normalisation; a set shown again is not scored again."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from trcgl.data.datasets import XrayDataset, make_loader
+    from trcgl.diffusion import oracle as O
+    from trcgl.diffusion.generate import image_set_of
+    from trcgl.models import build_model
+    from trcgl.tables import gap_only
+    from trcgl.train import predict
+
+    classes = ["a", "b", "c"]
+    cfg = gap_only(load_config("smoke"))
+    torch.manual_seed(0)
+    model = build_model(cfg, 3, np.eye(3, dtype=np.uint8).repeat(4, 0)).eval()
+    run = SimpleNamespace(model=model, mean=0.4, std=0.2)
+    images = np.random.default_rng(0).integers(0, 256, (150, 64, 64), dtype=np.uint8)
+    P, F = O.oracle_view(run, images, classes, torch.device("cpu"))
+    s = image_set_of(images, classes)
+    assert np.allclose(P, predict(model, s, 0.4, 0.2, torch.device("cpu")), atol=1e-6)
+    with torch.no_grad():
+        ref = torch.cat([model.backbone(x).mean(dim=(2, 3)) for x, _, _ in
+                         make_loader(XrayDataset(s, 0.4, 0.2), 64, shuffle=False)]).numpy()
+    assert F.shape == ref.shape and np.allclose(F, ref, atol=1e-5)
+    calls = []
+    hook = model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        P2, _ = O.oracle_view(run, images.copy(), classes, torch.device("cpu"))       # same content: remembered
+        assert P2 is P and not calls
+        O.oracle_view(run, images[::-1].copy(), classes, torch.device("cpu"))        # other content: scored
+        assert calls
+    finally:
+        hook.remove()
+    assert not P.flags.writeable

@@ -389,14 +389,15 @@ def ladder(ch, cohort, run, oracle, P_real, sets, targets):
 
 
 #: The generator variants of issue 21's comparison (``tools/compare_generators.py``): config
-#: overrides of the profile's recipe, each measured on the ladder's rungs (c) and (c').
+#: overrides of the profile's recipe, each measured on the ladder's rungs (c) and (c'). The
+#: objective and schedule are taken back to the paper's reading one at a time, then together.
 GENERATOR_VARIANTS = {
     "profile": {},
-    "cosine schedule": {"diffusion.beta_schedule": "squaredcos_cap_v2"},
-    "v-prediction": {"diffusion.prediction_type": "v_prediction"},
-    "min-SNR-5": {"diffusion.snr_gamma": 5.0},
-    "v-prediction + min-SNR-5 + cosine": {"diffusion.prediction_type": "v_prediction", "diffusion.snr_gamma": 5.0,
-                                          "diffusion.beta_schedule": "squaredcos_cap_v2"},
+    "ε-prediction": {"diffusion.prediction_type": "epsilon"},
+    "equal loss weights": {"diffusion.snr_gamma": None},
+    "scaled-linear schedule": {"diffusion.beta_schedule": "scaled_linear"},
+    "the paper's objective and schedule": {"diffusion.prediction_type": "epsilon", "diffusion.snr_gamma": None,
+                                           "diffusion.beta_schedule": "scaled_linear"},
     "no EMA": {"diffusion.ema_decay": 0.0},
 }
 
