@@ -170,3 +170,27 @@ def test_table_1_reads_a_cut_convnext_beside_a_whole_one(stage):
     whole, cut = rows[WHOLE_CONVNEXT].cfg, rows["ConvNeXt"].cfg
     assert whole.model.feature_stage == -1 and whole.replace({"model.feature_stage": stage}) == cut
     assert f"cut after stage {stage}" in rows["ConvNeXt"].meta["model here"]
+
+
+def test_channels_last_is_a_memory_order_not_another_network():
+    """``model.channels_last`` stores the 4-d weights channels-last and leaves the function: the
+    same weights give the contiguous model's outputs (to float rounding), repeatably, on the
+    network and on the backbone that cached features come from; the features' key holds it."""
+    from trcgl.models import BACKBONE_KEYS, build_backbone
+
+    x = torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    base = {"model.arch": "timm", "model.backbone": "resnet18"}
+    torch.manual_seed(0)
+    plain = build_model(load_config("smoke", {**base, "model.channels_last": False}), 3).eval()
+    torch.manual_seed(0)
+    last = build_model(load_config("smoke", {**base, "model.channels_last": True}), 3).eval()
+    convs = [p for p in last.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)          # (a 1-channel kernel is both orders at once)
+    assert all(p.is_contiguous() for p in plain.parameters())
+    with torch.no_grad():
+        a, b, b2 = plain(x)["logits"], last(x)["logits"], last(x)["logits"]
+    assert torch.equal(b, b2) and torch.allclose(a, b, atol=1e-4)
+    bb = build_backbone(load_config("smoke", {**base, "model.channels_last": True}))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in bb.parameters() if p.dim() == 4)
+    assert "model.channels_last" in BACKBONE_KEYS

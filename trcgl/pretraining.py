@@ -34,7 +34,7 @@ RECIPE_DEFAULTS = ("model.checkpoint", "model.head_scale", "train.adamw_eps", "t
 #: cache key holds: a default the recipe does not read (a new key, another section's setting)
 #: leaves the pretrained backbones alone. Running the recipe under a view of these keys alone
 #: raises on any other read (:meth:`trcgl.config.Config.restrict`; tests/test_pretraining.py).
-READS = RECIPE_DEFAULTS + ("model.arch", "model.backbone", "model.head", "data.image_size", "deterministic", "device",
+READS = RECIPE_DEFAULTS + ("model.arch", "model.backbone", "model.head", "model.channels_last", "data.image_size", "deterministic", "device",
                            "train.warmup_epochs", "train.finetune_epochs", "train.backbone_lr", "train.head_lr",
                            "train.batch_size")
 

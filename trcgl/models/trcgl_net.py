@@ -52,13 +52,23 @@ def _backbone(m, checkpoint=None, training: bool = True) -> Backbone:
 
 #: The config keys that decide a model's backbone (what cached features depend on).
 BACKBONE_KEYS = ("model.arch", "model.backbone", "model.feature_stage", "model.final_norm", "model.feature_batchnorm",
-                 "model.checkpoint", "data.image_size")
+                 "model.checkpoint", "model.channels_last", "data.image_size")
+
+
+def memory_format(module: nn.Module, cfg) -> nn.Module:
+    """``module`` with its 4-d weights in channels-last order when ``model.channels_last`` (the
+    convolutions then run in that order whatever the input's; the arithmetic stays fp32)."""
+    return module.to(memory_format=torch.channels_last) if cfg.model.channels_last else module
 
 
 def build_backbone(cfg, checkpoint=None) -> nn.Module:
     """The backbone a configuration describes, alone (reads only :data:`BACKBONE_KEYS`): the
     module whose output :meth:`forward_head` of the full model takes. ``checkpoint`` overrides
     ``model.checkpoint`` (e.g. the pretraining stage's weights)."""
+    return memory_format(_build_backbone(cfg, checkpoint), cfg)
+
+
+def _build_backbone(cfg, checkpoint=None) -> nn.Module:
     m = cfg.model
     if m.arch == "timm":
         from .baselines import timm_backbone
@@ -72,7 +82,12 @@ def build_backbone(cfg, checkpoint=None) -> nn.Module:
 def build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None, checkpoint=None) -> nn.Module:
     """The model a configuration's ``model`` section describes (``model.arch``: TRCGL-Net or a
     Table 1 baseline); the label graph needs the training labels (with or without the extra
-    rows, see ``train.counts_include_extra``). ``checkpoint`` overrides ``model.checkpoint``."""
+    rows, see ``train.counts_include_extra``). ``checkpoint`` overrides ``model.checkpoint``;
+    ``model.channels_last``: see :func:`memory_format`."""
+    return memory_format(_build_model(cfg, num_classes, train_labels, checkpoint), cfg)
+
+
+def _build_model(cfg, num_classes: int, train_labels: np.ndarray | None = None, checkpoint=None) -> nn.Module:
     m = cfg.model
     if m.arch != "trcgl":
         from .baselines import ClipClassifier, CSRAClassifier, TimmClassifier
