@@ -167,7 +167,7 @@ def pretrained_checkpoint(ctx, name: str = "backbone") -> str | None:
 
 
 @stage("features", reads=("model.arch", "model.backbone", "model.feature_stage", "model.final_norm",
-                           "model.feature_batchnorm", "model.checkpoint", "data.image_size", "device"),
+                           "model.feature_batchnorm", "model.channels_last", "model.checkpoint", "data.image_size", "device"),
        modules=("trcgl.features", "trcgl.models"), load=lambda ctx: load_npy(ctx.work / "features.npy"))
 def _features(ctx):
     """A frozen backbone's outputs for every image of a set (normalised as the training set is)."""
