@@ -93,7 +93,7 @@ def consistency_table(classes, targets, P_synth, synth_targets, P_uncond, P_real
     return pd.DataFrame(rows).set_index("class")
 
 
-_VIEWS: dict = {}   # (oracle, images' digest) -> (P, F): chapter 2 shows the same sets on several rungs
+_VIEWS: dict = {}   # (oracle model, images' digest, ...) -> (P, F): chapter 2 shows the same sets on several rungs
 _VIEWS_MAX = 16
 
 
@@ -102,12 +102,11 @@ def oracle_view(oracle_run, images: np.ndarray, classes, device) -> tuple[np.nda
     (a forward hook on the backbone pools its maps while the heads score them). Remembered per
     oracle and image content for the process, so a set shown on several rungs is scored once;
     the arrays returned are read-only."""
-    import hashlib
-
+    from ..cache import digest
     from ..train import predict
 
-    key = (id(oracle_run.model), str(device), tuple(classes), images.dtype.str, images.shape,
-           hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest())
+    # the model itself, not its id: a remembered view keeps its model alive, so no id is reused
+    key = (oracle_run.model, str(device), tuple(classes), digest(images))
     if key in _VIEWS:
         return _VIEWS[key]
     pooled = []

@@ -166,8 +166,15 @@ def pretrained_checkpoint(ctx, name: str = "backbone") -> str | None:
     return None if art is None else str(art.folder / "backbone.pth")
 
 
-@stage("features", reads=("model.arch", "model.backbone", "model.feature_stage", "model.final_norm",
-                           "model.feature_batchnorm", "model.channels_last", "model.checkpoint", "data.image_size", "device"),
+def _feature_reads(params) -> tuple[str, ...]:
+    """The backbone's own keys (:data:`trcgl.models.BACKBONE_KEYS`, which build_backbone reads),
+    imported when a key is made, so that importing the stages does not import torch."""
+    from ..models import BACKBONE_KEYS
+
+    return BACKBONE_KEYS + ("device",)
+
+
+@stage("features", reads=_feature_reads,
        modules=("trcgl.features", "trcgl.models"), load=lambda ctx: load_npy(ctx.work / "features.npy"))
 def _features(ctx):
     """A frozen backbone's outputs for every image of a set (normalised as the training set is)."""
