@@ -57,6 +57,15 @@ def _start(run_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _cmdline(process):
+    """A child's command line, or none when it has just exited (a short-lived child, such as one the
+    main process ran and has not reaped yet, is a zombie or gone between listing and reading)."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def _helper(main, run_dir):
     """The helper's pid, once it is running its stages (its first line in its log; at most 20 s)."""
     log = run_dir / "logs" / "run-cohort-helper-1.log"
@@ -65,7 +74,7 @@ def _helper(main, run_dir):
     def started():
         if main.poll() is not None:
             return True
-        found[:] = [c.pid for c in psutil.Process(main.pid).children() if "--helper" in c.cmdline()]
+        found[:] = [c.pid for c in psutil.Process(main.pid).children() if "--helper" in _cmdline(c)]
         return bool(found) and log.exists() and "helper " in log.read_text()
 
     _until(started, 20)
