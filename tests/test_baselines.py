@@ -194,3 +194,44 @@ def test_channels_last_is_a_memory_order_not_another_network():
     bb = build_backbone(load_config("smoke", {**base, "model.channels_last": True}))
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in bb.parameters() if p.dim() == 4)
     assert "model.channels_last" in BACKBONE_KEYS
+
+
+def test_channels_last_convnext_norms_its_responses_as_timm_does():
+    """Under ``model.channels_last`` the ConvNeXtV2 backbone's global response norms take the
+    sum-of-squares path (:class:`trcgl.models.trcgl_net.ChannelsLastGRN`): the same outputs and
+    gradients as timm's layer on a channels-last input, timm's own forward on a contiguous one, and
+    the whole network's logits those of the contiguous network (to float rounding)."""
+    from timm.layers.grn import GlobalResponseNorm
+
+    from trcgl.models.trcgl_net import ChannelsLastGRN
+
+    timm_grn = GlobalResponseNorm(8, channels_last=False)
+    with torch.no_grad():
+        timm_grn.weight.normal_(generator=torch.Generator().manual_seed(1))
+        timm_grn.bias.normal_(generator=torch.Generator().manual_seed(2))
+    ours = GlobalResponseNorm(8, channels_last=False)
+    ours.load_state_dict(timm_grn.state_dict())
+    ours.__class__ = ChannelsLastGRN
+    x = torch.randn(3, 8, 5, 4, generator=torch.Generator().manual_seed(0))
+    for layout in (torch.channels_last, torch.contiguous_format):
+        xa = x.contiguous(memory_format=layout).requires_grad_()
+        xb = x.contiguous(memory_format=layout).requires_grad_()
+        a, b = timm_grn(xa), ours(xb)
+        (a * x).sum().backward()
+        (b * x).sum().backward()
+        assert torch.allclose(a, b, atol=1e-6) and torch.allclose(xa.grad, xb.grad, atol=1e-5)
+    assert torch.allclose(timm_grn.weight.grad, ours.weight.grad, atol=1e-5)
+    with torch.no_grad():
+        assert torch.equal(ours(x), timm_grn(x))               # contiguous: timm's forward itself
+
+    net = {"model.arch": "trcgl", "model.label_gcn": False}
+    x = torch.randn(4, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    plain = build_model(load_config("smoke", {**net, "model.channels_last": False}), 3).eval()
+    torch.manual_seed(0)
+    last = build_model(load_config("smoke", {**net, "model.channels_last": True}), 3).eval()
+    kinds = [type(m) for m in last.modules() if isinstance(m, GlobalResponseNorm)]
+    assert kinds and set(kinds) == {ChannelsLastGRN}
+    assert all(type(m) is GlobalResponseNorm for m in plain.modules() if isinstance(m, GlobalResponseNorm))
+    with torch.no_grad():
+        assert torch.allclose(plain(x)["logits"], last(x)["logits"], atol=1e-4)
