@@ -1,4 +1,6 @@
 """The synthetic tail set: label sets, filter, oracle rows, consistency and distances, by hand."""
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,7 @@ from trcgl import load_config
 from trcgl.data.datasets import ImageSet
 from trcgl.data.padchest import load_class_set
 from trcgl.diffusion.generate import (as_image_set, budget_counts, draw_label_sets, filter_thresholds, keep_mask,
-                                      plan_labels, synthetic_plan, target_classes)
+                                      plan_labels, real_pass_rates, synthetic_plan, target_classes)
 from trcgl.data.rows import oracle_rows
 from trcgl.diffusion.oracle import bootstrap_difference, consistency_table, frechet_distance, mean_pairwise_distance
 
@@ -88,6 +90,35 @@ def test_shuffled_labels_give_every_image_another_targets_labels(class_set):
     assert sorted(map(tuple, moved.Y.tolist())) == sorted(map(tuple, single.Y.tolist()))
 
 
+def test_the_retrieval_control_takes_the_pools_own_images_of_each_target_at_the_budget(class_set):
+    """``retrieved``: per target class as many pool images *with* that class as the budget asked
+    (cycled where the pool has fewer), each with its own labels and pixels and the budget's loss
+    weight; the controls table has the row only when the generator pretrains on the pool."""
+    from trcgl.controls import retrieved
+    from trcgl.tables import RETRIEVED_ROW, control_rows
+
+    pool, (a, b, c, n) = small_train_set(class_set)
+    pool = dataclasses.replace(pool, images=np.arange(6, dtype=np.uint8)[:, None, None] * np.ones((1, 8, 8), np.uint8))
+    plan = draw_label_sets(pool, class_set, [a, c], [5, 2], seed=0)
+    budget = as_image_set(np.zeros((7, 8, 8), np.uint8), plan, class_set, 0.5)
+    out = retrieved(pool, budget, seed=0)
+    assert len(out) == 7 and np.allclose(out.weights, 0.5) and out.source == "retrieved"
+    idx = out.images[:, 0, 0].astype(int)                   # which pool row each image is
+    assert np.array_equal(out.Y, pool.Y[idx])              # the pool rows' own labels
+    blocks = {a: 5, c: 2}
+    start = 0
+    for target in sorted(blocks):                           # by target id, each its budget's count
+        taken = idx[start:start + blocks[target]]
+        assert (pool.Y[taken, target] == 1).all()
+        start += blocks[target]
+    assert sorted(set(idx[:5] if a < c else idx[2:])) == [0, 1, 5]    # every pneumothorax row, cycled to 5
+    assert out.rows["ImageID"].is_unique
+    cfg = load_config("smoke")
+    assert RETRIEVED_ROW not in [r.name for r in control_rows(cfg)]
+    on = cfg.replace({"diffusion.pretrain_pool": 100})
+    assert [r.name for r in control_rows(on)][-1] == RETRIEVED_ROW
+
+
 def test_filter_thresholds_are_quantiles_of_real_negatives():
     P = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.1], [0.9, 0.2], [0.5, 0.3]])
     Y = np.array([[0, 1], [0, 1], [0, 0], [1, 0], [0, 0]])
@@ -96,6 +127,13 @@ def test_filter_thresholds_are_quantiles_of_real_negatives():
     assert list(keep_mask(np.array([0.3, 0.2, 0.21]), np.array([0, 0, 1]), t)) == [True, False, True]
     with pytest.raises(ValueError):
         filter_thresholds(P, Y, 1.0)
+    # the real positives that pass (hand count): class 0 has one positive, 0.9 > 0.25; class 1 two,
+    # 0.9 and 0.8 > 0.2; a class without positives is NaN
+    rates = real_pass_rates(P, Y, t)
+    assert np.allclose(rates, [1.0, 1.0])
+    rates = real_pass_rates(P, Y, np.array([0.95, 0.85]))
+    assert np.allclose(rates, [0.0, 0.5])
+    assert np.isnan(real_pass_rates(P[:, :1], np.zeros((5, 1)), t[:1])[0])
 
 
 def test_frechet_distance_matches_the_closed_form():

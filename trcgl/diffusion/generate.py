@@ -117,7 +117,8 @@ def image_set_of(images: np.ndarray, classes) -> ImageSet:
 
 
 def filter_thresholds(P_train: np.ndarray, Y_train: np.ndarray, quantile: float) -> np.ndarray:
-    """Per class: the ``quantile`` quantile of the filter's probabilities on real training negatives."""
+    """Per class: the ``quantile`` quantile of the filter's probabilities on the real negatives
+    given (the selection split's, in :func:`filter_synthetic`)."""
     if not 0 < quantile < 1:
         raise ValueError(f"filter quantile must be in (0, 1), got {quantile}")
     out = np.full(P_train.shape[1], np.inf)
@@ -126,6 +127,18 @@ def filter_thresholds(P_train: np.ndarray, Y_train: np.ndarray, quantile: float)
         if len(neg):
             out[c] = np.quantile(neg, quantile)
     return out
+
+
+def real_pass_rates(P: np.ndarray, Y: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per class: the fraction of the real images **with** the class whose filter probability
+    passes the class's threshold (the filter's recall on real images at its own cut-off; NaN
+    without positives). A class whose real images rarely pass is one the filter cannot recognise:
+    its verdict on samples of that class says little about the samples."""
+    Y = np.asarray(Y).astype(bool)
+    n = Y.sum(0)
+    passed = ((P > thresholds[None, :]) & Y).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, passed / np.maximum(n, 1), np.nan)
 
 
 def keep_mask(p_target: np.ndarray, target_ids: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -138,7 +151,7 @@ class SyntheticResult:
     kept: ImageSet              # what joins the training set (weight = diffusion.synthetic_weight)
     plan: pd.DataFrame          # every generated image: target, prompt, findings, p_filter, kept
     images: np.ndarray          # every generated image (uint8), kept or not
-    report: pd.DataFrame        # per target class: generated, kept, kept fraction, threshold
+    report: pd.DataFrame        # per target class: generated, kept, kept fraction, threshold, real pass rate
     thresholds: np.ndarray
 
 
@@ -159,6 +172,9 @@ def filter_synthetic(cfg, class_set, plan: pd.DataFrame, images: np.ndarray, fil
     report = plan.groupby("target", sort=False).agg(generated=("kept", "size"), kept=("kept", "sum"))
     report["kept_fraction"] = report["kept"] / report["generated"]
     report["threshold"] = [thresholds[class_set.index(c)] for c in report.index]
+    ids = [class_set.index(c) for c in report.index]
+    report["real_positives"] = [int(calibration.Y[:, c].sum()) for c in ids]
+    report["real_kept_fraction"] = real_pass_rates(P_cal, calibration.Y, thresholds)[ids]
     keep = plan["kept"].to_numpy()
     kept = as_image_set(images[keep], plan[keep].reset_index(drop=True), class_set, d.synthetic_weight)
     return SyntheticResult(kept, plan, images, report, thresholds)

@@ -199,7 +199,13 @@ def synthetic(ch):
     text = (f"asked for {budget_rule_text(ch.cfg)} ({len(res.plan)} images); kept {len(res.kept)} of them "
             f"({len(res.kept) / len(res.plan):.0%}), each with loss weight {ch.cfg.diffusion.synthetic_weight}; "
             "thresholds calibrated on the selection split")
-    return res, text, res.report.round(3)
+    r = res.report
+    per_class = "; ".join(f"{c} {k:.0%} of samples, {q:.0%} of {n} real" for c, k, q, n in
+                          zip(r.index, r["kept_fraction"], r["real_kept_fraction"], r["real_positives"]))
+    text += (f"\nthe same cut-off on real selection images that have the class (the filter's recall at it): {per_class}. "
+             "Where few real images pass, the filter cannot recognise the class, and rejecting a sample says "
+             "little about the sample (the oracle below judges them)")
+    return res, text, r.round(3)
 
 
 def judge(ch, cohort, sets, targets):
@@ -399,6 +405,8 @@ GENERATOR_VARIANTS = {
     "the paper's objective and schedule": {"diffusion.prediction_type": "epsilon", "diffusion.snr_gamma": None,
                                            "diffusion.beta_schedule": "scaled_linear"},
     "no EMA": {"diffusion.ema_decay": 0.0},
+    # first 6 epochs on 2,000 rows of the disjoint pool (rarest first), as RoentGen learnt from other patients
+    "pretrained on the pool": {"diffusion.pretrain_pool": 2000, "diffusion.pretrain_epochs": 6},
 }
 
 
