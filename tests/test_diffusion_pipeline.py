@@ -1,5 +1,7 @@
 """The diffusers pipeline: save_pretrained / load back / sample, clear errors, batching-independent
 noise, and the training loop (a toy task learnt, cache, resume after an interruption)."""
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,3 +182,40 @@ def test_clipping_the_predicted_latent_is_applied_and_reversible(minilm):
     assert not np.allclose(plain, clipped)
     np.testing.assert_allclose(pipe(["a"], **kw), plain, atol=1e-6)      # off again: the same as before
     assert not pipe.scheduler.config.clip_sample
+
+
+def test_pretraining_on_a_disjoint_pool_comes_first_and_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """``diffusion.pretrain_pool``: ``pretrain_epochs`` epochs on the pool's rows, then the training
+    rows (two histories, the pool's rows counted); the pool changes the model; an interruption in
+    either phase resumes to the weights of an uninterrupted run; a pool larger than the pretraining
+    pool is a one-line configuration error."""
+    from trcgl.config import ConfigError
+
+    over = {"diffusion.vae_epochs": 1, "diffusion.epochs": 2, "diffusion.pretrain_pool": 24,
+            "diffusion.pretrain_epochs": 2, "pretrain.n_pool": 24}
+    cfg = toy_cfg(**over)
+    train, val, pool = toy_set(32, 2), toy_set(16, 3), toy_set(40, 4)
+    straight = train_prompt_diffusion(cfg, TOY, train, val, cache=ArtifactCache(tmp_path / "a"), pool=pool)
+    folder = straight.folder
+    assert len(pd.read_csv(folder / "pool_history.csv")) == 2 and len(straight.history) == 2
+    assert json.loads((folder / "rows.json").read_text())["pool rows"] == 24
+    plain = train_prompt_diffusion(toy_cfg(**{**over, "diffusion.pretrain_pool": 0}), TOY, train, val,
+                                   cache=ArtifactCache(tmp_path / "a"))
+    a, p = straight.pipeline.unet.state_dict(), plain.pipeline.unet.state_dict()
+    assert not all(torch.equal(a[k], p[k]) for k in a)              # the pool's epochs changed the model
+    for phase, epoch in (("pool", 0), ("unet", 0)):
+        def killed(stage, e, phase=phase, epoch=epoch):
+            if stage == phase and e == epoch:
+                raise KeyboardInterrupt
+
+        cache = ArtifactCache(tmp_path / f"b-{phase}")
+        monkeypatch.setattr(training_mod, "_after_epoch", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_prompt_diffusion(cfg, TOY, train, val, cache=cache, pool=pool)
+        monkeypatch.setattr(training_mod, "_after_epoch", lambda stage, e: None)
+        resumed = train_prompt_diffusion(cfg, TOY, train, val, cache=cache, pool=pool)
+        b = resumed.pipeline.unet.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), phase
+        pd.testing.assert_frame_equal(straight.history, resumed.history)
+    with pytest.raises(ConfigError, match="pretrain_pool"):
+        toy_cfg(**{**over, "diffusion.pretrain_pool": 25})

@@ -202,6 +202,9 @@ def validate(data: Mapping) -> dict:
     if drw is not None and drw >= epochs:
         raise ConfigError(f"train.drw_epoch ({drw}) is past the schedule's last epoch ({epochs - 1}, 0-based): "
                           "deferred re-weighting would never act; set it below the number of epochs, or null")
+    if checked["diffusion.pretrain_pool"] > checked["pretrain.n_pool"]:
+        raise ConfigError(f"diffusion.pretrain_pool ({checked['diffusion.pretrain_pool']}) asks for more rows than the "
+                          f"pool holds (pretrain.n_pool = {checked['pretrain.n_pool']}): lower it or raise pretrain.n_pool")
     return _nest(checked)
 
 

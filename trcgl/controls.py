@@ -8,7 +8,11 @@ compared with, on the same real rows, seeds and loss weight.
   **positive control** and upper bound of what tail images can add on this benchmark;
 - :func:`shuffled_labels`: the generated images with their label vectors permuted among them
   (each takes another target's labels), the **negative control**: images that carry no
-  information about their labels.
+  information about their labels;
+- :func:`retrieved`: where the generator first learnt from a pool of rows disjoint from every
+  split (``diffusion.pretrain_pool``), that pool's own images of each target class at the
+  budget's count and weight: extra real data the generator saw, added directly (what retrieving
+  similar cases would give instead of generating them).
 
 If the ideal generator does not improve the tail, the benchmark cannot detect what the method
 claims, whatever the method does.
@@ -26,19 +30,30 @@ from .data.datasets import ImageSet, take
 def oversampled(train_set: ImageSet, synthetic: ImageSet, seed: int) -> ImageSet:
     """Real training images of each target class, as many as ``synthetic`` has of that class (the
     budget), with its loss weights (rows cycled in a seeded order)."""
-    rng = np.random.default_rng([seed, 4231])
+    return _at_budget(train_set, synthetic, np.random.default_rng([seed, 4231]), "over", "oversampled")
+
+
+def retrieved(pool: ImageSet, synthetic: ImageSet, seed: int) -> ImageSet:
+    """The pool's images of each target class (the rows the generator pretrained on), as many as
+    ``synthetic`` has of that class (the budget), with its loss weights and the rows' own labels
+    (rows cycled in a seeded order where the pool has fewer)."""
+    return _at_budget(pool, synthetic, np.random.default_rng([seed, 6173]), "pool", "retrieved")
+
+
+def _at_budget(source: ImageSet, synthetic: ImageSet, rng, tag: str, name: str) -> ImageSet:
+    """``source``'s images of each target class of ``synthetic``, as many as it has of that class."""
     picks, weights = [], []
     for target, group in synthetic.rows.groupby("target_id", sort=True):
-        rows = np.flatnonzero(train_set.Y[:, int(target)] == 1)
+        rows = np.flatnonzero(source.Y[:, int(target)] == 1)
         if not len(rows):
             continue
         order = rng.permutation(rows)
         picks.extend(np.resize(order, len(group)).tolist())
         weights.extend(synthetic.weights[group.index.to_numpy()].tolist())
-    out = take(train_set, np.asarray(picks, dtype=np.int64))
-    rows = out.rows.assign(ImageID=[f"{i}~over{k}" for k, i in enumerate(out.rows["ImageID"].astype(str))])
+    out = take(source, np.asarray(picks, dtype=np.int64))
+    rows = out.rows.assign(ImageID=[f"{i}~{tag}{k}" for k, i in enumerate(out.rows["ImageID"].astype(str))])
     return dataclasses.replace(out, rows=rows, weights=np.asarray(weights, np.float32), masks_packed=None,
-                               source="oversampled")
+                               source=name)
 
 
 def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int, seed: int | str) -> ImageSet:

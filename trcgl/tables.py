@@ -17,6 +17,7 @@ from .tablerow import Extra, Row
 SYNTHETIC, INPAINTED, INPAINTED_UNGUARDED, COPIES = "synthetic", "inpainted", "inpainted-unguarded", "copies"
 # the synthetic claim's arms at the synthetic budget (trcgl.controls)
 UNFILTERED, OVERSAMPLED, IDEAL_KEPT, SHUFFLED = "unfiltered", "oversampled", "ideal-kept", "shuffled"
+RETRIEVED = "retrieved"     # the pool a pretrained generator learnt from, its images added directly
 IDEAL = "ideal"             # the ideal generator at the budget; ideal_dose(k): at k times the budget
 
 
@@ -174,6 +175,7 @@ BASELINE, OVERSAMPLING, METHOD, IDEAL_ROW, SHUFFLED_ROW = (
     "no extra images", "real tail rows oversampled", "prompt diffusion (the method)",
     "ideal generator (positive control)", "labels shuffled (negative control)")
 UNFILTERED_ROW, IDEAL_KEPT_ROW = "prompt diffusion, unfiltered", "ideal generator, the filter's count"
+RETRIEVED_ROW = "the generator's pool, added directly (retrieval control)"
 
 
 def _phantom_only(cfg, name: str, extra: Extra) -> Row:
@@ -189,11 +191,16 @@ def control_rows(cfg) -> list[Row]:
     the budget's label sets rendered by the phantom renderer (ideal generator: the positive
     control); the kept label sets rendered likewise (the ideal generator at the filter's count,
     which separates what the filter discards from what its images lack); the generated images with
-    their labels shuffled across targets (negative control)."""
-    return [Row(BASELINE, cfg), Row(OVERSAMPLING, cfg, extra=Extra.of(OVERSAMPLED)),
+    their labels shuffled across targets (negative control); and where the generator first learnt
+    from a disjoint pool (``diffusion.pretrain_pool``), that pool's images of the target classes
+    added directly (the retrieval control: the extra real data the generator saw)."""
+    rows = [Row(BASELINE, cfg), Row(OVERSAMPLING, cfg, extra=Extra.of(OVERSAMPLED)),
             Row(UNFILTERED_ROW, cfg, extra=Extra.of(UNFILTERED)), Row(METHOD, cfg, extra=Extra.of(SYNTHETIC)),
             _phantom_only(cfg, IDEAL_ROW, Extra.of(IDEAL)), _phantom_only(cfg, IDEAL_KEPT_ROW, Extra.of(IDEAL_KEPT)),
             Row(SHUFFLED_ROW, cfg, extra=Extra.of(SHUFFLED))]
+    if cfg.diffusion.pretrain_pool:
+        rows.append(Row(RETRIEVED_ROW, cfg, extra=Extra.of(RETRIEVED)))
+    return rows
 
 
 def dose_row_name(scale: float) -> str:

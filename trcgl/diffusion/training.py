@@ -65,6 +65,7 @@ class DiffusionRun:
 #: The ``diffusion`` settings the trained model depends on (sampling, filtering and oracle
 #: settings are not among them, so changing those never retrains the model).
 TRAINING_KEYS = ("text_encoder", "context_vectors", "class_specific_context", "max_length", "cond_dropout", "n_train",
+                 "pretrain_pool", "pretrain_epochs",
                  "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "kl_weight", "unet_channels",
                  "attention_levels", "pooled_condition", "label_condition", "label_dropout", "repeat_factor",
                  "target_groups",
@@ -78,11 +79,11 @@ def _after_epoch(stage: str, epoch: int) -> None:
 
 # ----------------------------------------------------------------------------- data
 
-def diffusion_rows(cfg, train_set, seed: int) -> np.ndarray:
+def diffusion_rows(cfg, train_set, seed: int, n: int | None = None) -> np.ndarray:
     """Training-set indices the diffusion model learns from: all, or ``diffusion.n_train`` rows
-    taken rarest-class first (a row counts as rare as its rarest label), so tail and medium
-    rows are all in and the head fills the rest."""
-    n, N = cfg.diffusion.n_train, len(train_set.Y)
+    (``n`` when given) taken rarest-class first (a row counts as rare as its rarest label), so
+    tail and medium rows are all in and the head fills the rest."""
+    n, N = cfg.diffusion.n_train if n is None else n, len(train_set.Y)
     if n is None or n >= N:
         return np.arange(N)
     counts = train_set.Y.sum(0).astype(float)
@@ -266,24 +267,41 @@ def loss_weights(noise, t: torch.Tensor, snr_gamma: float | None) -> torch.Tenso
     return torch.clamp(snr, max=snr_gamma) / base
 
 
+def _latent_rows(cfg, image_set, idx, class_set, conditioner, vae, counts, groups, seed: int, device):
+    """The rows ``idx`` of ``image_set`` as the UNet's training data (posterior latents, prompt
+    encodings, rarest-class ids by the training set's ``counts``, labels) and each row's copies
+    per epoch (:func:`epoch_rows`)."""
+    prompts = training_prompts(image_set, class_set, seed)
+    E = encode_prompts(conditioner, [prompts[i] for i in idx])
+    cids = torch.from_numpy(rarest_class(image_set.Y[idx], counts))
+    Y = torch.from_numpy(image_set.Y[idx].astype(np.float32))
+    repeats = torch.from_numpy(np.repeat(np.arange(len(idx)), epoch_rows(cfg, image_set.Y[idx], groups)))
+    mu, sd = encode_latents(vae, image_set.images[idx], device)
+    return TensorBatches(mu, device, sd=sd, E=E, c=cids, y=Y), repeats, mu.shape[-1]
+
+
 def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: AutoencoderKL, seed: int, device,
-                         work: Path, groups=None) -> None:
+                         work: Path, groups=None, pool=None) -> None:
     """Train the UNet and context vectors (Eq. 3) on ``train_set`` in ``vae``'s latent space into
     ``work`` (the ``prompt-diffusion`` stage); the held-out probe is drawn from ``select_set``;
-    ``groups`` (each class's group) say which classes the tail-balanced batches balance."""
+    ``groups`` (each class's group) say which classes the tail-balanced batches balance.
+
+    ``pool`` (with ``diffusion.pretrain_pool`` > 0): rows disjoint from every split that the model
+    learns from first, ``diffusion.pretrain_epochs`` epochs on the ``pretrain_pool`` rarest-first
+    of them (their own labels and prompts; the same batches, optimiser and EMA), then
+    ``diffusion.epochs`` on the training rows: the paper's generator was pretrained on other
+    patients' radiographs (RoentGen) before it met the training set. Each phase resumes on its own."""
     d = cfg.diffusion
     procs = processes()
     procs.check_device(device)
+    if d.pretrain_pool and pool is None:
+        raise ValueError("diffusion.pretrain_pool > 0 needs the pool's images")
     idx = diffusion_rows(cfg, train_set, seed)
     seed_everything(seed, cfg.deterministic)
     counts = train_set.Y.sum(0)
     conditioner = build_conditioner(cfg, len(class_set.classes)).to(device)
-    prompts = training_prompts(train_set, class_set, seed)
-    E = encode_prompts(conditioner, [prompts[i] for i in idx])
-    cids = torch.from_numpy(rarest_class(train_set.Y[idx], counts))
-    Y = torch.from_numpy(train_set.Y[idx].astype(np.float32))
-    repeats = torch.from_numpy(np.repeat(np.arange(len(idx)), epoch_rows(cfg, train_set.Y[idx], groups)))
-    mu, sd = encode_latents(vae, train_set.images[idx], device)
+    latents, repeats, size = _latent_rows(cfg, train_set, idx, class_set, conditioner, vae, counts, groups, seed, device)
+    n_labels = len(class_set.classes)
     # a fixed held-out probe: 256 selection images, fixed noise and timesteps (comparable across runs)
     n_probe = min(256, len(select_set))
     v_mu, _ = encode_latents(vae, select_set.images[:n_probe], device)
@@ -294,9 +312,9 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
     v_eps = torch.randn(v_mu.shape, generator=gp)
     v_t = torch.randint(0, d.train_timesteps, (n_probe,), generator=gp)
 
-    unet = build_unet(mu.shape[-1], d.latent_channels, tuple(d.unet_channels), conditioner.dim,
+    unet = build_unet(size, d.latent_channels, tuple(d.unet_channels), conditioner.dim,
                       d.attention_levels, pooled_condition=d.pooled_condition,
-                      label_dim=Y.shape[1] if d.label_condition else 0).to(device)
+                      label_dim=n_labels if d.label_condition else 0).to(device)
     noise = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
                           prediction_type=d.prediction_type,
                           clip_sample=False)   # latents are not confined to [-1, 1]
@@ -306,13 +324,14 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
     opt = torch.optim.AdamW(trainable, lr=d.lr, weight_decay=1e-2)
     ema = EMAModel(unet.parameters(), decay=d.ema_decay)
     parts = {"model": unet, "context": conditioner, "optimizer": opt, "ema": ema}
-    latents = TensorBatches(mu, device, sd=sd, E=E, c=cids, y=Y)
     denoiser = procs.wrap(_Denoiser(unet, conditioner))
     context_start = conditioner.context.detach().clone()
+    data = {"rows": latents, "repeats": repeats}
 
     def epoch(g):
         denoiser.train()
         losses, grads = [], []
+        latents, repeats = data["rows"], data["repeats"]
         order = repeats[torch.randperm(len(repeats), generator=g)]
         for b in latents.batches(order, d.batch_size, procs.rank, procs.size):
             z_t, eps, t, z0 = noised_batch(noise, b.x, b.targets["sd"], b.shard, g, with_clean=True)
@@ -338,18 +357,31 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
                 "context_grad_norm": float(torch.stack(grads).mean()) if grads else 0.0,
                 "context_shift": float(shift) if conditioner.m else 0.0}
 
+    if d.pretrain_pool:     # first the pool (its own checkpoint folder: a finished phase is restored, not rerun)
+        main_rows = data.copy()
+        pidx = diffusion_rows(cfg, pool, seed, n=d.pretrain_pool)
+        data["rows"], data["repeats"], _ = _latent_rows(cfg, pool, pidx, class_set, conditioner, vae, counts, groups,
+                                                        seed, device)
+        (work / "pool").mkdir(exist_ok=True)
+        pool_history = train_epochs(work / "pool", parts, d.pretrain_epochs, seed * 104_729 + 7_919,
+                                    "pretraining the diffusion UNet on the pool", "pool", epoch, procs)
+        data.update(main_rows)
+        if procs.is_main:
+            pd.DataFrame(pool_history).to_csv(work / "pool_history.csv", index=False)
     history = train_epochs(work, parts, d.epochs, seed * 104_729, "training the diffusion UNet", "unet", epoch, procs)
     ema.copy_to(unet.parameters())
     unet.eval()
     pipe = PromptDiffusionPipeline(vae=vae, unet=unet, scheduler=DDIMScheduler.from_config(noise.config),
                                    text_encoder=conditioner.encoder, tokenizer=conditioner.tokenizer,
                                    context=ContextVectors.from_conditioner(conditioner,
-                                                                           Y.shape[1] if d.label_condition else 0))
+                                                                           n_labels if d.label_condition else 0))
     if procs.is_main:
         pipe.save_pretrained(work / "pipeline")
         pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-        atomic_write_json(work / "rows.json", {"rows": len(idx), "device": str(device), "processes": procs.size})
+        atomic_write_json(work / "rows.json", {"rows": len(idx), "pool rows": int(d.pretrain_pool and len(pidx)),
+                                               "device": str(device), "processes": procs.size})
         (work / "last.pt").unlink(missing_ok=True)
+        (work / "pool" / "last.pt").unlink(missing_ok=True)
 
 
 def noised_batch(noise, mu: torch.Tensor, sd: torch.Tensor, shard: Shard, g: torch.Generator,

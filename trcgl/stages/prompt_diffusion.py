@@ -49,6 +49,8 @@ def _diffusion_inputs(cfg, params):
     if cfg.paths.diffusion_pipeline:   # a saved pipeline replaces training
         return {"pipeline": folder_input(cfg.paths.diffusion_pipeline, "paths.diffusion_pipeline")}
     inputs = {"vae": Request("vae", cfg, seed=params["seed"], train=train_set(cfg))}
+    if cfg.diffusion.pretrain_pool:     # the pool it learns from first (rows disjoint from every split)
+        inputs["pool"] = image_set(cfg, "pool")
     if cfg.diffusion.text_encoder == "clip" and cfg.paths.text_encoder:
         inputs["text_encoder"] = folder_input(cfg.paths.text_encoder, "paths.text_encoder")
     return inputs
@@ -79,7 +81,8 @@ def _prompt_diffusion(ctx):
 
     cohort = ctx.inputs["cohort"]
     fit_prompt_diffusion(ctx.cfg, cohort.class_set, ctx.inputs["train"], ctx.inputs["select"],
-                         ctx.inputs["vae"], ctx.params["seed"], _device(ctx.cfg), ctx.work, groups=list(cohort.groups))
+                         ctx.inputs["vae"], ctx.params["seed"], _device(ctx.cfg), ctx.work, groups=list(cohort.groups),
+                         pool=ctx.inputs.get("pool"))
 
 
 SAMPLE_READS = ("diffusion.target_groups", "diffusion.n_per_class", "diffusion.budget_multiple", "diffusion.n_sweep_per_class",
@@ -160,13 +163,15 @@ def _synthetic_set(ctx):
 
 # ----------------------------------------------------------------------------- controls of the synthetic claim
 
-CONTROL_KINDS = ("oversampled", "unfiltered", "ideal-kept", "shuffled")
+CONTROL_KINDS = ("oversampled", "unfiltered", "ideal-kept", "shuffled", "retrieved")
 _NEEDS_RENDERER = ("phantom", "data.image_size", "data.source")
 
 
 def _control_reads(params) -> tuple[str, ...]:
     if params.get("kind") not in CONTROL_KINDS:
         raise StageError(f"control-set: unknown kind {params.get('kind')!r} (known: {', '.join(CONTROL_KINDS)})")
+    if params["kind"] == "retrieved":
+        return ("diffusion.synthetic_weight", "diffusion.pretrain_pool")
     return _NEEDS_RENDERER if params["kind"] == "ideal-kept" else ("diffusion.synthetic_weight",)
 
 
@@ -179,13 +184,14 @@ def _renderer(ctx):
 
 
 @stage("control-set", reads=_control_reads, modules=("trcgl.controls", "trcgl.data.datasets", "trcgl.data.phantom",
-                                                      "trcgl.diffusion.generate"),
+                                                      "trcgl.diffusion.generate", "trcgl.diffusion.training"),
        load=_load_plain_set)
 def _control_set(ctx):
     """An arm of the synthetic claim beside the filtered set, at the synthetic budget: every image
     the generator was asked for, unfiltered; real tail rows oversampled to the budget's counts;
-    the generated images with their labels shuffled across targets; or the label sets the filter
-    kept rendered by the phantom renderer (the ideal generator at the filter's count)."""
+    the generated images with their labels shuffled across targets; the label sets the filter
+    kept rendered by the phantom renderer (the ideal generator at the filter's count); or the
+    images of the pool the generator pretrained on, added directly (``retrieved``)."""
     from .. import controls
     from ..data.datasets import save_image_set
     from ..diffusion.generate import as_image_set
@@ -199,8 +205,21 @@ def _control_set(ctx):
                                   ctx.inputs["cohort"].class_set, ctx.cfg.diffusion.synthetic_weight)
         out = {"unfiltered": lambda: unfiltered,
                "oversampled": lambda: controls.oversampled(ctx.inputs["train"], unfiltered, seed),
-               "shuffled": lambda: controls.shuffled_labels(unfiltered, seed)}[kind]()
+               "shuffled": lambda: controls.shuffled_labels(unfiltered, seed),
+               "retrieved": lambda: controls.retrieved(_generator_pool(ctx), unfiltered, seed)}[kind]()
     save_image_set(out, ctx.work)
+
+
+def _generator_pool(ctx):
+    """The pool rows the generator pretrained on (``diffusion.pretrain_pool`` of them, rarest first)."""
+    from ..data.datasets import take
+    from ..diffusion.training import diffusion_rows
+
+    n = ctx.cfg.diffusion.pretrain_pool
+    if not n:
+        raise StageError("the retrieval control needs a generator pretrained on the pool (diffusion.pretrain_pool > 0)")
+    pool = ctx.inputs["pool"]
+    return take(pool, diffusion_rows(ctx.cfg, pool, ctx.params["seed"], n=n))
 
 
 @stage("ideal-set", reads=("diffusion.target_groups", "diffusion.n_per_class", "diffusion.budget_multiple",
@@ -260,9 +279,10 @@ def synthetic_set(cfg) -> Request:
 
 def control_set(cfg, kind: str) -> Request:
     """An arm of the synthetic claim (chapters 2 and 5): ``unfiltered``, ``oversampled``,
-    ``shuffled`` or ``ideal-kept`` (:data:`CONTROL_KINDS`)."""
+    ``shuffled``, ``ideal-kept`` or ``retrieved`` (:data:`CONTROL_KINDS`)."""
+    pool = {"pool": image_set(cfg, "pool")} if kind == "retrieved" else {}
     return Request("control-set", cfg, kind=kind, seed=int(cfg.seed), synthetic=synthetic_set(cfg),
-                   train=train_set(cfg), cohort=cohort(cfg))
+                   train=train_set(cfg), cohort=cohort(cfg), **pool)
 
 
 def ideal_set(cfg, scale: float = 1.0) -> Request:
@@ -291,11 +311,13 @@ class _ClassSetOnly:
     groups: tuple = ()
 
 
-def train_prompt_diffusion(cfg, class_set, train_set, select_set, seed: int | None = None, cache=None):
-    """The ``vae`` and ``prompt-diffusion`` stages on in-memory image sets (tests)."""
+def train_prompt_diffusion(cfg, class_set, train_set, select_set, seed: int | None = None, cache=None, pool=None):
+    """The ``vae`` and ``prompt-diffusion`` stages on in-memory image sets (tests); ``pool``: the
+    rows a model with ``diffusion.pretrain_pool`` learns from first."""
     seed = int(cfg.seed if seed is None else seed)
     train = const_set(train_set)
     cohort = Const(_ClassSetOnly(class_set, tuple(class_set.paper_groups)),
                    digest(class_set.name, list(class_set.classes), [list(s) for s in class_set.padchest_labels]))
+    extra = {"pool": const_set(pool)} if pool is not None else {}
     return get(Request("prompt-diffusion", cfg, seed=seed, train=train, select=const_set(select_set), cohort=cohort,
-                       vae=Request("vae", cfg, seed=seed, train=train)), cache)
+                       vae=Request("vae", cfg, seed=seed, train=train), **extra), cache)

@@ -274,7 +274,8 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
     about its honesty, and what fraction of the ideal gain the method reaches, unfiltered and
     filtered (with their intervals)."""
     from ..seedtables import ratio_interval
-    from ..tables import BASELINE, IDEAL_KEPT_ROW, IDEAL_ROW, METHOD, OVERSAMPLING, SHUFFLED_ROW, UNFILTERED_ROW
+    from ..tables import (BASELINE, IDEAL_KEPT_ROW, IDEAL_ROW, METHOD, OVERSAMPLING, RETRIEVED_ROW, SHUFFLED_ROW,
+                          UNFILTERED_ROW)
 
     store = results_store(ch.cfg)
     d = paired_differences(store, "controls", BASELINE, PRIMARY)
@@ -309,6 +310,15 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
     for row in (UNFILTERED_ROW, METHOD):
         if row in d.index:
             lines.append(f"{row}: {span(d.loc[row])} {PRIMARY}.")
+    if RETRIEVED_ROW in d.index and METHOD in d.index:
+        vs = paired_differences(store, "controls", RETRIEVED_ROW, PRIMARY).loc[METHOD]
+        lines.append(f"The generator first learnt from {ch.cfg.diffusion.pretrain_pool} rows of a pool disjoint from "
+                     f"every split; that pool's own images of the target classes, added at the same budget and "
+                     f"weight, change {PRIMARY} by {span(d.loc[RETRIEVED_ROW])}, and the method differs from them by "
+                     f"{span(vs)}: "
+                     + ("generating beats retrieving the real images the generator saw." if vs["low"] > 0 else
+                        "retrieving the pool's images does better than generating from them." if vs["high"] < 0 else
+                        "generating and retrieving are not told apart at this scale."))
 
     def fraction(row, ideal, what) -> bool:
         if row not in d.index or ideal not in d.index:
