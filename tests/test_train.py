@@ -229,3 +229,52 @@ def test_a_stage2_table_continues_the_heads_only_run_of_the_same_row():
     assert r.identity(stage2.params["start"]) == r.identity(plain)
     base = load_config("smoke", {"tables.stage2": []}, device="cpu")
     assert row_run(base, table_rows(base, "controls")[0], 0).stage == "classifier"
+
+
+def test_plateau_decisions_by_hand():
+    """``train.plateau_patience`` (here 2): the rate is divided by 10 once, at the first epoch that
+    ends 2 epochs without a better score; then training stops after 2 more without one (counted
+    from the later of the best epoch and the reduction)."""
+    from trcgl.train import plateau_decisions
+
+    assert plateau_decisions([], 2) == (1.0, False)
+    assert plateau_decisions([0.1, 0.2, 0.3], 2) == (1.0, False)              # still improving
+    assert plateau_decisions([0.3, 0.2], 2) == (1.0, False)                   # one epoch since the best
+    assert plateau_decisions([0.3, 0.2, 0.3], 2) == (0.1, False)              # two (a tie is no better): reduced
+    assert plateau_decisions([0.3, 0.2, 0.1, 0.2], 2) == (0.1, False)         # one epoch since the reduction
+    assert plateau_decisions([0.3, 0.2, 0.1, 0.2, 0.2], 2) == (0.1, True)     # two: stop
+    assert plateau_decisions([0.3, 0.2, 0.1, 0.4, 0.2], 2) == (0.1, False)    # a better epoch after the reduction
+    assert plateau_decisions([0.3, 0.2, 0.1, 0.4, 0.2, 0.3], 2) == (0.1, True)
+
+
+def test_training_until_the_selection_score_stops_improving_stops_and_resumes_there(tmp_path, monkeypatch):
+    """With ``train.plateau_patience`` 1 and a rate too small to move the selection score, the run
+    stops after 3 of its 8 planned epochs (a stall: rate / 10; another stall: stop); a run killed
+    after its second epoch resumes to the same history and weights; without patience all 8 run."""
+    from trcgl.train import fit_classifier
+
+    cfg, train, select, cached = heads_only_toy(8)
+    cfg = cfg.replace({"train.warmup_lr": 1e-12})
+
+    def fit(folder, c):
+        folder.mkdir(exist_ok=True)
+        fit_classifier(c, train, select, GROUPS, None, 0, torch.device("cpu"), folder, features=cached)
+        return pd.read_csv(folder / "history.csv")
+
+    plateau = cfg.replace({"train.plateau_patience": 1})
+    straight = fit(tmp_path / "straight", plateau)
+    assert len(straight) == 3 and straight.selection_mAP.nunique() == 1
+    assert np.allclose(straight.lr, [1e-12, 1e-12, 1e-13], rtol=1e-6, atol=0)     # divided by 10 after the stall
+    assert len(fit(tmp_path / "cosine", cfg)) == 8
+
+    def killed(epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "_after_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "resumed", plateau)
+    monkeypatch.setattr(train_mod, "_after_epoch", lambda epoch: None)
+    pd.testing.assert_frame_equal(straight, fit(tmp_path / "resumed", plateau))
+    a, b = (torch.load(tmp_path / n / "best.pt", weights_only=True) for n in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

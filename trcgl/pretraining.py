@@ -6,7 +6,9 @@ so the benchmark could not tell a working method from a broken one. This stage p
 whole backbone (its timm network with global pooling and a linear head) on a **pool** of
 train-split rows that the experiment never trains on, with **only the head classes in the loss**:
 medium and tail labels are masked out, so no knowledge of the classes the paper's methods target
-leaks into the start point. The best epoch is chosen by head-class mAP on the selection split.
+leaks into the start point. The best epoch is chosen by head-class mAP on the selection split;
+with ``pretrain.patience`` the training runs until that score stops improving (at most
+``pretrain.epochs``; :func:`trcgl.train.plateau_decisions`).
 Every ConvNeXtV2 row (and each timm baseline, for its own architecture) then starts from it.
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ RECIPE_DEFAULTS = ("model.checkpoint", "model.head_scale", "train.adamw_eps", "t
 #: raises on any other read (:meth:`trcgl.config.Config.restrict`; tests/test_pretraining.py).
 READS = RECIPE_DEFAULTS + ("model.arch", "model.backbone", "model.head", "model.channels_last", "data.image_size", "deterministic", "device",
                            "train.warmup_epochs", "train.finetune_epochs", "train.backbone_lr", "train.head_lr",
-                           "train.batch_size")
+                           "train.batch_size", "train.plateau_patience")
 
 
 def pretraining_config(cfg) -> Config:
@@ -49,7 +51,7 @@ def pretraining_config(cfg) -> Config:
         **defaults().leaves(RECIPE_DEFAULTS),
         "model.arch": "timm", "model.head": "linear",
         "train.warmup_epochs": 0, "train.finetune_epochs": p.epochs, "train.backbone_lr": p.lr,
-        "train.head_lr": p.lr, "train.batch_size": p.batch_size,
+        "train.head_lr": p.lr, "train.batch_size": p.batch_size, "train.plateau_patience": p.patience,
     })
 
 
@@ -67,5 +69,6 @@ def pretrain_backbone(cfg, pool, select, groups, seed: int, device, work: Path) 
     atomic_torch_save(run.model.backbone.state_dict(), Path(work) / "backbone.pth")
     atomic_write_json(Path(work) / "pretrain.json", {
         "backbone": cfg.model.backbone, "pool images": int(len(pool)), "classes in the loss": int(head.sum()),
-        "best epoch": int(run.best_epoch), "epochs": int(cfg.train.finetune_epochs),
+        "best epoch": int(run.best_epoch), "epochs": int(len(run.history)), "most epochs": int(cfg.train.finetune_epochs),
+        "patience": cfg.train.plateau_patience,
         "selection head mAP": float(run.history["selection_mAP"].max())})

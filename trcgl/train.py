@@ -112,6 +112,29 @@ def _schedule(cfg) -> list[str]:
     return ["warmup"] * cfg.train.warmup_epochs + ["finetune"] * cfg.train.finetune_epochs
 
 
+#: The learning rate's factor after the first stall of ``train.plateau_patience`` (ReduceLROnPlateau's 0.1).
+PLATEAU_FACTOR = 0.1
+
+
+def plateau_decisions(scores, patience: int) -> tuple[float, bool]:
+    """``train.plateau_patience``: after epochs whose selection scores are ``scores``, the learning
+    rate's factor for the next epoch and whether to stop. The rate is divided by 10 once, at the
+    first epoch that ends ``patience`` epochs without a better score; training stops when, after
+    that, ``patience`` epochs pass without a better score than the best (counted from the later of
+    the best epoch and the reduction). A function of the history alone, so a resumed run decides
+    as the uninterrupted one did."""
+    best, best_at, reduced_at = -math.inf, 0, None
+    for i, score in enumerate(scores, 1):
+        if score > best:
+            best, best_at = score, i
+        if reduced_at is None:
+            if i - best_at >= patience:
+                reduced_at = i
+        elif i - max(best_at, reduced_at) >= patience:
+            return PLATEAU_FACTOR, True
+    return (1.0 if reduced_at is None else PLATEAU_FACTOR), False
+
+
 SAMPLERS = ("none", "repeat_factor")
 
 
@@ -238,7 +261,9 @@ def freeze_trunk(cfg, model, stage: str) -> None:
             m.eval()
 
 
-def _optimizer(cfg, model, stage: str, steps: int):
+def _optimizer(cfg, model, stage: str, steps: int, factor: list[float] | None = None):
+    """AdamW over what learns in ``stage``, its rate cosine-annealed over the stage's ``steps``; with
+    ``train.plateau_patience`` constant instead, times ``factor[0]`` (:func:`plateau_decisions`)."""
     t = cfg.train
     if stage == "warmup":
         for p in model.backbone.parameters():
@@ -253,7 +278,11 @@ def _optimizer(cfg, model, stage: str, steps: int):
         groups = [{"params": trained, "lr": t.backbone_lr},
                   {"params": model.head_parameters(), "lr": t.head_lr}]
     opt = torch.optim.AdamW(groups, weight_decay=t.weight_decay, eps=t.adamw_eps, foreach=True)   # one kernel per step
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
+    if t.plateau_patience is not None:
+        factor = factor if factor is not None else [1.0]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor[0])
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / max(steps, 1), 1.0))))
     return opt, sched
 
 
@@ -426,6 +455,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
 
     ckpt_path = work / "last.pt"
     best_path = work / (BEST_HEADS if frozen else "best.pt")
+    factor = [1.0]      # the learning rate's plateau factor (train.plateau_patience)
 
     def restore(ckpt: dict):
         """The state of an interrupted run from its checkpoint (raises when it does not fit)."""
@@ -435,7 +465,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
             raise ValueError(f"epoch {first} of {len(plan)} with {len(history)} history rows")
         check_best_files(work, ckpt["files"])
         stage = plan[min(first, len(plan) - 1)]
-        opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
+        opt, sched = _optimizer(cfg, model, stage, stage_steps(stage), factor)
         ema = None
         if first < len(plan):
             if ckpt["stage"] == stage:
@@ -454,7 +484,7 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
             if procs.is_main:
                 best_files = {best_path.name: atomic_torch_save(trained_state(model, frozen), best_path),
                               SELECTION_PROBS: save_npy(work / SELECTION_PROBS, load_npy(Path(start) / SELECTION_PROBS))}
-        stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]))
+        stage, (opt, sched) = plan[0], _optimizer(cfg, model, plan[0], stage_steps(plan[0]), factor)
         ema = stage_ema(cfg, model, stage)
     else:
         first, history, best, best_files, stage, opt, sched, ema = resumed
@@ -464,9 +494,15 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
     bar = tqdm(range(first, len(plan)), desc="training" if start is None else "fine-tuning", unit="epoch",
                initial=first, total=len(plan), disable=not procs.is_main)
     for epoch in bar:
+        if cfg.train.plateau_patience is not None:      # until the selection score stops improving
+            factor[0], stop = plateau_decisions([h["selection_mAP"] for h in history], cfg.train.plateau_patience)
+            if stop:
+                break
+            for group, base in zip(opt.param_groups, sched.base_lrs):
+                group["lr"] = base * factor[0]
         if plan[epoch] != stage:
             stage = plan[epoch]
-            opt, sched = _optimizer(cfg, model, stage, stage_steps(stage))
+            opt, sched = _optimizer(cfg, model, stage, stage_steps(stage), factor)
             ema = stage_ema(cfg, model, stage, ema)
             net = procs.wrap(head)      # DDP over the parameters that learn in this stage
         net.train()
@@ -483,7 +519,8 @@ def fit_classifier(cfg, train_set: ImageSet, select_set: ImageSet, groups, extra
         score = ranking_means(select_set.Y[:, mask], P[:, mask], [g for g, m in zip(groups, mask) if m],
                               empty=cfg.eval.empty_classes)
         history.append({"epoch": epoch + 1, "stage": stage, "loss": procs.mean_of_steps(losses),
-                        "selection_mAP": score["mAP"], "selection_mAUC": score["mAUC"]})
+                        "selection_mAP": score["mAP"], "selection_mAUC": score["mAUC"],
+                        "lr": float(opt.param_groups[-1]["lr"])})       # the heads' rate after the epoch's last step
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}", mAP=f"{score['mAP']:.3f}")
         if score["mAP"] > best[0]:
             best = (score["mAP"], epoch + 1)

@@ -37,7 +37,9 @@ def backbone_start(cfg) -> str:
         return "loaded from a local checkpoint"
     if cfg.pretrain.enabled:
         e = int(cfg.pretrain.epochs)
-        return (f"pretrained here ({e} epoch{'s' if e != 1 else ''} on {cfg.pretrain.n_pool} training-split "
+        budget = (f"until the selection score stops improving, at most {e} epochs," if cfg.pretrain.patience else
+                  f"{e} epoch{'s' if e != 1 else ''}")
+        return (f"pretrained here ({budget} on {cfg.pretrain.n_pool} training-split "
                 f"rows disjoint from the training set, head-class labels only; one per architecture)")
     return "random initialisation"
 

@@ -120,10 +120,14 @@ def pretraining(ch, tcfg):
     done = {name: ch.get(req) for name, req in runs.items()}
     lines = []
     for name, p in done.items():
-        best, last = p["best epoch"], p["epochs"]
-        state = ("one epoch only: no curve to judge" if last == 1 else
-                 "still improving at the end of its budget (pretrain.epochs)" if best == last else
-                 f"no better epoch in the {last - best} after it")
+        best, last, most = p["best epoch"], p["epochs"], p["most epochs"]
+        if p["patience"] and last < most:
+            state = (f"stopped when the selection score had not improved for {p['patience']} epochs after the "
+                     "learning rate was divided by 10: trained until it stopped improving")
+        else:
+            state = ("one epoch only: no curve to judge" if last == 1 else
+                     "still improving at the end of its budget (pretrain.epochs)" if best == last else
+                     f"no better epoch in the {last - best} after it")
         lines.append(f"{name}: best epoch {best} of {last} (selection head mAP {p['selection head mAP']:.3f}); {state}")
     fig = training_curves({name: p["history"] for name, p in done.items()})
     return fig, "Pretraining, per backbone:\n" + "\n".join(lines)
