@@ -265,6 +265,8 @@ compare
 # options, each a generator of its own, one seed each). Whether the synthetic set helps
 # the classifier is measured where the classifier is trained with it: the controls of the
 # main-results chapter, Table 3 and the synthetic-weight sweep (Table 4) use exactly this cached set.
+# The `gpu` profile runs the same ladder at a larger image size with a larger UNet (its configuration
+# says which); its rungs are whatever that run prints, and none of them is quoted on this page.
 #
 # ## Exercises
 #

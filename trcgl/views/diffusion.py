@@ -91,6 +91,8 @@ def training_rows_text(ch, cohort, train_set, targets) -> str:
         ("prediction target", d.prediction_type, "epsilon", "prediction_type"),
         ("loss weights", f"min-SNR γ = {d.snr_gamma:g}" if d.snr_gamma else "equal", "equal", "snr_gamma"),
         ("noise schedule", d.beta_schedule, "scaled_linear", "beta_schedule"),
+        ("a first phase on other patients", f"{d.pretrain_pool} rows of the disjoint pool, {d.pretrain_epochs} epochs"
+         if d.pretrain_pool else "off", "a generator pretrained elsewhere (Stable Diffusion, RoentGen)", "pretrain_pool"),
     ]
     lines.append("the recipe (the paper's reading in brackets): "
                  + "; ".join(f"{what}: {now}" + ("" if now == paper else f" [{paper}]") + f" (diffusion.{key})"
