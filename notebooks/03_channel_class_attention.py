@@ -135,7 +135,8 @@ plt.show()
 #
 # A coarse map leaves class-aware attention little room to point anywhere. Here the same ladder
 # (GAP only → + the channel gate → + class-aware attention) runs on an earlier, finer stage of the
-# backbone (`tables.cca_feature_stage`; its grid is in the line above the figure), over every seed
+# backbone (`tables.cca_feature_stage`; its grid is in the line above the figure) and, in the rows
+# marked "tables' stage", on the stage every other table reads, over every seed
 # of the profile, scored on the test split with
 # intervals that resample seeds and test label rows. A second condition draws the rare findings
 # fainter and smaller (`phantom.tail_subtlety`), where attention to a small region should matter

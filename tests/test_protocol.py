@@ -80,3 +80,23 @@ def test_condition_tables_train_on_their_own_rendering_of_the_same_rows(setting)
             assert t.params["rows"] == "train"
             for key in ("data.n_train", "data.min_train_positives", "data.split_seed", "data.projections"):
                 assert row.cfg[key] == cfg[key]
+
+
+def test_the_attention_ladders_run_on_the_finer_stage_and_on_the_tables_stage(setting):
+    """The channel-class attention table: each condition's ladder on ``tables.cca_feature_stage``
+    and again on the stage the other tables read (its GAP-only row the very run of Table 1's
+    ConvNeXt row in the normal condition); one ladder per condition when the two stages agree."""
+    from trcgl.tables import CCA, GAP_ONLY, TABLES_STAGE
+
+    cfg, runner = setting
+    cfg = cfg.replace({"model.feature_stage": 2, "tables.cca_feature_stage": 1})
+    rows = {r.name: r for r in table_rows(cfg, "cca")}
+    for condition in ("normal", "subtle tail"):
+        for step in (GAP_ONLY, CCA):
+            assert rows[f"{condition}: {step}"].cfg.model.feature_stage == 1
+            assert rows[f"{condition}, {TABLES_STAGE}: {step}"].cfg.model.feature_stage == 2
+    convnext = next(r for r in table_rows(cfg, "table1") if r.name == "ConvNeXt")
+    assert (runner.identity(S.row_run(cfg, rows[f"normal, {TABLES_STAGE}: {GAP_ONLY}"], 0))
+            == runner.identity(S.row_run(cfg, convnext, 0)))
+    same = cfg.replace({"tables.cca_feature_stage": 2})
+    assert len(table_rows(same, "cca")) == 6 and not any(TABLES_STAGE in r.name for r in table_rows(same, "cca"))

@@ -253,15 +253,34 @@ CCA_CONDITIONS = {"normal": {}, "subtle tail": {"phantom.tail_subtlety": 0.5}}
 GATE_ONLY = "+ channel gate"
 
 
-def cca_rows(cfg) -> list[Row]:
-    """GAP only, + the channel gate, + class-aware attention (no GCN), on feature maps of
-    ``tables.cca_feature_stage`` (8 × 8 or finer), in each of :data:`CCA_CONDITIONS`."""
-    rows = []
+def cca_ladders(cfg) -> dict[str, dict]:
+    """The channel-class attention experiment's ladders: each of :data:`CCA_CONDITIONS` on the
+    finer maps of ``tables.cca_feature_stage`` (named by the condition alone) and, where it is
+    another stage, on the tables' own ``model.feature_stage`` (named "<condition>, tables' stage"):
+    label -> the configuration overrides of its rows."""
+    out = {}
     for condition, over in CCA_CONDITIONS.items():
-        ccfg = cfg.replace({**over, "model.feature_stage": cfg.tables.cca_feature_stage, "model.label_gcn": False})
-        rows += [Row(f"{condition}: {GAP_ONLY}", gap_only(ccfg)),
-                 Row(f"{condition}: {GATE_ONLY}", ccfg.replace({"model.spatial_attention": False})),
-                 Row(f"{condition}: {CCA}", ccfg)]
+        out[condition] = {**over, "model.feature_stage": cfg.tables.cca_feature_stage}
+    if cfg.model.feature_stage != cfg.tables.cca_feature_stage:
+        for condition, over in CCA_CONDITIONS.items():
+            out[f"{condition}, {TABLES_STAGE}"] = {**over, "model.feature_stage": cfg.model.feature_stage}
+    return out
+
+
+#: the suffix of a channel-class attention ladder on the feature stage the other tables read
+TABLES_STAGE = "tables' stage"
+
+
+def cca_rows(cfg) -> list[Row]:
+    """GAP only, + the channel gate, + class-aware attention (no GCN), in each ladder of
+    :func:`cca_ladders`: every condition on the finer maps of ``tables.cca_feature_stage`` and on
+    the stage the other tables read."""
+    rows = []
+    for ladder, over in cca_ladders(cfg).items():
+        ccfg = cfg.replace({**over, "model.label_gcn": False})
+        rows += [Row(f"{ladder}: {GAP_ONLY}", gap_only(ccfg)),
+                 Row(f"{ladder}: {GATE_ONLY}", ccfg.replace({"model.spatial_attention": False})),
+                 Row(f"{ladder}: {CCA}", ccfg)]
     return rows
 
 

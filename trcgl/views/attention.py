@@ -124,11 +124,11 @@ def cca_table(ch):
 def cca_steps(ch) -> tuple[pd.DataFrame, str]:
     """Each component against the one before it in each condition (paired), and what they say."""
     from ..seedtables import paired_differences, results_store
-    from ..tables import CCA_CONDITIONS, GATE_ONLY
+    from ..tables import GATE_ONLY, cca_ladders
 
     store = results_store(ch.cfg)
     rows = []
-    for condition in CCA_CONDITIONS:
+    for condition in cca_ladders(ch.cfg):
         ladder = [f"{condition}: {GAP_ONLY}", f"{condition}: {GATE_ONLY}", f"{condition}: {CCA}"]
         for prev, cur in zip(ladder, ladder[1:]):
             d = paired_differences(store, "cca", prev, "mAUC tail").loc[cur]
