@@ -253,6 +253,10 @@ CCA_CONDITIONS = {"normal": {}, "subtle tail": {"phantom.tail_subtlety": 0.5}}
 GATE_ONLY = "+ channel gate"
 
 
+#: the suffix of a channel-class attention ladder on the feature stage the other tables read
+TABLES_STAGE = "tables' stage"
+
+
 def cca_ladders(cfg) -> dict[str, dict]:
     """The channel-class attention experiment's ladders: each of :data:`CCA_CONDITIONS` on the
     finer maps of ``tables.cca_feature_stage`` (named by the condition alone) and, where it is
@@ -265,10 +269,6 @@ def cca_ladders(cfg) -> dict[str, dict]:
         for condition, over in CCA_CONDITIONS.items():
             out[f"{condition}, {TABLES_STAGE}"] = {**over, "model.feature_stage": cfg.model.feature_stage}
     return out
-
-
-#: the suffix of a channel-class attention ladder on the feature stage the other tables read
-TABLES_STAGE = "tables' stage"
 
 
 def cca_rows(cfg) -> list[Row]:

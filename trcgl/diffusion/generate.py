@@ -137,8 +137,7 @@ def real_pass_rates(P: np.ndarray, Y: np.ndarray, thresholds: np.ndarray) -> np.
     Y = np.asarray(Y).astype(bool)
     n = Y.sum(0)
     passed = ((P > thresholds[None, :]) & Y).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, passed / np.maximum(n, 1), np.nan)
+    return np.where(n > 0, passed / np.maximum(n, 1), np.nan)
 
 
 def keep_mask(p_target: np.ndarray, target_ids: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -171,8 +170,8 @@ def filter_synthetic(cfg, class_set, plan: pd.DataFrame, images: np.ndarray, fil
     plan["kept"] = keep_mask(plan["p_filter"].to_numpy(), plan["target_id"].to_numpy(), thresholds)
     report = plan.groupby("target", sort=False).agg(generated=("kept", "size"), kept=("kept", "sum"))
     report["kept_fraction"] = report["kept"] / report["generated"]
-    report["threshold"] = [thresholds[class_set.index(c)] for c in report.index]
     ids = [class_set.index(c) for c in report.index]
+    report["threshold"] = thresholds[ids]
     report["real_positives"] = [int(calibration.Y[:, c].sum()) for c in ids]
     report["real_kept_fraction"] = real_pass_rates(P_cal, calibration.Y, thresholds)[ids]
     keep = plan["kept"].to_numpy()

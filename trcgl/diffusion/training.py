@@ -326,12 +326,14 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
     parts = {"model": unet, "context": conditioner, "optimizer": opt, "ema": ema}
     denoiser = procs.wrap(_Denoiser(unet, conditioner))
     context_start = conditioner.context.detach().clone()
-    data = {"rows": latents, "repeats": repeats}
 
-    def epoch(g):
+    def epoch_on(latents: TensorBatches, repeats: torch.Tensor):
+        """One epoch over ``latents`` (each row ``repeats`` times): the pool's or the training rows'."""
+        return lambda g: epoch(g, latents, repeats)
+
+    def epoch(g, latents, repeats):
         denoiser.train()
         losses, grads = [], []
-        latents, repeats = data["rows"], data["repeats"]
         order = repeats[torch.randperm(len(repeats), generator=g)]
         for b in latents.batches(order, d.batch_size, procs.rank, procs.size):
             z_t, eps, t, z0 = noised_batch(noise, b.x, b.targets["sd"], b.shard, g, with_clean=True)
@@ -357,18 +359,21 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
                 "context_grad_norm": float(torch.stack(grads).mean()) if grads else 0.0,
                 "context_shift": float(shift) if conditioner.m else 0.0}
 
+    pool_rows = 0
     if d.pretrain_pool:     # first the pool (its own checkpoint folder: a finished phase is restored, not rerun)
-        main_rows = data.copy()
         pidx = diffusion_rows(cfg, pool, seed, n=d.pretrain_pool)
-        data["rows"], data["repeats"], _ = _latent_rows(cfg, pool, pidx, class_set, conditioner, vae, counts, groups,
-                                                        seed, device)
+        pool_latents, pool_repeats, _ = _latent_rows(cfg, pool, pidx, class_set, conditioner, vae, counts, groups,
+                                                     seed, device)
         (work / "pool").mkdir(exist_ok=True)
         pool_history = train_epochs(work / "pool", parts, d.pretrain_epochs, seed * 104_729 + 7_919,
-                                    "pretraining the diffusion UNet on the pool", "pool", epoch, procs)
-        data.update(main_rows)
+                                    "pretraining the diffusion UNet on the pool", "pool",
+                                    epoch_on(pool_latents, pool_repeats), procs)
+        pool_rows = len(pidx)
+        del pool_latents, pool_repeats
         if procs.is_main:
             pd.DataFrame(pool_history).to_csv(work / "pool_history.csv", index=False)
-    history = train_epochs(work, parts, d.epochs, seed * 104_729, "training the diffusion UNet", "unet", epoch, procs)
+    history = train_epochs(work, parts, d.epochs, seed * 104_729, "training the diffusion UNet", "unet",
+                           epoch_on(latents, repeats), procs)
     ema.copy_to(unet.parameters())
     unet.eval()
     pipe = PromptDiffusionPipeline(vae=vae, unet=unet, scheduler=DDIMScheduler.from_config(noise.config),
@@ -378,7 +383,7 @@ def fit_prompt_diffusion(cfg, class_set, train_set, select_set, vae: Autoencoder
     if procs.is_main:
         pipe.save_pretrained(work / "pipeline")
         pd.DataFrame(history).to_csv(work / "history.csv", index=False)
-        atomic_write_json(work / "rows.json", {"rows": len(idx), "pool rows": int(d.pretrain_pool and len(pidx)),
+        atomic_write_json(work / "rows.json", {"rows": len(idx), "pool rows": pool_rows,
                                                "device": str(device), "processes": procs.size})
         (work / "last.pt").unlink(missing_ok=True)
         (work / "pool" / "last.pt").unlink(missing_ok=True)
