@@ -134,7 +134,10 @@ plt.show()
 # ## The claim on finer maps, over seeds, and with subtle findings
 #
 # A coarse map leaves class-aware attention little room to point anywhere. Here the same ladder
-# (GAP only → + the channel gate → + class-aware attention) runs on an earlier, finer stage of the
+# (GAP only → + the channel gate → + class-aware attention; in the middle rung no spatial branch
+# reads the refined maps X_r, so its GAP branch pools X_r and the gate re-weights the pooled
+# channels as a squeeze-and-excitation block does, while the full model's GAP branch pools X as
+# Eq. 11 says) runs on an earlier, finer stage of the
 # backbone (`tables.cca_feature_stage`; its grid is in the line above the figure) and, in the rows
 # marked "tables' stage", on the stage every other table reads, over every seed
 # of the profile, scored on the test split with
@@ -153,7 +156,9 @@ print(steps_text)
 steps
 
 # %%
-view.cca_localization(ch, cca_result, cohort)
+cca_loc = view.cca_localization(ch, cca_result, cohort)
+print(view.localization_verdict(cca_loc))
+cca_loc
 
 # %% [markdown]
 # ## Exercises

@@ -53,6 +53,13 @@ def test_fusion_eq_11_and_14():
     gap_only = ChannelClassAttention(4, 3, channel_gate=False, spatial=False)
     o = gap_only(X)
     assert "attention" not in o and torch.equal(o["X_r"], X) and torch.equal(o["s_img"], o["s_gap"])
+    gated = ChannelClassAttention(4, 3, reduction=2, channel_gate=True, spatial=False)   # the "+ channel gate" rung
+    o = gated(X)
+    g = gated.gate.gate(X)
+    by_hand = (X.mean(dim=(2, 3)) * (1 + g)) @ gated.classifier.weight.T + gated.classifier.bias
+    assert torch.allclose(o["s_img"], by_hand, atol=1e-5)                                # GAP of X_r: the gate acts
+    o["s_img"].sum().backward()
+    assert gated.gate.fc1.weight.grad is not None and gated.gate.fc1.weight.grad.abs().sum() > 0
 
 
 def test_adjacency_eq_15_to_20_by_hand():

@@ -46,7 +46,10 @@ class ClassAwareAttention(nn.Module):
 class ChannelClassAttention(nn.Module):
     """The image branch: s_img = s_gap + λ s_spatial (Eq. 11, 14).
 
-    The GAP branch pools the un-refined X (Eq. 11); the spatial branch attends over X_r. With
+    The GAP branch pools the un-refined X (Eq. 11); the spatial branch attends over X_r. Without
+    the spatial branch (``spatial=False`` with the gate on: chapter 3's "+ channel gate" rung) the
+    gate would reach no score, so the GAP branch pools X_r instead: GAP(X_r) = u ⊙ (1 + scale · g),
+    the gate acting on the pooled channels as a squeeze-and-excitation block does. With
     ``share_classifier`` the spatial scores use the GAP classifier's weights, s_spatial[c] =
     w_c · v_c + b_c (as in the released code); otherwise a class-wise classifier of its own.
     ``channel_gate=False`` or ``spatial=False`` switch the two parts off for ablations;
@@ -69,7 +72,8 @@ class ChannelClassAttention(nn.Module):
 
     def forward(self, X: torch.Tensor) -> dict[str, torch.Tensor]:
         Xr, g = self.gate(X) if self.gate is not None else (X, None)
-        s_gap = self.classifier(X.mean(dim=(2, 3)))          # Eq. 11 on X
+        pooled = X if self.attention is not None else Xr     # Eq. 11 on X; on X_r where nothing else reads it
+        s_gap = self.classifier(pooled.mean(dim=(2, 3)))
         out = {"X_r": Xr, "gate": g, "s_gap": s_gap, "s_img": s_gap}
         if self.attention is not None:
             v, a = self.attention(Xr)

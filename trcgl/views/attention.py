@@ -69,7 +69,8 @@ def gain_text(ch, means: pd.DataFrame, test_set) -> str:
     gain = means.loc[CCA] - means.loc[GAP_ONLY]
     return wrapped(
         f"Tail mAUC (the primary endpoint): channel-class attention {means.loc[CCA, 'mAUC tail']:.4f}, GAP only "
-        f"{means.loc[GAP_ONLY, 'mAUC tail']:.4f} ({gain['mAUC tail']:+.4f}). Both trained: {training_text(ch.cfg)}.",
+        f"{means.loc[GAP_ONLY, 'mAUC tail']:.4f} ({gain['mAUC tail']:+.4f}; one seed, so no interval here: the "
+        f"ladder below repeats it over seeds, with intervals). Both trained: {training_text(ch.cfg)}.",
         f"Channel-class attention changes test mAP by {gain['mAP']:+.4f} (head {gain['mAP head']:+.4f}, "
         f"medium {gain['mAP medium']:+.4f}, tail {gain['mAP tail']:+.4f}) on this run ({ch.cfg.profile} profile, "
         f"one seed, {len(test_set)} test images).",
@@ -173,6 +174,21 @@ def cca_localization(ch, result, cohort, max_pairs: int = 300) -> pd.DataFrame:
             _, att = predict(r.model, test, r.mean, r.std, ch.device, with_attention=True)
             out[f"{name}: attention a_c"] = pair_scores(np.stack([att[n, c] for n, c in pairs]), masks).mean()
     return pd.DataFrame(out).T.round(3)
+
+
+def localization_verdict(loc: pd.DataFrame) -> str:
+    """The localization half of the claim (chapter 3): does the class attention a_c put more of its
+    mass on the true lesions than GAP's Grad-CAM, and more than chance?"""
+    att, gap = f"{CCA}: attention a_c", f"{GAP_ONLY}: Grad-CAM"
+    if loc.empty or att not in loc.index or gap not in loc.index:
+        return "No lesion masks here, so the localization half of the claim is not judged."
+    a, g, chance = loc.loc[att, "mass"], loc.loc[gap, "mass"], loc.loc[att, "chance mass"]
+    return (f"Mass on the true lesion (first seed, normal condition): class attention a_c {a:.3f}, GAP's "
+            f"Grad-CAM {g:.3f}, chance {chance:.3f}: the attention maps "
+            + ("point at the lesions more than GAP's Grad-CAM does, as the claim predicts." if a > g and a > chance else
+               "do not point at the lesions more than GAP's Grad-CAM does, against the claim's prediction." if a <= g
+               else "beat Grad-CAM but not chance.")
+            + " (One seed, no interval: a description of these maps, not a test.)")
 
 
 def grid_text(cfg) -> str:
