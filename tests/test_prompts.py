@@ -36,3 +36,12 @@ def test_normal_and_negation_prompts():
     assert negation_prompt(["pneumothorax", "pleural effusion"]) == \
         "chest x-ray with no evidence of pneumothorax or pleural effusion"
     assert negation_prompt(["normal"]) == NORMAL_PROMPT
+
+
+def test_a_long_row_keeps_its_rarest_findings_in_the_prompt():
+    """Five findings, four places: the head class goes, the tail class stays (the class set runs
+    from the head to the tail), in class-set order."""
+    row = ["infiltrates", "pleural effusion", "pneumonia", "nodule", "lung metastasis"]
+    p = prompt_for_row(row, CS, [], image_id="z", seed=0)
+    assert "lung metastasis" in p and "infiltrates" not in p
+    assert p.index("pleural effusion") < p.index("pneumonia") < p.index("nodule") < p.index("lung metastasis")

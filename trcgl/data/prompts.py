@@ -59,12 +59,14 @@ def _join(parts: Sequence[str]) -> str:
 
 def prompt_for_row(present: Sequence[str], class_set, sentences: Sequence[Sequence[str]] = (),
                    image_id: str = "", seed: int = 0, max_findings: int = 4) -> str:
-    """The prompt of one label row (classes in class-set order; ``normal`` alone -> normal prompt)."""
+    """The prompt of one label row (classes in class-set order; ``normal`` alone -> normal prompt).
+    A row with more than ``max_findings`` findings keeps the last ones in class-set order, which
+    runs from the head to the tail: a rare finding is never the one left out."""
     rng = np.random.default_rng(stable_seed(image_id, f"prompt{seed}"))
     findings = [c for c in class_set.classes if c in set(present) and c != "normal"]
     if not findings:
         return NORMAL_PROMPT
-    idx = [class_set.index(c) for c in findings][:max_findings]
+    idx = [class_set.index(c) for c in findings][-max_findings:]
     phrases = finding_phrases([class_set.classes[i] for i in idx],
                               [class_set.padchest_labels[i] for i in idx], sentences)
     return TEMPLATES[rng.integers(len(TEMPLATES))].format(_join(phrases))
