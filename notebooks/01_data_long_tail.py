@@ -154,8 +154,9 @@ rows_table
 # each finding's mask (red outline), which no real dataset gives: later chapters score attention
 # maps against it.
 #
-# Below, one test image per class (top: the renderer's 256-px canvas; the classifier
-# sees the image at the profile's resolution).
+# Below, one test image per class (top: the same patient and findings re-rendered on a 256-px
+# canvas for display, finer than the run's own render; the classifier sees the image at the
+# profile's resolution, shown in the gallery after it).
 
 # %%
 image_sets = view.image_sets(ch)

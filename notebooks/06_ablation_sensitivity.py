@@ -18,7 +18,8 @@
 # and the fusion strength α of the label branch, $s = s_{img} + \alpha\, s_{label}$ (Eq. 25,
 # Table 5). As in the results chapter, every row here is trained for several seeds on the same
 # data, every number is a mean with a 95 % interval, and each step of the ladder comes with a
-# paired interval of its own, so a gain that is smaller than the seed-to-seed noise is called that.
+# paired interval of its own (resampling the seeds and the test label rows together), so a gain
+# smaller than that resampling noise is called that.
 #
 # The paper's ablation starts from **ConvNeXt + CSRA** (its Table 3 baseline has exactly the
 # numbers of Table 1's CSRA row), adds the synthetic images, then replaces CSRA by channel-class

@@ -157,8 +157,9 @@ print(pil_text)
 # baseline: no augmentation (Table 1's ConvNeXt row), + the filtered prompt-diffusion tail images
 # of chapter 2 (all at once, weight w, as TRCGL-Net uses them), + every image of the synthetic
 # budget unfiltered (a dose of the same order as the inpainted set's: the filter keeps few), + the
-# inpainted images (with PIL, as their paper uses them), and + both. The "extra images" column
-# gives each arm's dose. The inpainting paper's own comparison (its Table 3: a
+# inpainted images (with PIL, as their paper uses them), and + both. The "extra images", "loss
+# weight" and "schedule" columns give each arm's dose and how it enters training: each set comes
+# in as its own method uses it, so the arms compare the two recipes, not the images alone. The inpainting paper's own comparison (its Table 3: a
 # caption-conditioned DiT vs inpainting, ResNet-50, CheXpert and MIMIC, macro F1 in %) stands
 # beside ours.
 

@@ -107,8 +107,14 @@ def rendered_rows(ch, cohort) -> tuple[str, pd.DataFrame]:
         "train split (frontal)": cohort.Y[(cohort.split == "train") & frontal].sum(0),
         **{f"{s} (rendered)": cohort.Y[i].sum(0) for s, i in idx.items()},
     }, index=list(cohort.class_set.classes))
-    text = ("rendered: " + ", ".join(f"{len(i)} {s} rows" for s, i in idx.items()) + "; minimum positives per class: "
-            + ", ".join(f"{s} {sample[f'{s} (rendered)'].min()}" for s in idx))
+    def least(s: str) -> str:
+        col, asked = sample[f"{s} (rendered)"], int(cfg.data[f"min_{s}_positives"])
+        short = col.index[col < asked].tolist()
+        return (f"{s} {col.min()} (asked {asked}" + (f"; the {s} split has no more rows of {', '.join(short)})"
+                                                     if short else ")"))
+
+    text = ("rendered: " + ", ".join(f"{len(i)} {s} rows" for s, i in idx.items())
+            + "; fewest positives of a class: " + ", ".join(least(s) for s in idx))
     return text, sample
 
 
@@ -164,7 +170,7 @@ def prompt_examples(ch, cohort, image_set, n: int = 6) -> pd.DataFrame:
     out = []
     for i in rows:
         present = [classes[c] for c in np.flatnonzero(image_set.Y[i])]
-        out.append({"image": image_set.rows.ImageID.iloc[i][:18] + "...", "classes": ", ".join(present),
+        out.append({"image": image_set.rows.ImageID.iloc[i], "classes": ", ".join(present),
                     "prompt": prompt_for_row(present, cohort.class_set, image_set.rows.sentences.iloc[i],
                                              image_set.rows.ImageID.iloc[i], seed=ch.cfg.seed)})
     return pd.DataFrame(out)

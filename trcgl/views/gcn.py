@@ -208,9 +208,7 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
     together say: a gain in the normal condition that grows when the tail is hidden (only
     co-occurrence is left) and vanishes when co-occurrence is broken is the claim's signature."""
     from ..seedtables import paired_differences, results_store
-    from ..tables import GCN_CONDITIONS
-
-    from ..tables import SHUFFLED_GRAPH
+    from ..tables import GCN_CONDITIONS, SHUFFLED_GRAPH
 
     store = results_store(ch.cfg)
     rows, effects, graph = [], {}, {}
@@ -244,9 +242,9 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
                                                              else "it does not, so this benchmark cannot show what "
                                                                   "the graph adds."))
     if broken is not None:
-        text += (" Negative control: with co-occurrence broken the graph has nothing to use — "
-                 + ("and it gains nothing." if not (broken["sure"] and broken.iloc[0] > 0)
-                    else "yet it gains: the effect does not come from co-occurrence."))
+        text += (f" Negative control: with co-occurrence broken the graph has nothing to use ({interval_text(broken)}) — "
+                 + ("yet it gains: the effect does not come from co-occurrence." if broken["sure"] and broken.iloc[0] > 0
+                    else "it shows no gain; its interval is all this says, not that the gain is zero."))
     for condition, g in graph.items():
         text += (f" The graph's edges ({condition}: the true graph against the same GCN over a shuffled one, "
                  f"{interval_text(g)}): "
