@@ -71,8 +71,8 @@ pd.Series(this_run, name="this run").to_frame()
 #   gets a control arm that adds that same data directly.
 # - **A positive and a negative control for every claim.** For the synthetic images, an *ideal
 #   generator* (the phantom renderer drawing the same label sets: always right) must help the
-#   tail, or the benchmark has no power to see a generator help; images with *shuffled labels*
-#   must not. For the label graph, a condition where the tail's lesions are not drawn (only
+#   tail, or the benchmark has no power to see a generator help; the same images with the tail
+#   lesions left out (labels kept) must not. For the label graph, a condition where the tail's lesions are not drawn (only
 #   co-occurrence can predict it) and one where co-occurrence is broken. For attention, finer
 #   feature maps and a condition where rare findings are also subtle.
 # - **Statistics that separate effects from noise.** Several seeds per arm; intervals that

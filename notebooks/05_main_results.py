@@ -79,9 +79,10 @@ view.differences(ch)
 print(view.ranking_text(ch, result))
 
 # %% [markdown]
-# Every row starts from a backbone pretrained here, one per architecture, for the same number of
-# epochs. A backbone whose pretraining was still improving when its budget ended starts its
-# table row from less than it could have learnt, so a gap between two architectures mixes the
+# Every row starts from a backbone pretrained here, one per architecture, by the same rule (the
+# lines under the curves say which: a fixed number of epochs, or until the selection score stops
+# improving). A backbone whose pretraining was still improving when its budget ended starts its
+# table row from less than it could have learnt, so a gap between two architectures would mix the
 # methods with their pretraining budgets. The curves show where each pretraining stood:
 
 # %%
@@ -115,11 +116,14 @@ tail_differences
 # budget's label sets **rendered by the phantom renderer** on fresh anatomy (an *ideal generator*,
 # always right: the positive control and the upper bound of what tail images can add here); the
 # kept label sets rendered likewise (the ideal generator *at the filter's count*, which separates
-# what the filter throws away from what its images lack); and the generated images with their
-# **labels shuffled** across tail classes (the negative control: images that say nothing about
-# their labels). All extra images carry the same loss weight. The claim predicts: the method
+# what the filter throws away from what its images lack); the ideal generator's images with the
+# **tail lesions left out** (same anatomy, labels, count and weight: the negative control, extra
+# images that show nothing of their labels); and the generated images with their **labels
+# shuffled** across tail classes (the wrong-label control: what a generator drawing the wrong
+# finding does). All extra images carry the same loss weight. The claim predicts: the method
 # above no extra images and above oversampling; the ideal generator above no extra images (else
-# the benchmark cannot detect the effect at all); the shuffled labels not above it. The primary
+# the benchmark cannot detect the effect at all) and above its lesion-free twin (else what helps
+# is not what the images show); the lesion-free images not above no extra images. The primary
 # endpoint is tail mAUC; tail AP stands beside its chance level.
 
 # %%

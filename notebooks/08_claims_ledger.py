@@ -56,8 +56,8 @@ print(view.setting(ch))
 # verdict. A *positive control* is a comparison that must show an effect if the benchmark can
 # detect one of the claim's kind at all (an ideal generator that renders the truth; the label
 # graph when the tail lesions are hidden and only co-occurrence is left). A *negative control*
-# must not show one (labels shuffled among the synthetic images; co-occurrence broken before
-# rendering). A claim whose positive control shows nothing cannot be judged here, however its own
+# must not show one (the ideal generator's images with the tail lesions left out; co-occurrence
+# broken before rendering). A claim whose positive control shows nothing cannot be judged here, however its own
 # interval falls.
 
 # %%

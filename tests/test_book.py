@@ -219,8 +219,8 @@ def test_table_f1_is_scored_at_thresholds_each_run_chose_on_the_selection_split(
 
 def test_every_arm_of_the_synthetic_claim_gets_the_budget_asked_before_the_filter(smoke_stages):
     """The smoke run's controls: the generator is asked for budget_multiple x each tail class's
-    training positives; the unfiltered set, the oversampled real rows, the shuffled set and the
-    ideal generator hold exactly that many images of each class at the synthetic weight; the
+    training positives; the unfiltered set, the oversampled real rows, the shuffled set, the
+    ideal generator and its lesion-free twin (the negative control) hold exactly that many images of each class at the synthetic weight; the
     ideal generator at the filter's count renders the kept label sets; the ideal generator's
     label sets are the very rows asked of the generator."""
     import numpy as np
@@ -243,12 +243,15 @@ def test_every_arm_of_the_synthetic_claim_gets_the_budget_asked_before_the_filte
 
     arms = {k: S.get(S.control_set(cfg, k), cache) for k in ("unfiltered", "oversampled", "shuffled")}
     ideal = S.get(S.ideal_set(cfg), cache)
-    for name, s in {**arms, "ideal": ideal}.items():
+    null = S.get(S.ideal_set(cfg, lesions=False), cache)
+    for name, s in {**arms, "ideal": ideal, "null": null}.items():
         assert len(s) == asked.sum(), name
         assert np.allclose(s.weights, cfg.diffusion.synthetic_weight), name
     assert per_target(arms["unfiltered"]) == per_target(ideal) == asked.tolist()
     assert (arms["oversampled"].Y[:, targets].sum(0) >= asked).all()       # real rows of each class, cycled
     assert np.array_equal(ideal.Y, arms["unfiltered"].Y)                    # the same label sets, rendered
+    assert np.array_equal(null.Y, ideal.Y) and not np.array_equal(null.images, ideal.images)   # lesions left out
+    assert np.unpackbits(null.masks_packed, axis=-1)[:, targets].sum() == 0
     assert not np.array_equal(arms["shuffled"].Y, arms["unfiltered"].Y)
     kept = S.get(S.control_set(cfg, "ideal-kept"), cache)
     assert np.array_equal(kept.Y, res.kept.Y) and len(kept) == int(res.plan["kept"].sum())

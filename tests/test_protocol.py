@@ -54,7 +54,7 @@ def test_the_dose_curve_shares_the_controls_baseline_and_positive_control(settin
     """The dose curve's 1x row and the controls' ideal generator are one run (one cache entry), as
     are both tables' runs without extra images; other doses are runs of their own. Where the
     controls add stage 2 (``tables.stage2``), the dose curve's runs are the ones their stage 2
-    continues."""
+    continues; where both add it, the fine-tuned runs are shared."""
     from trcgl.tables import BASELINE, IDEAL_ROW, dose_row_name
 
     cfg, runner = setting
@@ -66,6 +66,11 @@ def test_the_dose_curve_shares_the_controls_baseline_and_positive_control(settin
         dose = {r.name: runner.identity(S.row_run(c, r, 0)) for r in table_rows(c, "dose")}
         assert dose[dose_row_name(1.0)] == controls[IDEAL_ROW] and dose[BASELINE] == controls[BASELINE]
         assert len(set(dose.values())) == 4
+    both = cfg.replace({"tables.ideal_doses": [0.5, 1.0], "tables.stage2": ["controls", "dose"], "tables.stage2_epochs": 1})
+    runs = {r.name: runner.identity(S.row_run(both, r, 0)) for r in table_rows(both, "controls")}
+    dose = {r.name: S.row_run(both, r, 0) for r in table_rows(both, "dose")}
+    assert all(req.stage == "finetune" for req in dose.values())            # the dose curve fine-tunes too
+    assert runner.identity(dose[dose_row_name(1.0)]) == runs[IDEAL_ROW] and runner.identity(dose[BASELINE]) == runs[BASELINE]
 
 
 def test_condition_tables_train_on_their_own_rendering_of_the_same_rows(setting):

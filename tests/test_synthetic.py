@@ -90,6 +90,37 @@ def test_shuffled_labels_give_every_image_another_targets_labels(class_set):
     assert sorted(map(tuple, moved.Y.tolist())) == sorted(map(tuple, single.Y.tolist()))
 
 
+def test_the_null_control_is_the_ideal_image_without_its_target_lesions(class_set):
+    """``ideal_renders(..., hidden=targets)``: the same label sets and weights as the ideal
+    generator, no mask (nothing drawn) for a hidden class while the other findings keep theirs;
+    an image with no hidden finding is the ideal image pixel for pixel, one with a hidden finding
+    differs from it; an unknown hidden class is refused."""
+    from trcgl.controls import ideal_renders
+    from trcgl.data.phantom import PhantomRenderer
+
+    train, (a, b, c, n) = small_train_set(class_set)
+    train = dataclasses.replace(train, rows=train.rows.assign(labels=[[] for _ in range(len(train))]))
+    plan = draw_label_sets(train, class_set, [a, b], [2, 2], seed=0)
+    budget = as_image_set(np.zeros((4, 16, 16), np.uint8), plan, class_set, 0.5)
+    renderer = PhantomRenderer(class_set.classes, size=64)
+    ideal = ideal_renders(renderer, budget, train, 16, 0)
+    null = ideal_renders(renderer, budget, train, 16, 0, hidden=[class_set.classes[a]])
+    assert np.array_equal(null.Y, ideal.Y) and np.array_equal(null.weights, ideal.weights)
+    assert null.rows["ImageID"].tolist() != ideal.rows["ImageID"].tolist()   # told apart in any union
+    masks = lambda s: np.unpackbits(s.masks_packed, axis=-1)            # noqa: E731
+    assert masks(null)[:, a].sum() == 0
+    has_a = null.Y[:, a] == 1
+    assert has_a.any() and (~has_a).any()
+    assert masks(ideal)[has_a, a].sum() > 0
+    for k in range(len(null)):
+        same = np.array_equal(null.images[k], ideal.images[k])
+        assert same != bool(has_a[k]), k
+        others = [j for j in np.flatnonzero(null.Y[k]) if j != a]
+        assert np.array_equal(masks(null)[k, others], masks(ideal)[k, others]) or has_a[k], k
+    with pytest.raises(ValueError, match="not in the image set"):
+        ideal_renders(renderer, budget, train, 16, 0, hidden=["no such class"])
+
+
 def test_the_retrieval_control_takes_the_pools_own_images_of_each_target_at_the_budget(class_set):
     """``retrieved``: per target class as many pool images *with* that class as the budget asked
     (cycled where the pool has fewer), each with its own labels and pixels and the budget's loss

@@ -6,9 +6,13 @@ compared with, on the same real rows, seeds and loss weight.
 - :func:`ideal_renders`: the very label sets asked of the generator (or those its filter kept),
   rendered by the phantom renderer on fresh anatomy: a generator that is always right, the
   **positive control** and upper bound of what tail images can add on this benchmark;
+- :func:`ideal_renders` with ``hidden`` (the target classes): the same label sets on the same
+  anatomy with the target lesions left out, the **null control**: as many extra images with the
+  same labels and weights, but images that show nothing of those labels; paired with the ideal
+  generator image for image, so the difference between the two is what the lesions add;
 - :func:`shuffled_labels`: the generated images with their label vectors permuted among them
-  (each takes another target's labels), the **negative control**: images that carry no
-  information about their labels;
+  (each takes another target's labels), the **wrong-label control**: images that show one tail
+  class labelled as another, i.e. what a generator drawing the wrong finding would do;
 - :func:`retrieved`: where the generator first learnt from a pool of rows disjoint from every
   split (``diffusion.pretrain_pool``), that pool's own images of each target class at the
   budget's count and weight: extra real data the generator saw, added directly (what retrieving
@@ -56,25 +60,33 @@ def _at_budget(source: ImageSet, synthetic: ImageSet, rng, tag: str, name: str) 
                                source=name)
 
 
-def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int, seed: int | str) -> ImageSet:
+def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int, seed: int | str,
+                  hidden=()) -> ImageSet:
     """The label sets of ``synthetic`` (its rows' ``source_row`` and labels; its images are not
     read) rendered by the phantom renderer on fresh anatomy (the finding placed where the source
-    row's sentences put it), same labels and weights; ``seed`` names the anatomy drawn."""
+    row's sentences put it), same labels and weights; ``seed`` names the anatomy drawn. Classes in
+    ``hidden`` keep their labels but are not drawn (the null control): the renderer draws anatomy
+    and each finding from streams of their own, so with the same ``seed`` each image is the
+    ideal one without those findings."""
     from .data.phantom import downsample
 
-    names = list(synthetic.classes)
+    names, hidden = list(synthetic.classes), set(hidden)
+    unknown = hidden - set(names)
+    if unknown:
+        raise ValueError(f"ideal_renders: hidden classes {sorted(unknown)} are not in the image set's classes")
+    suffix = "~nolesion" if hidden else ""
     imgs, masks = [], []
     for k in range(len(synthetic)):
         row = synthetic.rows.iloc[k]
         src = train_set.rows.iloc[int(row["source_row"])]
-        present = [names[c] for c in np.flatnonzero(synthetic.Y[k])]
+        present = [names[c] for c in np.flatnonzero(synthetic.Y[k]) if names[c] not in hidden]
         img, m = renderer.render(f"ideal-{seed}-{k}", present, src["sentences"], src["labels"])
         img, m = downsample(img, m, size)
         imgs.append(np.round(img * 255).astype(np.uint8))
         masks.append(np.packbits(m.reshape(len(names), -1), axis=-1))
-    rows = synthetic.rows.assign(ImageID=[f"ideal-{seed}-{k}" for k in range(len(synthetic))])
+    rows = synthetic.rows.assign(ImageID=[f"ideal-{seed}-{k}{suffix}" for k in range(len(synthetic))])
     return dataclasses.replace(synthetic, images=np.stack(imgs), masks_packed=np.stack(masks), rows=rows,
-                               source="ideal")
+                               source="ideal, lesions hidden" if hidden else "ideal")
 
 
 def shuffled_labels(synthetic: ImageSet, seed: int) -> ImageSet:

@@ -19,6 +19,7 @@ SYNTHETIC, INPAINTED, INPAINTED_UNGUARDED, COPIES = "synthetic", "inpainted", "i
 UNFILTERED, OVERSAMPLED, IDEAL_KEPT, SHUFFLED = "unfiltered", "oversampled", "ideal-kept", "shuffled"
 RETRIEVED = "retrieved"     # the pool a pretrained generator learnt from, its images added directly
 IDEAL = "ideal"             # the ideal generator at the budget; ideal_dose(k): at k times the budget
+IDEAL_HIDDEN = "ideal, lesions hidden"   # the same images without the target lesions: the null control
 
 
 def ideal_dose(scale: float) -> str:
@@ -171,9 +172,10 @@ def inpaint_ablation_rows(cfg) -> list[Row]:
             Row(COPIES_ROW, pil, extra=Extra.of(COPIES))]
 
 
-BASELINE, OVERSAMPLING, METHOD, IDEAL_ROW, SHUFFLED_ROW = (
+BASELINE, OVERSAMPLING, METHOD, IDEAL_ROW, NULL_ROW, SHUFFLED_ROW = (
     "no extra images", "real tail rows oversampled", "prompt diffusion (the method)",
-    "ideal generator (positive control)", "labels shuffled (negative control)")
+    "ideal generator (positive control)", "ideal generator, tail lesions not drawn (negative control)",
+    "labels shuffled across tail classes (wrong-label control)")
 UNFILTERED_ROW, IDEAL_KEPT_ROW = "prompt diffusion, unfiltered", "ideal generator, the filter's count"
 RETRIEVED_ROW = "the generator's pool, added directly (retrieval control)"
 
@@ -190,14 +192,16 @@ def control_rows(cfg) -> list[Row]:
     (oversampling); every generated image (unfiltered); the images the filter kept (the method);
     the budget's label sets rendered by the phantom renderer (ideal generator: the positive
     control); the kept label sets rendered likewise (the ideal generator at the filter's count,
-    which separates what the filter discards from what its images lack); the generated images with
-    their labels shuffled across targets (negative control); and where the generator first learnt
+    which separates what the filter discards from what its images lack); the ideal generator's
+    images with the target lesions left out, labels kept (negative control: extra images that show
+    nothing of their tail labels); the generated images with their labels shuffled across targets
+    (wrong-label control: what drawing the wrong finding does); and where the generator first learnt
     from a disjoint pool (``diffusion.pretrain_pool``), that pool's images of the target classes
     added directly (the retrieval control: the extra real data the generator saw)."""
     rows = [Row(BASELINE, cfg), Row(OVERSAMPLING, cfg, extra=Extra.of(OVERSAMPLED)),
             Row(UNFILTERED_ROW, cfg, extra=Extra.of(UNFILTERED)), Row(METHOD, cfg, extra=Extra.of(SYNTHETIC)),
             _phantom_only(cfg, IDEAL_ROW, Extra.of(IDEAL)), _phantom_only(cfg, IDEAL_KEPT_ROW, Extra.of(IDEAL_KEPT)),
-            Row(SHUFFLED_ROW, cfg, extra=Extra.of(SHUFFLED))]
+            _phantom_only(cfg, NULL_ROW, Extra.of(IDEAL_HIDDEN)), Row(SHUFFLED_ROW, cfg, extra=Extra.of(SHUFFLED))]
     if cfg.diffusion.pretrain_pool:
         rows.append(Row(RETRIEVED_ROW, cfg, extra=Extra.of(RETRIEVED)))
     return rows

@@ -1,6 +1,6 @@
 """The prompt-diffusion chapter's stages (chapter 2): the VAE and the prompt-latent diffusion model,
 images sampled from it, the filtered synthetic tail set, its controls (oversampled real rows, the
-ideal generator, shuffled labels) and the oracle that scores whether samples show their pathology.
+ideal generator with and without the tail lesions, shuffled labels) and the oracle that scores whether samples show their pathology.
 """
 from __future__ import annotations
 
@@ -230,19 +230,21 @@ def _generator_pool(ctx):
 def _ideal_set(ctx):
     """The ideal generator (the positive control): the label sets of the synthetic budget times
     ``scale`` (at scale 1 the very rows asked of the generator) rendered by the phantom renderer on
-    fresh anatomy, at the synthetic loss weight. Needs no generator."""
+    fresh anatomy, at the synthetic loss weight. Needs no generator. With ``lesions`` false, the
+    null control: the same images without the target classes' lesions, labels unchanged."""
     from .. import controls
     from ..data.datasets import save_image_set
     from ..diffusion.generate import as_image_set, synthetic_plan, target_classes
 
     cfg, train, cohort = ctx.cfg, ctx.inputs["train"], ctx.inputs["cohort"]
-    plan = synthetic_plan(cfg, train, cohort.class_set, target_classes(cfg, cohort.groups), ctx.params["seed"],
-                          ctx.params["scale"])
+    targets = target_classes(cfg, cohort.groups)
+    plan = synthetic_plan(cfg, train, cohort.class_set, targets, ctx.params["seed"], ctx.params["scale"])
     size = cfg.data.image_size
     labelled = as_image_set(np.zeros((len(plan), size, size), np.uint8), plan, cohort.class_set,
                             cfg.diffusion.synthetic_weight)
     tag = ctx.params["seed"] if ctx.params["scale"] == 1 else f"{ctx.params['seed']}x{ctx.params['scale']:g}"
-    save_image_set(controls.ideal_renders(_renderer(ctx), labelled, train, size, tag), ctx.work)
+    hidden = () if ctx.params["lesions"] else [cohort.class_set.classes[c] for c in targets]
+    save_image_set(controls.ideal_renders(_renderer(ctx), labelled, train, size, tag, hidden), ctx.work)
 
 
 # ----------------------------------------------------------------------------- requests
@@ -285,9 +287,11 @@ def control_set(cfg, kind: str) -> Request:
                    train=train_set(cfg), cohort=cohort(cfg), **pool)
 
 
-def ideal_set(cfg, scale: float = 1.0) -> Request:
-    """The ideal generator at ``scale`` times the synthetic budget (chapter 5's controls and dose curve)."""
-    return Request("ideal-set", cfg, scale=float(scale), seed=int(cfg.seed), train=train_set(cfg), cohort=cohort(cfg))
+def ideal_set(cfg, scale: float = 1.0, lesions: bool = True) -> Request:
+    """The ideal generator at ``scale`` times the synthetic budget (chapter 5's controls and dose
+    curve); without ``lesions``, the null control (the same images, the target lesions not drawn)."""
+    return Request("ideal-set", cfg, scale=float(scale), lesions=bool(lesions), seed=int(cfg.seed),
+                   train=train_set(cfg), cohort=cohort(cfg))
 
 
 def oracle(cfg) -> Request:

@@ -100,13 +100,14 @@ def _table(ctx):
 
 def extra_request(cfg, extra) -> Request | None:
     """The stage request of a table row's :class:`~trcgl.tables.Extra`."""
-    from ..tables import COPIES, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, dose_scale, tables_config
+    from ..tables import COPIES, IDEAL_HIDDEN, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, dose_scale, tables_config
 
     if extra is None:
         return None
     kinds = {SYNTHETIC: lambda: synthetic_set(cfg), INPAINTED: lambda: inpainted_set(cfg),
              INPAINTED_UNGUARDED: lambda: inpainted_set(cfg, guard="off"),
              **{kind: (lambda k: lambda: control_set(cfg, k))(kind) for kind in CONTROL_KINDS},
+             IDEAL_HIDDEN: lambda: ideal_set(cfg, 1.0, lesions=False),
              COPIES: lambda: Request("copies-set", cfg, train=train_set(tables_config(cfg)),
                                      inpainted=inpainted_set(cfg))}
     parts = []

@@ -88,14 +88,15 @@ def ranking_text(ch, result) -> str:
     notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
     t = paired_differences(store, "table1", "ConvNeXt", "mAUC tail").loc["Ours"]
     tail_order = means["mAUC tail"].sort_values(ascending=False)
-    text = (f"Tail mAUC (the primary endpoint): TRCGL-Net ranks {list(tail_order.index).index('Ours') + 1} of "
+    tail_rank = list(tail_order.index).index('Ours') + 1
+    text = (f"Tail mAUC (the primary endpoint): TRCGL-Net ranks {tail_rank} of "
             f"{len(tail_order)} ({', '.join(tail_order.index)}); against ConvNeXt it changes tail mAUC by "
             f"{common.interval_text(t)}"
-            f"{' (sure)' if t['sure'] else ' (not sure at this number of seeds)'}.\n"
-            f"Ranking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
-            f"By mAP, TRCGL-Net ranks {rank} of {len(order)} here, so this run "
-            f"{'reproduces' if rank == 1 else 'does not reproduce'} the paper's headline (first place). Against "
-            f"ConvNeXt it changes mAP by {common.interval_text(d)} (better on "
+            f"{' (sure)' if t['sure'] else ' (not sure at this number of seeds)'}; so on the primary endpoint this "
+            f"run {'puts TRCGL-Net first, as the paper does' if tail_rank == 1 else 'does not put TRCGL-Net first'}."
+            f"\nRanking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
+            f"By mAP, the paper's headline metric, TRCGL-Net ranks {rank} of {len(order)} here (the paper: first). "
+            f"Against ConvNeXt it changes mAP by {common.interval_text(d)} (better on "
             f"{d['better on seeds']} seeds{'; sure' if d['sure'] else '; not sure at this number of seeds'}). The "
             f"strongest baseline here by tail mAUC is {strongest} ({means.loc[strongest, PRIMARY]:.4f} tail mAUC, "
             f"{means.loc[strongest, 'mAP']:.4f} mAP).")
@@ -122,7 +123,8 @@ def pretraining(ch, tcfg):
     for name, p in done.items():
         best, last, most = p["best epoch"], p["epochs"], p["most epochs"]
         if p["patience"] and last < most:
-            state = (f"stopped when the selection score had not improved for {p['patience']} epochs after the "
+            k = p["patience"]
+            state = (f"stopped when the selection score had not improved for {k} epoch{'s' if k != 1 else ''} after the "
                      "learning rate was divided by 10: trained until it stopped improving")
         else:
             state = ("one epoch only: no curve to judge" if last == 1 else
@@ -274,12 +276,13 @@ def controls_by_stage(ch):
 
 
 def controls_verdict(ch, result, test_set, cohort) -> str:
-    """What the positive control says about the benchmark's power, what the negative control says
-    about its honesty, and what fraction of the ideal gain the method reaches, unfiltered and
+    """What the positive control says about the benchmark's power, what the negative control (and
+    the wrong-label control) says about its honesty, what the lesions add (ideal − negative), and
+    what fraction of the ideal gain the method reaches, unfiltered and
     filtered (with their intervals)."""
     from ..seedtables import ratio_interval
-    from ..tables import (BASELINE, IDEAL_KEPT_ROW, IDEAL_ROW, METHOD, OVERSAMPLING, RETRIEVED_ROW, SHUFFLED_ROW,
-                          UNFILTERED_ROW)
+    from ..tables import (BASELINE, IDEAL_KEPT_ROW, IDEAL_ROW, METHOD, NULL_ROW, OVERSAMPLING, RETRIEVED_ROW,
+                          SHUFFLED_ROW, UNFILTERED_ROW)
 
     store = results_store(ch.cfg)
     d = paired_differences(store, "controls", BASELINE, PRIMARY)
@@ -293,14 +296,32 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
                         if ideal["low"] > 0 else
                         "its interval is not above 0: at this scale the benchmark cannot detect even a perfect "
                         "generator, so no verdict on the method below is possible."))
-    if SHUFFLED_ROW in d.index:
-        neg = d.loc[SHUFFLED_ROW]
-        lines.append(f"Negative control: shuffled labels change {PRIMARY} by {span(neg)} — "
-                     + ("ABOVE 0: extra images help even with wrong labels, so a gain of the method may not come "
-                        "from what its images show." if neg["low"] > 0 else
+    if NULL_ROW in d.index:
+        neg = d.loc[NULL_ROW]
+        lines.append(f"Negative control: the ideal generator's images with the tail lesions left out (labels, "
+                     f"anatomy, count and weight unchanged) change {PRIMARY} by {span(neg)} — "
+                     + ("ABOVE 0: extra images help even when they show nothing of their labels, so a gain of the "
+                        "method may not come from what its images show." if neg["low"] > 0 else
                         "below 0: tail labels on images that do not show them are label noise, worse than no "
                         "extra images; not above 0, as a negative control must be." if neg["high"] < 0 else
-                        "not above 0, as it must be."))
+                        "its interval covers 0: extra images that show nothing of their labels add nothing, as a "
+                        "negative control must."))
+        if IDEAL_ROW in d.index:
+            lesions = paired_differences(store, "controls", NULL_ROW, PRIMARY).loc[IDEAL_ROW]
+            lines.append(f"The same images with the lesions drawn (the ideal generator) differ from them by "
+                         f"{span(lesions)}: "
+                         + ("what helps is what the images show, not their number or their labels." if lesions["low"] > 0
+                            else "the lesions themselves are not told apart from their absence at this scale."))
+    if SHUFFLED_ROW in d.index:
+        wrong = d.loc[SHUFFLED_ROW]
+        lines.append(f"Wrong-label control: the generated images labelled as another tail class change {PRIMARY} by "
+                     f"{span(wrong)} — "
+                     + ("below 0: a generator that draws the wrong finding harms the tail, and the benchmark sees it."
+                        if wrong["high"] < 0 else
+                        "ABOVE 0: images labelled as the wrong tail class help, so a gain here does not need the "
+                        "right finding." if wrong["low"] > 0 else
+                        "its interval covers 0: the benchmark does not see wrong findings harm the tail at this "
+                        "scale."))
     if IDEAL_ROW in d.index and OVERSAMPLING in d.index:
         over = paired_differences(store, "controls", OVERSAMPLING, PRIMARY).loc[IDEAL_ROW]
         lines.append(f"Oversampling the real tail rows to the same budget and weight changes {PRIMARY} by "
@@ -387,7 +408,13 @@ def _dose_text(ch, d) -> str:
     last = steps[-1][2]
     end = ("still rising at the largest dose: more images of the right kind would add more"
            if last["low"] > 0 else "the last step's interval reaches 0: the curve flattens within this range")
-    return common.wrapped(f"What each step up the dose adds to {PRIMARY} (paired): " + "; ".join(parts) + f" — {end}.")
+    how = common.training_text(tables_config(ch.cfg, "dose"))
+    same = how == common.training_text(tables_config(ch.cfg, "controls"))
+    return common.wrapped(f"Every dose is trained as: {how}"
+                          + (" (as the controls above, so the 1× row is their positive control)." if same else
+                             " (unlike the controls above: the 1× row is the positive control trained this way).")
+                          + f" What each step up the dose adds to {PRIMARY} (paired): " + "; ".join(parts)
+                          + f" — {end}.")
 
 
 def exercises(ch, cohort, test_set):
