@@ -148,11 +148,14 @@ plt.show()
 
 # %%
 cca_result, cca = view.cca_table(ch)
+cca_note, steps_note = view.cca_notes(cca_result)
+print(cca_note)
 cca
 
 # %%
 steps, steps_text = view.cca_steps(ch)
 print(steps_text)
+print(steps_note)
 steps
 
 # %%

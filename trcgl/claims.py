@@ -103,11 +103,13 @@ def effect_words(diff, effect: tuple[str, float] | None) -> str:
         return "a loss"
     size = None if effect is None else effect[1]
     word, _ = verdict(diff, 1 if size is None or size >= 0 else -1, size)
-    if word == NOT_SUPPORTED:
-        return f"no effect as large as the paper's ({size:+.4f} {effect[0]}, which the interval excludes)"
     if size is None:
         return "inconclusive (the interval contains 0; the paper reports no effect to compare)"
-    return f"inconclusive (the interval contains both 0 and the paper's {size:+.4f} {effect[0]})"
+    stands_in = ("" if effect[0] == PRIMARY else
+                 f", its {effect[0]} step standing in: the paper gives no {PRIMARY} for this comparison")
+    if word == NOT_SUPPORTED:
+        return f"no effect as large as the paper's ({size:+.4f} {effect[0]}, which the interval excludes{stands_in})"
+    return f"inconclusive (the interval contains both 0 and the paper's {size:+.4f} {effect[0]}{stands_in})"
 
 
 #: the weight and α the paper chose (its best row in Tables 4 and 5)

@@ -122,6 +122,15 @@ def cca_table(ch):
     return result, seed_table(results_store(ch.cfg), "cca", CCA_METRICS, rows=names)
 
 
+def cca_notes(result) -> tuple[str, str]:
+    """How the ladder table's intervals and its steps' paired intervals were made (from the
+    table's records): the line under the table and the line above the steps."""
+    from .common import differences_note, intervals_note
+
+    return (intervals_note(result.records),
+            differences_note(result.records, "mAUC tail", "Each step against the one before it"))
+
+
 def cca_steps(ch) -> tuple[pd.DataFrame, str]:
     """Each component against the one before it in each condition (paired), and what they say."""
     from ..seedtables import paired_differences, results_store

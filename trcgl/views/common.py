@@ -121,6 +121,19 @@ def wrapped(*paragraphs: str, width: int = 110) -> str:
     return "\n".join(fill(p, width, break_on_hyphens=False) for p in paragraphs if p)
 
 
+#: how each ``eval.interval`` reads an interval from the bootstrap resamples, in words for the page
+INTERVAL_NAMES = {"percentile": "percentile", "basic": "basic (reversed percentile)", "bc": "bias-corrected percentile",
+                  "bca": "bias-corrected and accelerated (BCa)"}
+
+
+def interval_method_text(cfg) -> str:
+    """"95% bias-corrected percentile bootstrap intervals, 1,000 resamples": the method of the
+    configuration's intervals (``eval.interval``, ``eval.bootstrap``), for chapters whose intervals
+    are computed in the view rather than recorded by a table stage."""
+    return (f"95% {INTERVAL_NAMES.get(cfg.eval.interval, cfg.eval.interval)} bootstrap intervals, "
+            f"{cfg.eval.bootstrap:,} resamples")
+
+
 def intervals_note(records) -> str:
     """Which 95 % interval each metric of a table carries, read from its records: the metrics with
     ``interval`` records (their ``resamples`` and, where recorded, ``method``) resample seeds and test

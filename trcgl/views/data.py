@@ -6,6 +6,7 @@ import pandas as pd
 
 from .. import stages as S
 from ..graph import Request
+from .common import interval_method_text
 
 PAPER_GROUPS = {"head": 13, "medium": 11, "tail": 6}   # Sec. 4.1 of the paper
 
@@ -224,7 +225,8 @@ def learnability_ceiling(ch) -> tuple[str, pd.DataFrame | None]:
     text = (f"ceiling classifier: {len(oracle_set)} fresh class-balanced renders; test split: {len(test)} images of "
             f"{test.rows['ImageID'].nunique()} label rows. Mean ceiling AUC {mean:.3f} (chance 0.5; the fair-task "
             f"target {cfg.ceiling.min_mean_auc}); classes below {cfg.ceiling.min_auc}: "
-            + (", ".join(f"{c} ({table.loc[c, 'AUC']:.2f})" for c in low) if low else "none"))
+            + (", ".join(f"{c} ({table.loc[c, 'AUC']:.2f})" for c in low) if low else "none")
+            + f". Intervals: {interval_method_text(cfg)} of the test label rows.")
     return text, table.round(3)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from .. import stages as S
+from .common import interval_method_text
 
 
 def no_context(cfg):
@@ -383,7 +384,7 @@ def ladder(ch, cohort, run, oracle, P_real, sets, targets):
     shown.columns = [f"({k}) {RUNGS[k]}" if k in RUNGS else k for k in shown.columns]
     e_shown = with_intervals(e, ["precision", "recall", "density", "coverage"], 2)
     e_shown.insert(0, "n", e["n"])
-    lines = [f"Rungs, per target class (oracle ROC AUC of the class; 0.5 is chance; {cfg.eval.bootstrap:,} resamples "
+    lines = [f"Rungs, per target class (oracle ROC AUC of the class; 0.5 is chance; {interval_method_text(cfg)} "
              f"of test label rows and of samples): " + "; ".join(f"({k}) {v}" for k, v in RUNGS.items()) + "."]
     for c in table.index:
         r = table.loc[c]
