@@ -66,7 +66,7 @@ print(f"profile {cfg.profile}, class set {cfg.data.class_set}, "
 view.table_report(ch)
 
 # %% [markdown]
-# ## Thirty classes, two groups of patients
+# ## Thirty classes, three splits of patients
 #
 # A class is positive when an image carries its PadChest label or any descendant of it in
 # PadChest's label tree (e.g. *infiltrates* takes *consolidation*, *ground glass pattern*,
