@@ -129,8 +129,9 @@ print(loss_text)
 #
 # Eq. 4 needs two noise predictions per step, conditional and unconditional. Batched, they are one
 # forward pass over a doubled batch; the test suite checks that the batched result equals two
-# separate passes and equals $\epsilon_u + \omega(\epsilon_c - \epsilon_u)$. Here is what batching
-# buys on this machine:
+# separate passes and equals $\epsilon_u + \omega(\epsilon_c - \epsilon_u)$. Whether batching is
+# faster depends on the machine (a doubled batch can cost more than two passes on a CPU); here
+# are both, measured now:
 
 # %%
 view.cfg_speed(ch, run, cohort, train_set)

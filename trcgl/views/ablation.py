@@ -103,7 +103,8 @@ def sensitivity_text(ch) -> str:
         elif d["sure"]:
             verdict = "the interval excludes zero: the setting matters at this scale."
         else:
-            verdict = "the interval includes zero: no setting is distinguishable from another at this scale."
+            verdict = ("the interval includes zero: the best and the worst setting are not told apart at this scale "
+                       "(a closer pair can still be, where its own paired noise is smaller: see the claims ledger).")
         edge = (" The best setting is at the edge of the grid: the optimum may lie outside it."
                 if list(m.index).index(best) in (0, len(m) - 1) else "")
         lines.append(f"{what}, {metric}: best {best} ({m[best]:.4f}), worst {worst} ({m[worst]:.4f}); best − worst "

@@ -150,9 +150,26 @@ def cca_steps(ch) -> tuple[pd.DataFrame, str]:
     out = pd.DataFrame(rows).set_index(["condition", "step"])
     both = out.xs(f"{GAP_ONLY} → {CCA} (both parts)", level="step")
     effect = paper_effect("+ channel-class attention", "+ prompt diffusion")
+    gate_step = f"{GAP_ONLY} → {GATE_ONLY.split(': ')[-1]}"
+    att_step = f"{GATE_ONLY.split(': ')[-1]} → {CCA}"
+
+    def parts(c) -> str:
+        g, a = out.loc[(c, gate_step)], out.loc[(c, att_step)]
+        word = lambda r: "a gain" if r["low"] > 0 else "a loss" if r["high"] < 0 else "not told apart from 0"  # noqa: E731
+        return (f" (the channel gate {g['Δ tail mAUC']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}], {word(g)}; "
+                f"class-aware attention after it {a['Δ tail mAUC']:+.4f} [{a['low']:+.4f}, {a['high']:+.4f}], {word(a)})")
+
     text = "; ".join(f"{c}: channel-class attention on the tail, {r['Δ tail mAUC']:+.4f} [{r['low']:+.4f}, "
-                     f"{r['high']:+.4f}]: " + effect_words(r, effect)
+                     f"{r['high']:+.4f}]: " + effect_words(r, effect) + parts(c)
                      for c, r in both.iterrows())
+    subtle = [(c, c.replace("subtle tail", "normal")) for c in both.index if "subtle tail" in c]
+    for s, n in subtle:
+        if n in both.index:
+            more = both.loc[s, "Δ tail mAUC"] > both.loc[n, "Δ tail mAUC"]
+            text += (f". The prediction 'larger for subtle findings' ({s} vs {n}): "
+                     f"{both.loc[s, 'Δ tail mAUC']:+.4f} against {both.loc[n, 'Δ tail mAUC']:+.4f}, "
+                     + ("larger, as predicted (point values; their difference has no interval here)" if more else
+                        "not larger (point values; their difference has no interval here)"))
     return out.round(4), text + "."
 
 

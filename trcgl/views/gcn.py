@@ -243,7 +243,8 @@ def conditions_effects(ch, result) -> tuple[pd.DataFrame, str]:
                                                                   "the graph adds."))
     if broken is not None:
         text += (f" Negative control: with co-occurrence broken the graph has nothing to use ({interval_text(broken)}) — "
-                 + ("yet it gains: the effect does not come from co-occurrence." if broken["sure"] and broken.iloc[0] > 0
+                 + ("yet it gains: part of the effect does not come from co-occurrence (capacity of the label branch)."
+                    if broken["sure"] and broken.iloc[0] > 0
                     else "it shows no gain; its interval is all this says, not that the gain is zero."))
     for condition, g in graph.items():
         text += (f" The graph's edges ({condition}: the true graph against the same GCN over a shuffled one, "
