@@ -1,6 +1,7 @@
 """The prompt-diffusion chapter's stages (chapter 2): the VAE and the prompt-latent diffusion model,
 images sampled from it, the filtered synthetic tail set, its controls (oversampled real rows, the
-ideal generator with and without the tail lesions, shuffled labels) and the oracle that scores whether samples show their pathology.
+ideal generator with and without the tail lesions, shuffled labels) and the oracle that scores
+whether samples show their pathology.
 """
 from __future__ import annotations
 

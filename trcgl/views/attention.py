@@ -9,7 +9,7 @@ import torch
 from .. import stages as S
 from ..claims import effect_words, paper_effect
 from ..tables import CCA, GAP_ONLY
-from .common import row_means, run, table
+from .common import interval_text, row_means, run, table
 
 
 def needs(cfg) -> list:
@@ -150,14 +150,13 @@ def cca_steps(ch) -> tuple[pd.DataFrame, str]:
     out = pd.DataFrame(rows).set_index(["condition", "step"])
     both = out.xs(f"{GAP_ONLY} → {CCA} (both parts)", level="step")
     effect = paper_effect("+ channel-class attention", "+ prompt diffusion")
-    gate_step = f"{GAP_ONLY} → {GATE_ONLY.split(': ')[-1]}"
-    att_step = f"{GATE_ONLY.split(': ')[-1]} → {CCA}"
+    def word(r) -> str:
+        return "a gain" if r["low"] > 0 else "a loss" if r["high"] < 0 else "not told apart from 0"
 
     def parts(c) -> str:
-        g, a = out.loc[(c, gate_step)], out.loc[(c, att_step)]
-        word = lambda r: "a gain" if r["low"] > 0 else "a loss" if r["high"] < 0 else "not told apart from 0"  # noqa: E731
-        return (f" (the channel gate {g['Δ tail mAUC']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}], {word(g)}; "
-                f"class-aware attention after it {a['Δ tail mAUC']:+.4f} [{a['low']:+.4f}, {a['high']:+.4f}], {word(a)})")
+        g, a = out.loc[(c, f"{GAP_ONLY} → {GATE_ONLY}")], out.loc[(c, f"{GATE_ONLY} → {CCA}")]
+        return (f" (the channel gate {interval_text(g)}, {word(g)}; "
+                f"class-aware attention after it {interval_text(a)}, {word(a)})")
 
     text = "; ".join(f"{c}: channel-class attention on the tail, {r['Δ tail mAUC']:+.4f} [{r['low']:+.4f}, "
                      f"{r['high']:+.4f}]: " + effect_words(r, effect) + parts(c)

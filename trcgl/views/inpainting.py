@@ -207,16 +207,13 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
     method against the unchanged copies, and the verdict on where the gain comes from."""
     store = results_store(ch.cfg)
     diffs = paired_differences(store, "inpaint_ablation", NO_AUG, "mAP")
+    def said(d) -> str:
+        return interval_text(d) + ("" if np.isnan(d["low"]) else f" ({'sure' if d['sure'] else 'its interval contains 0'})")
+
     parts = []
     for metric in ("mAUC tail", "mAP"):            # the primary endpoint first
         pil = paired_differences(store, "inpaint_ablation", "+ guard, all at once", metric).loc[METHOD_ROW]
         guard = paired_differences(store, "inpaint_ablation", "no guard, + PIL", metric).loc[METHOD_ROW]
-
-        def said(d) -> str:
-            if np.isnan(d["low"]):
-                return f"{d.iloc[0]:+.4f} (one seed: no interval)"
-            return f"{interval_text(d)} ({'sure' if d['sure'] else 'its interval contains 0'})"
-
         parts.append(f"{metric}{' (the primary endpoint)' if metric == 'mAUC tail' else ''}: PIL changes it by "
                      f"{said(pil)} (with the guard), the guard by {said(guard)} (with PIL), each paired over the "
                      f"same seeds and test resamples.")
