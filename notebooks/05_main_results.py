@@ -27,7 +27,11 @@
 # and ViT (whole timm networks, the sizes of the profile), CLIP's image encoder (needs pretrained
 # weights), ConvNeXt trained with the LDAM loss and deferred re-weighting {cite}`cao2019ldam`,
 # ConvNeXt with a CSRA head {cite}`zhu2021csra`, and TRCGL-Net with the filtered synthetic tail
-# images of the prompt-diffusion chapter.
+# images of the prompt-diffusion chapter. Where the profile reads the ConvNeXt's features before its
+# last stage (finer maps for the attention heads), the timm rows would read deeper features than the
+# ConvNeXt rows; so a whole-network ConvNeXt row and a whole-network TRCGL-Net row stand beside the
+# cut ones, and TRCGL-Net is compared with each baseline at that baseline's depth (the "model here"
+# column says which).
 
 # %% tags=["parameters"]
 profile = "cpu"       # smoke | cpu | paper

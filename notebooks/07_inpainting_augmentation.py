@@ -153,14 +153,16 @@ print(pil_text)
 # %% [markdown]
 # ## 6. Head to head: prompt diffusion vs inpainting
 #
-# Five arms on the same split, recipe and seeds as Tables 1-5, each the tables' ConvNeXt
-# baseline: no augmentation (Table 1's ConvNeXt row), + the filtered prompt-diffusion tail images
-# of chapter 2 (all at once, weight w, as TRCGL-Net uses them), + every image of the synthetic
-# budget unfiltered (a dose of the same order as the inpainted set's: the filter keeps few), + the
-# inpainted images (with PIL, as their paper uses them), and + both. The "extra images", "loss
-# weight" and "schedule" columns give each arm's dose and how it enters training: each set comes
-# in as its own method uses it, so the arms compare the two recipes, not the images alone. The inpainting paper's own comparison (its Table 3: a
-# caption-conditioned DiT vs inpainting, ResNet-50, CheXpert and MIMIC, macro F1 in %) stands
+# The arms, on the same split, recipe and seeds as Tables 1-5, each the tables' ConvNeXt
+# baseline: no augmentation (Table 1's ConvNeXt row); + the filtered prompt-diffusion tail images
+# of chapter 2 (all at once, weight w, as TRCGL-Net uses them); + every image of the synthetic
+# budget unfiltered; + the unfiltered generated images cut to the inpainted set's count and given
+# its loss weight and PIL schedule; + the inpainted images (with PIL, as their paper uses them);
+# and + both. The "extra images", "loss weight" and "schedule" columns give each arm's dose and how
+# it enters training. Most arms bring their set in as its own method uses it, so they compare
+# recipes; the arm "as inpainting" differs from the inpainting arm in the images alone, so that pair
+# compares the two kinds of images at one dose. The inpainting paper's own comparison (its Table 3:
+# a caption-conditioned DiT vs inpainting, ResNet-50, CheXpert and MIMIC, macro F1 in %) stands
 # beside ours.
 
 # %%

@@ -158,18 +158,28 @@ def test_ldams_deferred_reweighting_starts_within_the_schedule(profile):
 @pytest.mark.parametrize("stage", [2, -1])
 def test_table_1_reads_a_cut_convnext_beside_a_whole_one(stage):
     """The timm rows read whole networks; where TRCGL-Net's feature stage cuts the ConvNeXt, Table 1
-    also has a whole-network ConvNeXt row that differs from the cut one in that key alone."""
-    from trcgl.tables import WHOLE_CONVNEXT
+    also has a whole-network ConvNeXt row and a whole-network TRCGL-Net row, each differing from its
+    cut twin in that key alone (the TRCGL-Net pair with the same extra images), and the pair rule
+    sets TRCGL-Net against each baseline at the baseline's depth."""
+    from trcgl.tables import OURS, WHOLE_CONVNEXT, WHOLE_OURS, table1_pair
 
     cfg = tables_config(load_config("cpu", {"model.feature_stage": stage}))
     rows = {r.name: r for r in table1_rows(cfg)}
     assert rows["ConvNeXt"].cfg.model.feature_stage == stage
     if stage == -1:
-        assert WHOLE_CONVNEXT not in rows and "whole network" in rows["ConvNeXt"].meta["model here"]
+        assert WHOLE_CONVNEXT not in rows and WHOLE_OURS not in rows
+        assert "whole network" in rows["ConvNeXt"].meta["model here"]
+        assert table1_pair("ConvNeXt", rows) == (OURS, "ConvNeXt") and table1_pair("ResNet", rows) == (OURS, "ResNet")
         return
     whole, cut = rows[WHOLE_CONVNEXT].cfg, rows["ConvNeXt"].cfg
     assert whole.model.feature_stage == -1 and whole.replace({"model.feature_stage": stage}) == cut
     assert f"cut after stage {stage}" in rows["ConvNeXt"].meta["model here"]
+    ours, whole_ours = rows[OURS], rows[WHOLE_OURS]
+    assert whole_ours.cfg.model.feature_stage == -1 and whole_ours.cfg.replace({"model.feature_stage": stage}) == ours.cfg
+    assert whole_ours.extra == ours.extra
+    assert table1_pair("ConvNeXt", rows) == (WHOLE_OURS, WHOLE_CONVNEXT)    # the paper's ConvNeXt is a whole network
+    assert table1_pair("ResNet", rows) == (WHOLE_OURS, "ResNet")
+    assert table1_pair("ConvNeXt + CSRA", rows) == (OURS, "ConvNeXt + CSRA")
 
 
 def test_channels_last_is_a_memory_order_not_another_network():

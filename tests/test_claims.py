@@ -171,6 +171,41 @@ def test_a_ledger_row_reads_the_store_and_compares_with_the_strongest_other_row(
     assert view.judge(ch, C.Claim("c", "", "", "table1", "Ours", "absent"))["verdict"] == C.INCONCLUSIVE
 
 
+def test_the_table_1_claim_meets_the_strongest_baseline_at_its_own_feature_depth(tmp_path, monkeypatch):
+    """Where Table 1 has whole-network rows beside the cut ones, the strongest other row leaves out
+    both TRCGL-Net rows, and TRCGL-Net is judged at that row's depth: the whole-network TRCGL-Net
+    against a whole network, the cut one against a cut one."""
+    from types import SimpleNamespace
+
+    from trcgl.results import ResultsStore
+    from trcgl.tables import OURS, WHOLE_CONVNEXT, WHOLE_OURS
+    from trcgl.views import claims as view
+
+    monkeypatch.setenv("TRCGL_RUN_DIR", str(tmp_path))
+    ch = SimpleNamespace(cfg=SimpleNamespace(profile="t", seeds=[0, 1]))
+    claim = next(c for c in C.CLAIMS if c.name.startswith("Table 1"))
+
+    def store(values, diffs):
+        records = [{"row": r, "metric": "mAUC tail", "value": v, "seed": s, "kind": "seed"} for r, v in values.items()
+                   for s in (0, 1)]
+        records += [{"row": a, "reference": b, "metric": "mAUC tail", "value": v, "low": v - 0.01, "high": v + 0.01,
+                     "seed": None, "kind": "difference", "resamples": 50} for (a, b), v in diffs.items()]
+        ResultsStore(tmp_path / "results-t.json").replace_table("table1", records)
+
+    # the whole-network TRCGL-Net is the highest row of all: still not its own "strongest other row"
+    store({OURS: 0.80, WHOLE_OURS: 0.90, WHOLE_CONVNEXT: 0.85, "ConvNeXt + CSRA": 0.70, "ConvNeXt": 0.60},
+          {(WHOLE_OURS, WHOLE_CONVNEXT): 0.05, (OURS, WHOLE_CONVNEXT): -0.05})
+    row = view.judge(ch, claim)
+    assert row["here: compared rows"].startswith(f"{WHOLE_OURS} vs {WHOLE_CONVNEXT}")
+    assert row["here: Δ mAUC tail [interval]"] == "+0.0500 [+0.0400, +0.0600]"
+    # a cut baseline strongest: the cut TRCGL-Net meets it
+    store({OURS: 0.80, WHOLE_OURS: 0.90, WHOLE_CONVNEXT: 0.65, "ConvNeXt + CSRA": 0.85, "ConvNeXt": 0.60},
+          {(OURS, "ConvNeXt + CSRA"): -0.05, (WHOLE_OURS, "ConvNeXt + CSRA"): 0.05})
+    row = view.judge(ch, claim)
+    assert row["here: compared rows"].startswith(f"{OURS} vs ConvNeXt + CSRA")
+    assert row["here: Δ mAUC tail [interval]"] == "-0.0500 [-0.0600, -0.0400]"
+
+
 def test_a_chapter_says_no_effect_only_where_the_interval_rules_out_the_papers():
     """The chapters' words for a difference follow the verdict rule: gain / loss where the interval
     excludes 0; "no effect as large as the paper's" only where it also excludes the paper's effect;

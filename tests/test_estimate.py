@@ -72,5 +72,5 @@ def test_the_estimate_prints_one_line_per_stage(run_dir, capsys):  # noqa: F811
     assert [line.split()[0] for line in body] == stages + ["total"]
     assert "not a measurement" in out and "reference device 'h100'" in out
     classifier = next(line for line in body if line.startswith("classifier "))
-    assert int(classifier.split()[1]) == 8     # the 8 runs (the synthetic set's filter is the ConvNeXt row's)
+    assert int(classifier.split()[1]) == 9     # the 9 runs (the synthetic set's filter is the ConvNeXt row's)
     assert "passes" in classifier and "forward passes" in out

@@ -54,7 +54,7 @@ def test_list_names_every_run_of_the_table_as_a_command(run_dir, capsys):
     assert rc == 0, err
     lines = [line for line in out.splitlines() if line.startswith("python -m trcgl run")]
     runnable = [r.name for r in table_rows(tiny_cfg(), "table1") if not r.unavailable]
-    assert len(lines) == len(runnable) * 1 == 8          # smoke: one seed; CLIP needs weights; the ConvNeXt cut and whole
+    assert len(lines) == len(runnable) * 1 == 9          # smoke: one seed; CLIP needs weights; ConvNeXt and TRCGL-Net cut and whole
     rows = []
     for line in lines:
         argv = shlex.split(line)
@@ -129,9 +129,9 @@ def test_slurm_dry_run_prints_the_job_array_without_submitit(run_dir, capsys, mo
     rc, out, err = main(["run", "table1", *TINY, "--executor", "slurm", "--dry-run", "--partition", "gpu",
                          "--time", "1:30:00"], capsys)
     assert rc == 0, err
-    assert "SLURM job array for 'table1': 8 task(s)" in out and "partition gpu" in out and "time limit 90 min" in out
+    assert "SLURM job array for 'table1': 9 task(s)" in out and "partition gpu" in out and "time limit 90 min" in out
     tasks = [line for line in out.splitlines() if line.lstrip().startswith("task ")]
-    assert len(tasks) == 8 and all("--row" in t and f"TRCGL_RUN_DIR={run_dir}" in t for t in tasks)
+    assert len(tasks) == 9 and all("--row" in t and f"TRCGL_RUN_DIR={run_dir}" in t for t in tasks)
     assert "--inputs-only" in out and "dependency afterok" in out      # nothing cached yet: inputs first
     assert out.rstrip().endswith("dry run: nothing submitted")
     assert not (run_dir / "slurm").exists()
@@ -149,7 +149,7 @@ def test_the_acceptance_command_runs_as_a_process(run_dir):
     out = subprocess.run([sys.executable, "-m", "trcgl", "run", "table1", "--profile", "smoke", "--executor", "slurm",
                           "--dry-run"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "SLURM job array for 'table1': 8 task(s)" in out.stdout and "dry run: nothing submitted" in out.stdout
+    assert "SLURM job array for 'table1': 9 task(s)" in out.stdout and "dry run: nothing submitted" in out.stdout
 
 
 class FakeSubmitit:
@@ -205,7 +205,7 @@ def test_submission_is_an_inputs_job_then_an_array_that_waits_for_it(run_dir):
     assert "--inputs-only" in first and first_batch == 0
     assert first_params == {"time": 60, "gpus_per_node": 2, "array_parallelism": 4, "job_name": "trcgl-table1",
                             "partition": "gpu", "cpus_per_task": 8}
-    assert len(array) == 8 and all(b == 1 for _, _, b in array)          # one batch: one job array
+    assert len(array) == 9 and all(b == 1 for _, _, b in array)          # one batch: one job array
     assert all(p["dependency"] == "afterok:499" and p["additional_parameters"] == {"kill-on-invalid-dep": "yes"}
                for _, p, _ in array)
     assert [c[c.index("--row") + 1] for c, _, _ in array] == [r.row for r in plan.runs]
@@ -229,12 +229,12 @@ def test_a_failed_inputs_job_cancels_the_array(run_dir):
     with pytest.raises(SweepError, match=r"the inputs job of 'table1' failed \(job 499: ValueError: boom; "
                                          r"log /logs/499.err\); the array was cancelled"):
         submit_slurm(plan, submitit=fake, poll_s=0, say=lambda s: None)
-    assert len(fake.cancelled) == 8
+    assert len(fake.cancelled) == 9
 
 
 def test_failed_tasks_are_named_with_their_logs(run_dir):
     plan = slurm_plan(tiny_cfg(), "table1", TINY, SlurmOptions(), run_dir)
-    with pytest.raises(SweepError, match=r"1 of 8 table run\(s\) of 'table1' failed: ViT, seed 0 \(job 500_\d+: "
+    with pytest.raises(SweepError, match=r"1 of 9 table run\(s\) of 'table1' failed: ViT, seed 0 \(job 500_\d+: "
                                          r"ValueError: boom; log /logs/500_\d+.err\)"):
         submit_slurm(plan, submitit=FakeSubmitit(failing={"ViT"}), poll_s=0, say=lambda s: None)
 
@@ -246,8 +246,8 @@ def test_after_the_array_the_table_is_assembled_here(run_dir, capsys, monkeypatc
     monkeypatch.setattr("trcgl.views.run", lambda cfg, target: assembled.append(target) or [])
     rc, out, err = main(["run", "table1", *TINY, "--executor", "slurm"], capsys)
     assert rc == 0, err
-    assert assembled == ["table1"] and len(fake.submitted) == 9
-    assert "assembled from 8 SLURM task(s)" in out
+    assert assembled == ["table1"] and len(fake.submitted) == 10
+    assert "assembled from 9 SLURM task(s)" in out
 
 
 def test_time_limits_in_slurm_notation():

@@ -90,6 +90,32 @@ def test_shuffled_labels_give_every_image_another_targets_labels(class_set):
     assert sorted(map(tuple, moved.Y.tolist())) == sorted(map(tuple, single.Y.tolist()))
 
 
+def test_at_count_cuts_a_set_to_a_dose_keeping_its_classes_in_proportion(class_set):
+    """``at_count``: n images of the set, seeded, each target class given its share by largest
+    remainders (hand-computed below), without repeats until a class must cycle; labels and weights
+    of each picked image unchanged; the same seed the same images."""
+    from trcgl.controls import at_count
+
+    train, (a, b, c, n) = small_train_set(class_set)
+    plan = draw_label_sets(train, class_set, [a, b, c], [6, 3, 1], seed=0)
+    s = as_image_set(np.arange(10, dtype=np.uint8)[:, None, None] * np.ones((1, 8, 8), np.uint8), plan, class_set, 0.5)
+    per_target = lambda out: out.rows["target_id"].value_counts().to_dict()      # noqa: E731
+    half = at_count(s, 5, seed=0)
+    # shares 3.0, 1.5, 0.5: floors 3, 1, 0; the remaining image goes to the tied remainder (0.5) of the
+    # lower class index
+    low = min(b, c)
+    assert per_target(half) == {a: 3, b: 1 + (low == b), c: int(low == c)} and len(set(half.images[:, 0, 0])) == 5
+    for k in range(5):
+        i = int(half.images[k, 0, 0])                       # the pixel value is the source index
+        assert np.array_equal(half.Y[k], s.Y[i]) and half.weights[k] == s.weights[i]
+    assert np.array_equal(at_count(s, 5, seed=0).images, half.images)
+    double = at_count(s, 20, seed=1)                        # more than the set: each class cycles through its images
+    assert per_target(double) == {a: 12, b: 6, c: 2} and len(set(double.images[:, 0, 0])) == 10
+    assert len(at_count(s, 0, seed=0)) == 0
+    with pytest.raises(ValueError, match="cannot take"):
+        at_count(s, -1, seed=0)
+
+
 def test_the_null_control_is_the_ideal_image_without_its_target_lesions(class_set):
     """``ideal_renders(..., hidden=targets)``: the same label sets and weights as the ideal
     generator, no mask (nothing drawn) for a hidden class while the other findings keep theirs;

@@ -16,7 +16,10 @@ compared with, on the same real rows, seeds and loss weight.
 - :func:`retrieved`: where the generator first learnt from a pool of rows disjoint from every
   split (``diffusion.pretrain_pool``), that pool's own images of each target class at the
   budget's count and weight: extra real data the generator saw, added directly (what retrieving
-  similar cases would give instead of generating them).
+  similar cases would give instead of generating them);
+- :func:`at_count`: a set's images cut (or cycled) to another set's count, its target classes in
+  proportion: two kinds of extra images at one dose (chapter 7 sets the generated images against
+  the inpainted ones at the inpainted set's count).
 
 If the ideal generator does not improve the tail, the benchmark cannot detect what the method
 claims, whatever the method does.
@@ -58,6 +61,24 @@ def _at_budget(source: ImageSet, synthetic: ImageSet, rng, tag: str, name: str) 
     rows = out.rows.assign(ImageID=[f"{i}~{tag}{k}" for k, i in enumerate(out.rows["ImageID"].astype(str))])
     return dataclasses.replace(out, rows=rows, weights=np.asarray(weights, np.float32), masks_packed=None,
                                source=name)
+
+
+def at_count(source: ImageSet, n: int, seed: int) -> ImageSet:
+    """``n`` of ``source``'s images, seeded, each target class (``target_id``; one class where the
+    rows have none) given its share of ``n`` by largest remainders (ties to the lower class index) and drawn without replacement
+    within it (cycled where the class has fewer images than its share), labels and weights kept."""
+    rng = np.random.default_rng([seed, 5309])
+    m = len(source)
+    if n < 0 or (n > 0 and not m):
+        raise ValueError(f"at_count: cannot take {n} images from a set of {m}")
+    targets = source.rows["target_id"].to_numpy() if "target_id" in source.rows else np.zeros(m, int)
+    classes, counts = np.unique(targets, return_counts=True)
+    share = n * counts / max(m, 1)
+    quota = np.floor(share).astype(int)
+    quota[np.argsort(-(share - quota), kind="stable")[:n - quota.sum()]] += 1
+    picks = [np.resize(rng.permutation(np.flatnonzero(targets == c)), q) for c, q in zip(classes, quota) if q]
+    index = np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)
+    return take(source, index.astype(np.int64))
 
 
 def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int, seed: int | str,

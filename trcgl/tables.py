@@ -20,6 +20,7 @@ UNFILTERED, OVERSAMPLED, IDEAL_KEPT, SHUFFLED = "unfiltered", "oversampled", "id
 RETRIEVED = "retrieved"     # the pool a pretrained generator learnt from, its images added directly
 IDEAL = "ideal"             # the ideal generator at the budget; ideal_dose(k): at k times the budget
 IDEAL_HIDDEN = "ideal, lesions hidden"   # the same images without the target lesions: the null control
+UNFILTERED_AT_INPAINTED = "unfiltered, at the inpainted count"   # the generated images at the inpainted set's count
 
 
 def ideal_dose(scale: float) -> str:
@@ -62,6 +63,11 @@ def gap_only(cfg):
 
 GAP_ONLY = "GAP only"
 WHOLE_CONVNEXT = "ConvNeXt (whole network)"
+OURS = "Ours"
+WHOLE_OURS = "Ours (whole network)"
+#: Table 1's rows that read a whole network (where the feature stage cuts the ConvNeXt): TRCGL-Net is
+#: set against them at the same depth (:func:`table1_pair`)
+WHOLE_NETWORK_ROWS = (WHOLE_CONVNEXT, "ResNet", "EfficientNet", "ViT", "CLIP")
 CCA = "channel-class attention"
 FULL = "+ label GCN (full)"
 
@@ -83,18 +89,20 @@ def ldam_drw_epoch(cfg) -> int:
 def table1_rows(cfg) -> list[Row]:
     """Table 1 (names as in the paper). ConvNeXt rows share TRCGL-Net's backbone and feature
     stage; ResNet, EfficientNet and ViT are whole timm networks, so where the feature stage cuts
-    the ConvNeXt, a whole-network ConvNeXt row stands beside it (the same depth rule as theirs:
-    a comparison of methods, not of feature depths); CLIP needs local weights."""
+    the ConvNeXt, a whole-network ConvNeXt row and a whole-network TRCGL-Net row stand beside
+    them (the same depth rule as theirs: a comparison of methods, not of feature depths; both
+    TRCGL-Net rows add the same filtered synthetic set); CLIP needs local weights."""
     t = cfg.tables
     drw = ldam_drw_epoch(cfg)
 
     def timm(name):
         return cfg.replace({"model.arch": "timm", "model.backbone": name})
 
-    depth = ("whole network" if cfg.model.feature_stage == -1 else
-             f"cut after stage {cfg.model.feature_stage} (as TRCGL-Net's features)")
+    cut = cfg.model.feature_stage != -1
+    ours_depth = f"cut after stage {cfg.model.feature_stage}" if cut else "whole network"
+    depth = f"{ours_depth} (as TRCGL-Net's features)" if cut else ours_depth
     rows = [Row("ConvNeXt", gap_only(cfg), meta={"model here": f"{cfg.model.backbone}, {depth}, GAP + linear"})]
-    if cfg.model.feature_stage != -1:   # the timm rows read whole networks: the same depth rule beside the cut one
+    if cut:   # the timm rows read whole networks: the same depth rule beside the cut one
         rows.append(Row(WHOLE_CONVNEXT, gap_only(cfg).replace({"model.feature_stage": -1}),
                         meta={"model here": f"{cfg.model.backbone}, whole network, GAP + linear (not in the paper)"}))
     rows += [
@@ -112,9 +120,25 @@ def table1_rows(cfg) -> list[Row]:
         Row("ConvNeXt + CSRA", cfg.replace({"model.arch": "csra"}),
             meta={"model here": f"{cfg.model.backbone} + CSRA head" + ("" if cfg.model.csra_scale is None else
                                                                         " with a learnt logit scale and bias")}),
-        Row("Ours", cfg, extra=Extra.of(SYNTHETIC), meta={"model here": "TRCGL-Net + filtered synthetic tail images"}),
+        Row(OURS, cfg, extra=Extra.of(SYNTHETIC), meta={"model here": f"TRCGL-Net, {ours_depth}, + filtered synthetic "
+                                                                      "tail images"}),
     ]
+    if cut:
+        rows.append(Row(WHOLE_OURS, cfg.replace({"model.feature_stage": -1}), extra=Extra.of(SYNTHETIC),
+                        meta={"model here": "TRCGL-Net, whole network, + the same filtered synthetic tail images "
+                                            "(not in the paper)"}))
     return rows
+
+
+def table1_pair(reference: str, rows) -> tuple[str, str]:
+    """TRCGL-Net's row and the compared row of Table 1 at one feature depth, among a run's ``rows``:
+    the ConvNeXt baseline as the paper has it (a whole network: :data:`WHOLE_CONVNEXT` where the
+    run has that row), and TRCGL-Net at the compared row's depth (:data:`WHOLE_OURS` against a
+    whole network where the run has it, else :data:`OURS`). The claims ledger compares these."""
+    rows = list(rows)
+    if reference == "ConvNeXt" and WHOLE_CONVNEXT in rows:
+        reference = WHOLE_CONVNEXT
+    return (WHOLE_OURS if reference in WHOLE_NETWORK_ROWS and WHOLE_OURS in rows else OURS), reference
 
 
 def ablation_rows(cfg) -> list[Row]:
@@ -141,6 +165,7 @@ def alpha_rows(cfg) -> list[Row]:
 
 NO_AUG, PROMPT, INPAINT, BOTH = "no augmentation", "prompt diffusion", "inpainting", "both"
 PROMPT_BUDGET = "prompt diffusion, unfiltered (the budget)"
+PROMPT_MATCHED = "prompt diffusion, as inpainting (its count, weight, PIL)"
 COPIES_ROW = "control: the same images, not inpainted, + PIL"
 METHOD_ROW = "+ guard + PIL (the method)"
 
@@ -148,13 +173,15 @@ METHOD_ROW = "+ guard + PIL (the method)"
 def head_to_head_rows(cfg) -> list[Row]:
     """Inpainting chapter: no augmentation vs prompt diffusion (all at once, weight w, as in
     TRCGL-Net) vs inpainting (with PIL, as in its paper) vs both (each part scheduled as in its own
-    method); and prompt diffusion at its whole budget, unfiltered, a dose of the inpainted set's order
-    (the filter keeps few). Every arm is the tables' ConvNeXt baseline."""
+    method); prompt diffusion at its whole budget, unfiltered; and the unfiltered generated images
+    at the inpainted set's count, loss weight and PIL schedule, so that one arm pair differs in the
+    images alone. Every arm is the tables' ConvNeXt baseline."""
     base = gap_only(cfg)
     pil = base.replace({"train.extra_schedule": "pil"})
     return [Row(NO_AUG, base),
             Row(PROMPT, base, extra=Extra.of(SYNTHETIC)),
             Row(PROMPT_BUDGET, base, extra=Extra.of(UNFILTERED)),
+            Row(PROMPT_MATCHED, pil, extra=Extra.of(UNFILTERED_AT_INPAINTED, weight=float(cfg.inpaint.weight))),
             Row(INPAINT, pil, extra=Extra.of(INPAINTED)),
             Row(BOTH, pil, extra=Extra.of(SYNTHETIC, progressive=False) + Extra.of(INPAINTED, progressive=True))]
 

@@ -191,6 +191,18 @@ def _extra_set(ctx):
     save_image_set(concat_sets(*parts), ctx.work)
 
 
+@stage("count-matched-set", reads=(), modules=("trcgl.controls", "trcgl.data.datasets"), load=_load_plain_set)
+def _count_matched_set(ctx):
+    """The images of ``source`` at the count of ``like`` (:func:`trcgl.controls.at_count`): two kinds
+    of extra images at one dose."""
+    from ..controls import at_count
+    from ..data.datasets import save_image_set
+
+    like = ctx.inputs["like"]
+    n = len(_as_image_set(like).Y)
+    save_image_set(at_count(_as_image_set(ctx.inputs["source"]), n, ctx.params["seed"]), ctx.work)
+
+
 def _as_image_set(v):
     """The image set of an input: an ImageSet, or a stage result that carries one."""
     for attr in ("kept", "images"):

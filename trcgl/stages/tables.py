@@ -100,7 +100,8 @@ def _table(ctx):
 
 def extra_request(cfg, extra) -> Request | None:
     """The stage request of a table row's :class:`~trcgl.tables.Extra`."""
-    from ..tables import COPIES, IDEAL_HIDDEN, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, dose_scale, tables_config
+    from ..tables import (COPIES, IDEAL_HIDDEN, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, UNFILTERED_AT_INPAINTED,
+                          dose_scale, tables_config)
 
     if extra is None:
         return None
@@ -108,6 +109,8 @@ def extra_request(cfg, extra) -> Request | None:
              INPAINTED_UNGUARDED: lambda: inpainted_set(cfg, guard="off"),
              **{kind: (lambda k: lambda: control_set(cfg, k))(kind) for kind in CONTROL_KINDS},
              IDEAL_HIDDEN: lambda: ideal_set(cfg, 1.0, lesions=False),
+             UNFILTERED_AT_INPAINTED: lambda: Request("count-matched-set", cfg, seed=int(cfg.seed),
+                                                      source=control_set(cfg, "unfiltered"), like=inpainted_set(cfg)),
              COPIES: lambda: Request("copies-set", cfg, train=train_set(tables_config(cfg)),
                                      inpainted=inpainted_set(cfg))}
     parts = []

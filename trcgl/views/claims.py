@@ -59,13 +59,13 @@ def _difference(store, tbl: str, row: str, reference: str, metric: str) -> dict 
 
 def _reference(store, claim: C.Claim) -> str | None:
     """The claim's compared row; for :data:`~trcgl.claims.BEST_OTHER` the row with the highest mean of
-    the claim's metric in this run, the claimed row left out."""
+    the claim's metric in this run, the claimed method's rows left out."""
     if claim.reference != C.BEST_OTHER:
         return claim.reference
     means = seed_means(store, claim.table, [claim.metric])
     if claim.metric not in means:
         return None
-    others = means[claim.metric].drop(index=claim.row, errors="ignore").dropna()
+    others = means[claim.metric].drop(index=[claim.row, *claim.own], errors="ignore").dropna()
     return None if others.empty else str(others.idxmax())
 
 
@@ -92,7 +92,10 @@ def judge(ch, claim: C.Claim) -> dict:
     effect for the figure)."""
     store = results_store(ch.cfg)
     reference = _reference(store, claim)
-    diff = None if reference is None else _difference(store, claim.table, claim.row, reference, claim.metric)
+    row = claim.row
+    if reference is not None:
+        row, reference = claim.pair(reference, seed_means(store, claim.table, [claim.metric]).index)
+    diff = None if reference is None else _difference(store, claim.table, row, reference, claim.metric)
     controls = [(k, _difference(store, k.table, k.row, k.reference, claim.metric)) for k in claim.controls]
     paper_effect = None if claim.paper is None else claim.paper[1] - claim.paper[2]
     if diff is None:
@@ -107,7 +110,7 @@ def judge(ch, claim: C.Claim) -> dict:
     if claim.reference == C.BEST_OTHER and reference is not None:
         compared += f" (the strongest other row here on {claim.metric})"
     return {"claim": claim.name, "paper (its numbers)": _paper_cell(claim),
-            "here: compared rows": f"{claim.row} vs {compared} ({claim.table})",
+            "here: compared rows": f"{row} vs {compared} ({claim.table})",
             f"here: Δ {claim.metric} [interval]": _interval(diff),
             "controls here": "; ".join(f"{k.role}: {k.label} {_interval(d)}" for k, d in controls) or "none",
             "verdict": verdict, "why": why, "numbers": {"diff": diff, "paper": paper_effect}}

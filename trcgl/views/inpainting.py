@@ -9,7 +9,8 @@ from .. import paper
 from .. import stages as S
 from ..inpaint.experiment import group_means, guard_effect, per_class_scores, with_deltas
 from ..seedtables import paired_differences, results_store, seed_means, seed_table
-from ..tables import BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, PROMPT_BUDGET, UNFILTERED, tables_config
+from ..tables import (BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, PROMPT_BUDGET, PROMPT_MATCHED, UNFILTERED,
+                      tables_config)
 from .common import benchmark_note, f1_rule_text, interval_text, table
 
 PAPER_2_H2H = "Paper 2's columns: its Table 3, real CheXpert / MIMIC-CXR, ResNet-50, one run, macro F1 in %."
@@ -147,12 +148,13 @@ def head_to_head(ch, tcfg):
     extra = {NO_AUG: 0, PROMPT: len(ch.get(S.synthetic_set(ch.cfg)).kept), INPAINT: len(ch.get(S.inpainted_set(ch.cfg)).images),
              PROMPT_BUDGET: len(ch.get(S.control_set(ch.cfg, UNFILTERED)))}
     extra[BOTH] = extra[PROMPT] + extra[INPAINT]
-    h2h = seed_table(results_store(ch.cfg), "inpaint_h2h", ["mAP", "macro-F1", "mAP head", "mAP medium", "mAP tail"],
-                     rows=names)
+    extra[PROMPT_MATCHED] = extra[INPAINT]
+    h2h = seed_table(results_store(ch.cfg), "inpaint_h2h", ["mAUC tail", "mAP", "macro-F1", "mAP head", "mAP medium",
+                                                             "mAP tail"], rows=names)
     h2h.insert(0, "extra images", [extra.get(r, 0) for r in h2h.index])
     w_syn, w_inp = f"{ch.cfg.diffusion.synthetic_weight:g}", f"{ch.cfg.inpaint.weight:g}"
     recipe = {NO_AUG: ("—", "—"), PROMPT: (w_syn, "all at once"), PROMPT_BUDGET: (w_syn, "all at once"),
-              INPAINT: (w_inp, "PIL"), BOTH: (f"{w_syn} / {w_inp}", "all at once / PIL")}
+              INPAINT: (w_inp, "PIL"), PROMPT_MATCHED: (w_inp, "PIL"), BOTH: (f"{w_syn} / {w_inp}", "all at once / PIL")}
     h2h.insert(1, "loss weight", [recipe.get(r, ("—", "—"))[0] for r in h2h.index])
     h2h.insert(2, "schedule", [recipe.get(r, ("—", "—"))[1] for r in h2h.index])
     note = benchmark_note(tcfg, PAPER_2_H2H, result.records)
@@ -167,12 +169,19 @@ def head_to_head_differences(ch) -> tuple[pd.DataFrame, str]:
     d = paired_differences(store, "inpaint_h2h", NO_AUG, "mAP tail").loc[INPAINT]
     u = "mAUC tail"
     du_all = paired_differences(store, "inpaint_h2h", NO_AUG, u)
-    du = {r: du_all.loc[r] for r in (PROMPT, PROMPT_BUDGET, INPAINT, BOTH) if r in du_all.index}
+    du = {r: du_all.loc[r] for r in (PROMPT, PROMPT_BUDGET, PROMPT_MATCHED, INPAINT, BOTH) if r in du_all.index}
     t3 = paper.INPAINT_TABLE_3
+    same = ""
+    if PROMPT_MATCHED in means.index:       # the one pair of arms that differs in the images alone
+        m = paired_differences(store, "inpaint_h2h", INPAINT, u).loc[PROMPT_MATCHED]
+        side = ("the generated images give more" if m["low"] > 0 else "the inpainted images give more" if m["high"] < 0
+                else "the interval contains 0: the two kinds of images are not told apart")
+        same = (f"At one count, loss weight and schedule (the inpainted set's), generated − inpainted images: "
+                f"{interval_text(m)} tail mAUC ({side}).\n")
     text = ("Tail mAUC (the primary endpoint) against no augmentation "
             f"({means.loc[NO_AUG, u]:.4f}): " + "; ".join(
                 f"{r} {interval_text(x)} ({'sure' if x['sure'] else 'not sure at this number of seeds'})"
-                for r, x in du.items()) + ".\n"
+                for r, x in du.items()) + ".\n" + same +
             f"Tail mAP: no augmentation {means.loc[NO_AUG, 'mAP tail']:.4f}, prompt diffusion "
             f"{means.loc[PROMPT, 'mAP tail']:.4f}, inpainting {means.loc[INPAINT, 'mAP tail']:.4f}, both "
             f"{means.loc[BOTH, 'mAP tail']:.4f}; the best by tail mAUC is {means[u].idxmax()}, by tail mAP "
@@ -197,7 +206,8 @@ def per_class(ch, result, test_set, cohort):
 def ablation(ch, tcfg):
     result = table(ch, "inpaint_ablation")
     names = [r["name"] for r in result.rows]
-    ab = seed_table(results_store(ch.cfg), "inpaint_ablation", ["mAP", "macro-F1", "mAP head", "mAP tail"], rows=names)
+    ab = seed_table(results_store(ch.cfg), "inpaint_ablation", ["mAUC tail", "mAP", "macro-F1", "mAP head", "mAP tail"],
+                    rows=names)
     note = benchmark_note(tcfg, PAPER_2_ABLATION, result.records)
     return result, pd.concat([ab, paper.inpaint_table(4).reindex(ab.index)], axis=1), note
 
@@ -206,7 +216,9 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
     """Differences against no augmentation, the PIL and guard effects with their paired intervals, the
     method against the unchanged copies, and the verdict on where the gain comes from."""
     store = results_store(ch.cfg)
-    diffs = paired_differences(store, "inpaint_ablation", NO_AUG, "mAP")
+    diffs = pd.concat({m: paired_differences(store, "inpaint_ablation", NO_AUG, m) for m in ("mAUC tail", "mAP")},
+                      axis=1)
+
     def said(d) -> str:
         return interval_text(d) + ("" if np.isnan(d["low"]) else f" ({'sure' if d['sure'] else 'its interval contains 0'})")
 
@@ -219,7 +231,7 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
                      f"same seeds and test resamples.")
     effects = " ".join(parts)
     vs = pd.concat({k: paired_differences(store, "inpaint_ablation", COPIES_ROW, k).loc[[METHOD_ROW]]
-                    for k in ["mAP", "mAP head", "mAP tail"]}, axis=1)
+                    for k in ["mAUC tail", "mAP", "mAP head", "mAP tail"]}, axis=1)
     d_all = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP").loc[METHOD_ROW]
     d_tail = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP tail").loc[METHOD_ROW]
     d_auc = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAUC tail").loc[METHOD_ROW]

@@ -11,7 +11,7 @@ from .. import paper
 from ..claims import PRIMARY      # the benchmark's primary endpoint: every verdict leads with it
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
-from ..tables import tables_config
+from ..tables import OURS, WHOLE_OURS, table1_pair, tables_config
 from . import common
 from .common import benchmark_note, run, table
 
@@ -59,9 +59,14 @@ def endpoint_bars(ch, result):
     return fig
 
 
+def _ours(means) -> list[str]:
+    """Table 1's TRCGL-Net rows in this run (the cut one, and the whole-network one where it exists)."""
+    return [r for r in (OURS, WHOLE_OURS) if r in means.index]
+
+
 def _strongest(means) -> str:
-    """The baseline with the highest tail mAUC (the primary endpoint)."""
-    return means.loc[[r for r in means.index if r != "Ours"], PRIMARY].idxmax()
+    """The baseline with the highest tail mAUC (the primary endpoint), TRCGL-Net's rows left out."""
+    return means.loc[[r for r in means.index if r not in (OURS, WHOLE_OURS)], PRIMARY].idxmax()
 
 
 def differences(ch) -> pd.DataFrame:
@@ -70,7 +75,7 @@ def differences(ch) -> pd.DataFrame:
     store = results_store(ch.cfg)
     strongest = _strongest(seed_means(store, "table1"))
     return pd.concat({f"{m}, vs {ref}": paired_differences(store, "table1", ref, m)
-                      for m in (PRIMARY, "mAP") for ref in ("ConvNeXt", strongest)}, axis=1).round(4)
+                      for m in (PRIMARY, "mAP") for ref in dict.fromkeys(("ConvNeXt", strongest))}, axis=1).round(4)
 
 
 def differences_note(ch, result) -> str:
@@ -79,28 +84,56 @@ def differences_note(ch, result) -> str:
                                    "the strongest baseline (by tail mAUC)")
 
 
+def _rank_words(store, means, metric: str) -> str:
+    """Where TRCGL-Net's rows rank on ``metric`` among the run's rows, and which rows each is not
+    told apart from (the paired interval of the difference contains 0)."""
+    order = list(means[metric].dropna().sort_values(ascending=False).index)
+    parts = []
+    for ours in _ours(means):
+        others = [r for r in order if r not in (OURS, WHOLE_OURS)]
+        rank = 1 + sum(means.loc[r, metric] > means.loc[ours, metric] for r in others)
+        d = paired_differences(store, "table1", ours, metric)
+        tied = [r for r in others if r in d.index and d.loc[r, "low"] <= 0 <= d.loc[r, "high"]]
+        parts.append(f"{ours} ranks {rank} of {len(others) + 1} (itself and the {len(others)} baselines)"
+                     + (f", not told apart from {', '.join(tied)} (paired intervals containing 0)" if tied else
+                        ", told apart from every baseline"))
+    return "; ".join(parts)
+
+
 def ranking_text(ch, result) -> str:
+    """Chapter 5's reading of Table 1: on tail mAUC first, each TRCGL-Net row's rank among the
+    baselines and the baselines it is not told apart from, its difference from the ConvNeXt
+    baseline at the same feature depth; then the same on mAP, beside the paper's order."""
     store = results_store(ch.cfg)
     means = seed_means(store, "table1")
     strongest = _strongest(means)
-    d = paired_differences(store, "table1", "ConvNeXt", "mAP").loc["Ours"]
-    order = means["mAP"].sort_values(ascending=False)
-    paper_order = paper.table(1)["mAP (paper)"].sort_values(ascending=False)
-    rank = list(order.index).index("Ours") + 1
+    rows = list(means.index)
     notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
-    t = paired_differences(store, "table1", "ConvNeXt", "mAUC tail").loc["Ours"]
-    tail_order = means["mAUC tail"].sort_values(ascending=False)
-    tail_rank = list(tail_order.index).index('Ours') + 1
-    text = (f"Tail mAUC (the primary endpoint): TRCGL-Net ranks {tail_rank} of "
-            f"{len(tail_order)} ({', '.join(tail_order.index)}); against ConvNeXt it changes tail mAUC by "
-            f"{common.interval_text(t)}"
-            f"{' (sure)' if t['sure'] else ' (not sure at this number of seeds)'}; so on the primary endpoint this "
-            f"run {'puts TRCGL-Net first, as the paper does' if tail_rank == 1 else 'does not put TRCGL-Net first'}."
-            f"\nRanking by mAP here: {', '.join(order.index)}.\nRanking in the paper: {', '.join(paper_order.index)}.\n"
-            f"By mAP, the paper's headline metric, TRCGL-Net ranks {rank} of {len(order)} here (the paper: first). "
-            f"Against ConvNeXt it changes mAP by {common.interval_text(d)} (better on "
-            f"{d['better on seeds']} seeds{'; sure' if d['sure'] else '; not sure at this number of seeds'}). The "
-            f"strongest baseline here by tail mAUC is {strongest} ({means.loc[strongest, PRIMARY]:.4f} tail mAUC, "
+    pairs = list(dict.fromkeys(table1_pair(ref, rows) for ref in ("ConvNeXt", strongest)))
+    if ("Ours", "ConvNeXt") not in pairs:
+        pairs.insert(0, ("Ours", "ConvNeXt"))
+
+    def against(metric):
+        return "; ".join(f"{a} − {b}: {common.interval_text(paired_differences(store, 'table1', b, metric).loc[a])}"
+                         for a, b in pairs)
+
+    def first(metric):
+        best = means[metric].idxmax()
+        if best not in (OURS, WHOLE_OURS):
+            return f"does not put TRCGL-Net first ({best} is)"
+        d = paired_differences(store, "table1", best, metric)
+        tied = [r for r in d.index if r not in (OURS, WHOLE_OURS) and d.loc[r, "low"] <= 0 <= d.loc[r, "high"]]
+        return (f"puts {best} first, but does not tell it apart from {', '.join(tied)}" if tied else
+                f"puts {best} first, told apart from every baseline")
+
+    paper_order = paper.table(1)["mAP (paper)"].sort_values(ascending=False)
+    text = (f"Tail mAUC (the primary endpoint), highest first: {', '.join(means[PRIMARY].sort_values(ascending=False).index)}. "
+            f"{_rank_words(store, means, PRIMARY)}. At one feature depth (the same depth rule on both sides): "
+            f"{against(PRIMARY)}. So on the primary endpoint this run {first(PRIMARY)}."
+            f"\nmAP, the paper's headline metric, highest first: {', '.join(means['mAP'].sort_values(ascending=False).index)}"
+            f" (the paper: {', '.join(paper_order.index)}). {_rank_words(store, means, 'mAP')}. At one feature depth: "
+            f"{against('mAP')}. So on mAP this run {first('mAP')}."
+            f"\nThe strongest baseline here by tail mAUC is {strongest} ({means.loc[strongest, PRIMARY]:.4f} tail mAUC, "
             f"{means.loc[strongest, 'mAP']:.4f} mAP).")
     if notes:
         text += "\nRows without numbers: " + "; ".join(f"{k}: {v}" for k, v in notes.items()) + "."
