@@ -76,7 +76,8 @@ plt.show()
 # Row normalisation divides by a class's total co-occurrence, so a rare class's row has large
 # entries while a frequent class's row has small ones; symmetrisation averages the two. The
 # threshold then decides which edges survive. For several values of τ: the edges left, the edges
-# that touch a tail class, and the tail classes left with no neighbour at all.
+# that touch a tail class, and the tail classes left with no neighbour at all, on the full table's
+# training side and on the training rows the model's graph is built from.
 
 # %%
 view.tau_table(ch, cohort)

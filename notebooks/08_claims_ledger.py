@@ -15,8 +15,9 @@
 #
 # The chapters before this one rebuild the paper section by section. This page collects what they
 # measured into one ledger: **one row per claim of the paper** (each table's headline, each
-# component's contribution, the synthetic-weight and α sensitivities, and the two mechanisms the
-# paper names, each against its controls), with the paper's own numbers in a column labelled as
+# component's contribution, the synthetic-weight and α sensitivities, and the mechanisms the
+# paper names: what the synthetic images, the class-aware attention and the label graph do, each
+# against its controls where it has them), with the paper's own numbers in a column labelled as
 # the paper's, this run's paired difference with its interval and controls, and a verdict:
 # *supported*, *not supported*, or *inconclusive at this scale*.
 #
@@ -105,27 +106,6 @@ paper_issues
 
 # %% [markdown]
 # ## Exercises
-#
-# 1. Run the book with more seeds (`-p seeds` with a longer list). Which *inconclusive* rows
-#    move, and to which verdict?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    The intervals narrow as seeds are added; a row moves only when its interval stops containing
-#    0 or stops containing the paper's effect. A row held by a silent positive control stays
-#    inconclusive until that control shows its effect.
-#    ```
-# 2. The rule calls a claim *not supported* when the interval excludes the paper's effect while
-#    containing 0. Why does it ask the positive control to show an effect first?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    A benchmark that cannot see any effect of the kind (every arm near chance on the tail) gives
-#    narrow intervals around 0 for every comparison; ruling out the paper's effect there says
-#    nothing about the method.
-#    ```
-# 3. Add a sentence of the paper to `trcgl.claims.ASSERTIONS` (e.g. on LDAM's mAP against
-#    ConvNeXt's in Table 1) and rerun this page. Does the paper's table agree with it?
-#    ```{admonition} Hint
-#    :class: dropdown
-#    `contradictions(assertion)` returns an empty list when the numbers agree with the sentence;
-#    a *not below* assertion compares one row with others on the metrics you name.
-#    ```
+
+# %% tags=["remove-input"]
+view.exercises(ledger)

@@ -62,6 +62,31 @@ def test_ladder_names_the_rung_where_a_class_is_lost():
     pd.testing.assert_frame_equal(no_b, t.drop(columns=["b", "b low", "b high"]))
 
 
+def test_rung_c_prime_is_held_to_chance_only_and_comes_before_d():
+    """(c') compares prompted with unconditional samples: a class is lost there only where its interval
+    does not exclude 0.5, not for an AUC under the bar the absolute rungs use; it is checked after
+    (c) and before (d), and the rule's sentence names that order."""
+    from trcgl.diffusion.ladder import lost_rule
+
+    def row(**aucs):
+        out = {}
+        for k, (v, lo, hi) in aucs.items():
+            out |= {k: v, f"{k} low": lo, f"{k} high": hi}
+        return out
+
+    ok = (0.95, 0.9, 0.99)
+    t = pd.DataFrame.from_dict({
+        "weak prompt": row(a=ok, b=ok, c=ok, **{"c'": (0.74, 0.62, 0.85)}, d=ok),       # above chance: kept
+        "no prompt": row(a=ok, b=ok, c=ok, **{"c'": (0.55, 0.45, 0.66)}, d=(0.5, 0.4, 0.6)),   # lost at (c'), not (d)
+        "bad cas": row(a=ok, b=ok, c=ok, **{"c'": ok}, d=(0.7, 0.6, 0.8)),
+    }, orient="index")
+    lost = lost_at(t)
+    assert lost["weak prompt"] == "kept" and lost["no prompt"].startswith("(c')") and lost["bad cas"].startswith("(d)")
+    assert lost_at(t, good=0.7)["bad cas"] == "kept"
+    rule = lost_rule(0.8)
+    assert "(a), (b), (c), (c'), (d)" in rule and "0.8" in rule
+
+
 def test_the_generator_comparison_tool_refuses_an_unknown_variant_in_one_line():
     import subprocess
     import sys

@@ -130,14 +130,33 @@ def meets_bar(table: pd.DataFrame, good: float = 0.8) -> list[str]:
     return [c for c in table.index if table.loc[c, "c"] >= good and table.loc[c, "c' low"] > 0.5]
 
 
+#: the rungs :func:`lost_at` checks, in order; (c') compares two kinds of samples, so it is held to chance
+#: only (the prompt adds something), the others also to the bar ``good``
+LOST_ORDER = ("a", "b", "c", "c'", "d")
+RELATIVE_RUNGS = ("c'",)
+
+
+def lost_rule(good: float = 0.8) -> str:
+    """:func:`lost_at`'s rule in words (the ladder's text prints it)."""
+    absolute = ", ".join(f"({k})" for k in LOST_ORDER if k not in RELATIVE_RUNGS)
+    relative = ", ".join(f"({k})" for k in RELATIVE_RUNGS)
+    return (f"a class is lost at the first rung, in the order {', '.join(f'({k})' for k in LOST_ORDER)}, that fails: "
+            f"{absolute} fail below an AUC of {good:g} or where the interval does not exclude 0.5 (chance); {relative} "
+            "fails only where its interval does not exclude 0.5 (the prompted samples are not told apart from "
+            "unconditional ones). (d*) is a reference, not a rung a class can be lost at")
+
+
 def lost_at(table: pd.DataFrame, good: float = 0.8) -> pd.Series:
-    """Per class, the first rung (a, b, c, d) whose AUC is below ``good`` or whose interval does not
-    exclude chance: where the class is lost ("kept" when none is)."""
+    """Per class, the first rung of :data:`LOST_ORDER` (where the table has it) that fails by
+    :func:`lost_rule`: where the class is lost ("kept" when none is)."""
     out = {}
     for name, row in table.iterrows():
         out[name] = "kept"
-        for k in ("a", "b", "c", "d"):
-            if k in row and (not row[k] >= good or not row[f"{k} low"] > 0.5):
+        for k in LOST_ORDER:
+            if k not in row:
+                continue
+            fails = not row[f"{k} low"] > 0.5 or (k not in RELATIVE_RUNGS and not row[k] >= good)
+            if fails:
                 out[name] = f"({k}) {RUNGS[k]}"
                 break
     return pd.Series(out, name="lost at")

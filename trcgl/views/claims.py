@@ -13,6 +13,7 @@ import pandas as pd
 from .. import claims as C
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means
+from ..tables import WHOLE_OURS
 from .common import table
 
 
@@ -34,9 +35,14 @@ def setting(ch) -> str:
                     for r in recorded if r.get("resamples")})
     how = ("; ".join(f"a {100 * level:g}% {method} bootstrap interval over {n} joint resamples of the seeds and the "
                      f"test label rows" for method, level, n in kinds) if kinds else "a paired t-interval over the seeds")
+    depth = ""
+    if WHOLE_OURS in {r.get("row") for r in store.records("table1")}:
+        depth = (" Table 1 has TRCGL-Net both on the cut ConvNeXt features and on the whole network, so its claims set "
+                 "TRCGL-Net against each baseline at that baseline's feature depth (the paper's ConvNeXt being a whole "
+                 "network).")
     return (f"profile {ch.cfg.profile}; seeds {list(ch.cfg.seeds)}; every difference paired (both rows on the same "
             f"seeds and test resamples), with {how}, as the table stages recorded them; the verdict on {C.PRIMARY} "
-            f"(the primary endpoint).")
+            f"(the primary endpoint).{depth}")
 
 
 def rule() -> str:
@@ -152,3 +158,40 @@ def inconsistencies() -> tuple[pd.DataFrame, str]:
     text = (f"{len(C.ASSERTIONS)} sentences of the paper about its own tables were checked against its numbers; "
             f"{len(found)} are contradicted by them, {len(C.ASSERTIONS) - len(found)} hold.")
     return df, text
+
+
+def exercises(ledger_rows: pd.DataFrame):
+    """The chapter's exercises; the first hint names this run's inconclusive rows and what holds each
+    (``ledger_rows``: the ledger of :func:`ledger`)."""
+    from .common import exercises as items
+
+    held = ledger_rows[ledger_rows["verdict"] == C.INCONCLUSIVE]
+    why = list(held["why"])
+    if held.empty:
+        this_run = "No row of this run's ledger is inconclusive: more seeds can only narrow the intervals of the others."
+    else:
+        this_run = ("This run's inconclusive rows, and what holds each: "
+                    + "; ".join(f"*{claim}*: {reason}" for claim, reason in zip(held.index, why)) + ".")
+    notes = []
+    if any("positive control shows no effect" in w for w in why):
+        notes.append("A row held by a positive control that shows nothing stays inconclusive until that control "
+                     "shows its effect.")
+    if any("negative control shows one" in w for w in why):
+        notes.append("A negative control that shows an effect does not go away with more seeds: its interval "
+                     "narrows too, around an effect that is there.")
+    return items(
+        ("Run the book with more seeds (`-p seeds` with a longer list). Which *inconclusive* rows move, and to which "
+         "verdict?",
+         "The intervals narrow as seeds are added (only the seeds' share of their width: the test rows' share "
+         "stays); a row moves only when its interval stops containing 0 or stops containing the paper's effect. "
+         + this_run + (" " + " ".join(notes) if notes else "")),
+        ("The rule calls a claim *not supported* when the interval excludes the paper's effect while containing 0. "
+         "Why does it ask the positive control to show an effect first?",
+         "A benchmark that cannot see any effect of the kind (every arm near chance on the tail) gives narrow "
+         "intervals around 0 for every comparison; ruling out the paper's effect there says nothing about the "
+         "method."),
+        ("Add a sentence of the paper to `trcgl.claims.ASSERTIONS` (e.g. on LDAM's mAP against ConvNeXt's in Table "
+         "1) and rerun this page. Does the paper's table agree with it?",
+         "`contradictions(assertion)` returns an empty list when the numbers agree with the sentence; a *not below* "
+         "assertion compares one row with others on the metrics you name."),
+    )

@@ -258,6 +258,12 @@ def exercises(ch, cohort):
     head, tail = int(cfg.data.head_threshold), int(cfg.data.tail_threshold)
     margin = pd.concat([(s.train / head).apply(np.log).abs(), (s.train / tail).apply(np.log).abs()], axis=1).min(axis=1)
     near = margin.sort_values().index[:2].tolist()
+
+    def nearest(c) -> str:          # a class's count against the threshold it is nearest to
+        n = int(s.loc[c, "train"])
+        t = head if abs(np.log(n / head)) <= abs(np.log(n / tail)) else tail
+        return f"*{c}* has {n:,}, {abs(n / t - 1):.0%} {'above' if n >= t else 'below'} {t:,}"
+
     return items(
         (f"Run this chapter with `-p class_set {'cxrlt2026' if cfg.data.class_set == 'paper' else 'paper'}` (this "
          f"run: `{cfg.data.class_set}`). How many classes fall in each group under the same thresholds? Which "
@@ -267,8 +273,9 @@ def exercises(ch, cohort):
         (f"Change `split_seed` (this run: {cfg.data.split_seed}). Do the group sizes stay {sizes['head']} / "
          f"{sizes['medium']} / {sizes['tail']}? What does that tell you about thresholds that sit close to a "
          f"class's count (look at *{near[0]}* and *{near[1]}*)?",
-         f"A class whose count is within a few percent of {head:,} or {tail:,} can change group with the split; the "
-         "class table gives the margins. Group results are only as stable as those margins."),
+         f"The nearest classes to a threshold here: {nearest(near[0])}; {nearest(near[1])}. A class changes group only "
+         "if the split moves its count across the threshold; the class table gives every margin. Group results are "
+         "only as stable as those margins."),
         (f"Set `difficulty` to {2 * float(cfg.phantom.difficulty):g} (this run: {cfg.phantom.difficulty:g}) and look "
          f"at the gallery. Which classes become hard to see by eye at the training resolution ({cfg.data.image_size} "
          "px)?",

@@ -357,7 +357,7 @@ def reconstruct(vae, images: np.ndarray, device, batch_size: int = 256) -> np.nd
 def ladder(ch, cohort, run, oracle, P_real, sets, targets):
     """The generator's diagnostic ladder (:mod:`trcgl.diffusion.ladder`): rungs (a) to (d*) per
     target class with intervals, the rung where each class is lost, rung (e) (PRDC), and a verdict."""
-    from ..diffusion.ladder import RUNGS, ladder_table, lost_at, meets_bar, prdc_table
+    from ..diffusion.ladder import RUNGS, ladder_table, lost_at, lost_rule, meets_bar, prdc_table
     from ..diffusion.oracle import oracle_view
     from .common import with_intervals
 
@@ -385,12 +385,14 @@ def ladder(ch, cohort, run, oracle, P_real, sets, targets):
     e_shown = with_intervals(e, ["precision", "recall", "density", "coverage"], 2)
     e_shown.insert(0, "n", e["n"])
     lines = [f"Rungs, per target class (oracle ROC AUC of the class; 0.5 is chance; {interval_method_text(cfg)} "
-             f"of test label rows and of samples): " + "; ".join(f"({k}) {v}" for k, v in RUNGS.items()) + "."]
+             f"of test label rows and of samples): " + "; ".join(f"({k}) {v}" for k, v in RUNGS.items()) + ". The rule: "
+             f"{lost_rule()}."]
+    rungs = [k for k in RUNGS if k in table.columns]
     for c in table.index:
         r = table.loc[c]
         auc = lambda k, r=r: f"{r[k]:.3f} [{r[k + ' low']:.3f}, {r[k + ' high']:.3f}]"   # noqa: E731
-        lines.append(f"  {c}: real {auc('a')}, reconstructions {auc('b')}, prompted samples vs real negatives "
-                     f"{auc('c')}: {'kept at every rung' if lost[c] == 'kept' else 'lost at ' + lost[c]}")
+        lines.append(f"  {c}: " + ", ".join(f"({k}) {auc(k)}" for k in rungs if np.isfinite(r[k])) + ": "
+                     + ("kept at every rung" if lost[c] == "kept" else "lost at " + lost[c]))
     lines.append(f"Prompted samples reach an oracle AUC ≥ 0.8 against real negatives and lie above unconditional "
                  f"samples (interval above 0.5) for {len(good)} of {len(table)} target classes"
                  + (f" ({', '.join(good)})." if good else "."))

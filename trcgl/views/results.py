@@ -179,15 +179,32 @@ def table_2(ch, tcfg, result):
 
 
 def tail_text(ch) -> tuple[str, pd.DataFrame]:
+    """Table 2's reading, tail mAUC (the primary endpoint) first: the highest and lowest row, the
+    head-tail gap of TRCGL-Net and ConvNeXt beside the paper's, and TRCGL-Net against ConvNeXt at
+    one feature depth; then tail mAP likewise. The differences table: tail mAUC and tail mAP of every
+    row against the ConvNeXt baseline, paired."""
     store = results_store(ch.cfg)
     means = seed_means(store, "table1")
-    tail = means["mAP tail"].sort_values(ascending=False)
-    gap = means["mAP head"] - means["mAP tail"]
-    text = (f"Tail mAP is highest for {tail.index[0]} ({tail.iloc[0]:.4f}) and lowest for {tail.index[-1]} "
-            f"({tail.iloc[-1]:.4f}). The head-tail gap in mAP is {gap.loc['Ours']:.4f} for TRCGL-Net and "
-            f"{gap.loc['ConvNeXt']:.4f} for ConvNeXt (paper: {paper.TABLE_2['Ours'][0] - paper.TABLE_2['Ours'][2]:+.4f} "
-            f"and {paper.TABLE_2['ConvNeXt'][0] - paper.TABLE_2['ConvNeXt'][2]:+.4f}).")
-    return text, paired_differences(store, "table1", "ConvNeXt", "mAP tail").round(4)
+    rows = list(means.index)
+    pairs = list(dict.fromkeys([(OURS, "ConvNeXt"), table1_pair("ConvNeXt", rows)]))
+    t2, c = paper.TABLE_2, list(paper.COLUMNS_2)
+    parts = []
+    for metric in (PRIMARY, "mAP tail"):
+        head = metric.replace("tail", "head")
+        order = means[metric].sort_values(ascending=False)
+        gap = means[head] - means[metric]
+        paper_gap = {r: t2[r][c.index(head)] - t2[r][c.index(metric)] for r in (OURS, "ConvNeXt")}
+        parts.append(
+            f"{metric}{' (the primary endpoint)' if metric == PRIMARY else ''} is highest for {order.index[0]} "
+            f"({order.iloc[0]:.4f}) and lowest for {order.index[-1]} ({order.iloc[-1]:.4f}). The head−tail gap "
+            f"({head} − {metric}) is " + ", ".join(f"{gap.loc[r]:+.4f} for {r}" for r in dict.fromkeys(sum(pairs, ())))
+            + f" (the paper: {paper_gap[OURS]:+.4f} for TRCGL-Net, {paper_gap['ConvNeXt']:+.4f} for ConvNeXt). "
+            "TRCGL-Net against ConvNeXt at one feature depth: " + "; ".join(
+                f"{a} − {b} {common.interval_text(paired_differences(store, 'table1', b, metric).loc[a])}"
+                for a, b in pairs)
+            + f" (the paper: {t2[OURS][c.index(metric)] - t2['ConvNeXt'][c.index(metric)]:+.4f}).")
+    diffs = pd.concat({m: paired_differences(store, "table1", "ConvNeXt", m) for m in (PRIMARY, "mAP tail")}, axis=1)
+    return "\n".join(parts), diffs.round(4)
 
 
 def figure_4(ch, result, test_set, cohort, n_pairs: int = 200):
@@ -481,21 +498,29 @@ def exercises(ch, cohort, test_set):
     seeds = [int(s) for s in cfg.seeds]
     more = seeds + [max(seeds) + 1, max(seeds) + 2]
     tail = np.flatnonzero(np.asarray(cohort.groups) == "tail")
-    positives = np.asarray(test_set.Y)[:, tail].sum(0)
+    Y = np.asarray(test_set.Y)
+    positives = Y[:, tail].sum(0)
+    ids = test_set.rows["ImageID"].astype(str).to_numpy()      # re-rendered rows keep their label row's id
+    label_rows = np.array([len(set(ids[Y[:, c] == 1])) for c in tail])
+    n_rows = len(set(ids))
+
+    def span(a) -> str:
+        return f"{int(a.min())}" + ("" if a.min() == a.max() else f" to {int(a.max())}")
+
     start = backbone_start(cfg)
     return items(
         (f"This profile trains seeds {seeds}. Run with `-p seeds '{more}'`. Which differences in the paired "
          "table become *sure*, and which stay unsure however many seeds you add?",
          "The intervals resample the seeds and the test label rows together: more seeds shrink only the seeds' "
-         f"share of the width (roughly like $1/\\sqrt{{n}}$); the test rows' share stays (this run scores "
-         f"{len(test_set)} test images, `n_test` {cfg.data.n_test}). A difference whose mean is close to zero "
-         "stays unsure."),
+         f"share of the width (roughly like $1/\\sqrt{{n}}$); the test rows' share stays (this run resamples "
+         f"{n_rows:,} test label rows, rendered as {len(test_set):,} test images; a tail class has {span(label_rows)} "
+         "positive label rows). A difference whose mean is close to zero stays unsure."),
         ("The CLIP row needs pretrained weights. Save a CLIP vision model with `save_pretrained` on a machine with "
          "internet and run with `-p clip_image_encoder PATH`. How far does pretraining move it?",
          f"Compare with the ViT row, the same kind of network, whose backbone is {start}."),
-        (f"Table 2 reports tail mAP over {len(tail)} classes with "
-         f"{int(positives.min())}{'' if positives.min() == positives.max() else f' to {int(positives.max())}'} "
-         "test positives each. Which tail class contributes most to the difference between TRCGL-Net and ConvNeXt?",
+        (f"Table 2 reports tail mAUC and tail mAP over {len(tail)} classes with {span(positives)} positive test images "
+         f"each, rendered from {span(label_rows)} positive label rows each (rare rows are rendered again on fresh "
+         "anatomy). Which tail class contributes most to the difference between TRCGL-Net and ConvNeXt?",
          f"`evaluate(test_set.Y, result.probs[(\"Ours\", {seeds[0]})], classes, groups).per_class` (from "
          "`trcgl.metrics`) gives AP per class on the test split; subtract the ConvNeXt run's."),
     )
