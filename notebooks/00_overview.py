@@ -100,8 +100,9 @@ pd.Series(cfg.data.to_dict(), name=cfg.profile).astype(str).to_frame()
 # The paper's overview figure, redrawn by code (`trcgl.plots.pipeline_overview`). Arrows carry
 # the quantities named in the equations: the real label table feeds the tail-class prompts,
 # the co-occurrence graph and the images; the diffusion model adds weighted synthetic tail
-# images; the backbone's features $X$ are refined to $X_r$, scored by a GAP branch and a
-# class-aware attention branch ($s_{img} = s_{gap} + \lambda s_{spatial}$, Eq. 14), and fused with
+# images; the backbone's features $X$ are scored by a GAP branch (on $X$, Eq. 11) and, refined to
+# $X_r$ by the channel gate, by a class-aware attention branch ($s_{img} = s_{gap} + \lambda s_{spatial}$,
+# Eq. 14), and fused with
 # the label-graph score ($s = s_{img} + \alpha s_{label}$, Eq. 25).
 
 # %%

@@ -219,7 +219,7 @@ view.renderer_speed(ch, cohort)
 # (`trcgl/data/batches.py`), so its steps should run at the speed of a bare timm loop on one fixed
 # batch (target: a ratio of at least 0.9). Measured now, on this run's device, in fp32 and under
 # bf16 autocast (`train.amp_cpu` on a CPU, which this profile leaves off unless set: the rows say
-# what a CPU with bf16 units gains; a GPU run shows its one bf16 row):
+# what a CPU with bf16 units gains or loses; a GPU run shows its one bf16 row):
 
 # %%
 view.trainer_speed(ch)

@@ -82,15 +82,16 @@ print(view.prompt_walkthrough(ch, cohort, train_set, targets))
 # ## Training (Eq. 3)
 #
 # The autoencoder first learns to compress the training images into a latent grid; the UNet then
-# learns to predict the noise in noised latents, conditioned by cross-attention on $E_{cond}$.
+# learns to denoise noised latents (Eq. 3 predicts the noise; the recipe printed below says what
+# this run's UNet predicts and how its loss is weighted), conditioned by cross-attention on $E_{cond}$.
 # On CPU profiles the diffusion model learns from a subset of the training rows, **rarest class
 # first** (every row with a tail or medium finding is in; head rows fill the rest), because the
 # point is to generate the tail. Both stages are cached and resume after an interruption; the UNet
 # weights used for sampling are an exponential moving average. A second model with **no context
 # vectors** ($m = 0$) is trained on the same data and seed, for the comparison below.
 #
-# A model trained from scratch on a few thousand images sees a tail class a few dozen times per
-# epoch, and the paper's only condition, the prompt, reaches the UNet through a frozen sentence
+# A model trained from scratch on the long-tailed rows sees a tail class far less often than a head
+# class, and the paper's only condition, the prompt, reaches the UNet through a frozen sentence
 # encoder that has never seen a radiograph. The recipe therefore has options the paper does not
 # (each off in the paper's reading; the profile's choice is printed below): the finding labels as a multi-hot vector
 # projected into the time embedding beside the text path (diffusers' `class_embed_type="projection"`),
@@ -115,7 +116,8 @@ print(recon_text)
 plt.show()
 
 # %% [markdown]
-# The denoising loss (Eq. 3) per epoch, on the training batches and on a fixed held-out probe of
+# The denoising loss per epoch (Eq. 3's, or the recipe's objective printed above where it differs),
+# on the training batches and on a fixed held-out probe of
 # selection-split images (fixed noise and timesteps, EMA weights, so the two models are compared on
 # exactly the same terms):
 

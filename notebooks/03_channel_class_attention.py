@@ -77,7 +77,7 @@ print(properties)
 # the next chapter's subject. The paper's recipe (Sec. 4.2) is a warm-up with the backbone frozen,
 # then full fine-tuning. A profile may run the warm-up stage only (the heads learn on the frozen
 # backbone's cached features), which is what makes many seeds and controls affordable on a CPU;
-# the note under each table says which stages its runs trained. The curves show mAP on the
+# the lines under the tables say which stages their runs trained. The curves show mAP on the
 # **selection** split, which picks each model's best epoch; the table reports that epoch on the **test** split, which chooses nothing. The baseline is the backbone with global average pooling and a linear
 # classifier. Training is cached by configuration: re-running this page reuses the models.
 #
@@ -128,7 +128,7 @@ fig = view.attention_figure(P, maps, scores, test_set, cohort)
 plt.show()
 
 # %% [markdown]
-# Those are the best-localised example of each class, chosen by the score itself, so they
+# Those are the best-localised example of each class shown, chosen by the score itself, so they
 # flatter the model; the tables above are the honest summary.
 #
 # ## The claim on finer maps, over seeds, and with subtle findings
@@ -181,8 +181,8 @@ cca_loc
 #    $\lambda = 0$ its gradient is zero and the maps stay as initialised: the localization table
 #    then measures an untrained map.
 #    ```
-# 3. Which group's lesions do the maps find best relative to chance, and why might small tail
-#    lesions be hard to localise on a grid as coarse as this run's feature map?
+# 3. Which group's lesions do the maps find best relative to chance in this run, and why might
+#    small lesions be hard to localise on a grid as coarse as this run's feature map?
 #    ```{admonition} Hint
 #    :class: dropdown
 #    Read the "mass / chance" column. A nodule covers a few percent of one cell; even a perfect map

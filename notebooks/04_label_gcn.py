@@ -58,8 +58,8 @@ print(setting)
 # ## The graph from the real training labels
 #
 # The model's graph is built from the labels of the images it trains on. Here it is built from
-# all 128 k real training labels (the statistics are real whatever the image source) and, below,
-# from the rendered training subset the model actually sees.
+# every real training-side label row (the statistics are real whatever the image source; the
+# figure's title says how many) and, below, from the rendered training subset the model actually sees.
 
 # %%
 A = view.full_graph(ch, cohort)
@@ -150,8 +150,8 @@ view.tail_ap(result, cohort, test_set)
 # what the images contain while the labels stay real. In the **normal** condition labels and
 # lesions are as in the data. With the **tail hidden**, the tail classes' lesions are not drawn
 # but their labels are kept: nothing in a tail image shows its tail finding, so only the findings
-# it co-occurs with can predict it — a working label graph must gain most here (the positive
-# control). With **co-occurrence broken**, each tail class's labels are permuted across the rows
+# it co-occurs with can predict it — a working label graph must gain here (the positive
+# control; the text below also sets its gain beside the normal condition's). With **co-occurrence broken**, each tail class's labels are permuted across the rows
 # before rendering: the tail lesions are drawn as labelled, but the tail no longer goes with its
 # usual partners, so the graph has nothing to exploit (the negative control). Each condition
 # trains channel-class attention without and with the GCN on the same rows and seeds. Where
@@ -173,8 +173,8 @@ effects
 
 # %% [markdown]
 # How much can co-occurrence say at all? A logistic regression that sees only the other true
-# labels of an image, never its pixels, predicts each tail class: its test AUC bounds what any
-# use of co-occurrence can add.
+# labels of an image, never its pixels, predicts each tail class: its test AUC says how much a
+# linear use of the other labels can tell (a model that combines them otherwise could tell more).
 
 # %%
 ceiling, ceiling_text = view.label_only_ceiling(ch, cohort)

@@ -118,8 +118,8 @@ tail_differences
 # **oversampled** to the budget (more passes over what it already has); **every generated image**
 # (unfiltered); the images the **filter kept** (the method as the paper describes it); the
 # budget's label sets **rendered by the phantom renderer** on fresh anatomy (an *ideal generator*,
-# always right: the positive control and the upper bound of what tail images can add here); the
-# kept label sets rendered likewise (the ideal generator *at the filter's count*, which separates
+# always right: the positive control and the upper bound of what tail images can add at this
+# budget); the kept label sets rendered likewise (the ideal generator *at the filter's count*, which separates
 # what the filter throws away from what its images lack); the ideal generator's images with the
 # **tail lesions left out** (same anatomy, labels, count and weight: the negative control, extra
 # images that show nothing of their labels); and the generated images with their **labels

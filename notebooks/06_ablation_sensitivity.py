@@ -95,9 +95,12 @@ print(view.sensitivity_text(ch))
 # margins and repeat-factor sampling, the weights are evaluated as an exponential moving
 # average, and training adds image augmentations, stochastic depth and another AdamW ε. The
 # `released` preset (`--preset released`, or `-p preset released`) switches all of
-# them on. Here the text reading, the released reading, and the text reading with one released
-# behaviour at a time are trained with the synthetic set on the same data and seeds, and scored
-# under the same conventions, so any difference is the training's:
+# them on. Here the text reading, the released reading, and the text reading with one group of
+# released options at a time (the "what changes" column lists each row's) are trained with the
+# synthetic set on the same data and seeds, and scored under the same conventions, so a
+# difference comes from the model and training options the row changes, not from how it is
+# scored. The sentence under the table names the preset's options that no single row takes:
+
 
 # %%
 released, released_differences, released_text, note = view.released_comparison(ch, tcfg)

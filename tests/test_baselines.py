@@ -161,7 +161,7 @@ def test_table_1_reads_a_cut_convnext_beside_a_whole_one(stage):
     also has a whole-network ConvNeXt row and a whole-network TRCGL-Net row, each differing from its
     cut twin in that key alone (the TRCGL-Net pair with the same extra images), and the pair rule
     sets TRCGL-Net against each baseline at the baseline's depth."""
-    from trcgl.tables import OURS, WHOLE_CONVNEXT, WHOLE_OURS, table1_pair
+    from trcgl.tables import OURS, WHOLE_CONVNEXT, WHOLE_OURS, table1_pair, table1_peers
 
     cfg = tables_config(load_config("cpu", {"model.feature_stage": stage}))
     rows = {r.name: r for r in table1_rows(cfg)}
@@ -170,6 +170,7 @@ def test_table_1_reads_a_cut_convnext_beside_a_whole_one(stage):
         assert WHOLE_CONVNEXT not in rows and WHOLE_OURS not in rows
         assert "whole network" in rows["ConvNeXt"].meta["model here"]
         assert table1_pair("ConvNeXt", rows) == (OURS, "ConvNeXt") and table1_pair("ResNet", rows) == (OURS, "ResNet")
+        assert table1_peers(OURS, list(rows)) == [r for r in rows if r != OURS]      # one depth: every baseline
         return
     whole, cut = rows[WHOLE_CONVNEXT].cfg, rows["ConvNeXt"].cfg
     assert whole.model.feature_stage == -1 and whole.replace({"model.feature_stage": stage}) == cut
@@ -180,6 +181,12 @@ def test_table_1_reads_a_cut_convnext_beside_a_whole_one(stage):
     assert table1_pair("ConvNeXt", rows) == (WHOLE_OURS, WHOLE_CONVNEXT)    # the paper's ConvNeXt is a whole network
     assert table1_pair("ResNet", rows) == (WHOLE_OURS, "ResNet")
     assert table1_pair("ConvNeXt + CSRA", rows) == (OURS, "ConvNeXt + CSRA")
+    # each TRCGL-Net row ranks among the baselines at its own depth; the "model here" column says the depth
+    trained = [name for name, r in rows.items() if not r.unavailable]       # CLIP needs weights
+    assert table1_peers(OURS, trained) == ["ConvNeXt", "ConvNeXt + LDAM", "ConvNeXt + CSRA"]
+    assert table1_peers(WHOLE_OURS, trained) == [WHOLE_CONVNEXT, "ResNet", "EfficientNet", "ViT"]
+    for name in table1_peers(OURS, rows) + [OURS]:
+        assert f"cut after stage {stage}" in rows[name].meta["model here"]
 
 
 def test_channels_last_is_a_memory_order_not_another_network():

@@ -116,10 +116,10 @@ def table1_rows(cfg) -> list[Row]:
         rows.append(Row("CLIP", unavailable="needs pretrained CLIP weights", meta={"model here": "—"}))
     rows += [
         Row("ConvNeXt + LDAM", gap_only(cfg).replace({"model.head": "cosine", "train.loss": "ldam", "train.drw_epoch": drw}),
-            meta={"model here": f"cosine head, LDAM, DRW from epoch {drw + 1}"}),
+            meta={"model here": f"{cfg.model.backbone}, {ours_depth}, cosine head, LDAM, DRW from epoch {drw + 1}"}),
         Row("ConvNeXt + CSRA", cfg.replace({"model.arch": "csra"}),
-            meta={"model here": f"{cfg.model.backbone} + CSRA head" + ("" if cfg.model.csra_scale is None else
-                                                                        " with a learnt logit scale and bias")}),
+            meta={"model here": f"{cfg.model.backbone}, {ours_depth}, CSRA head" + (
+                "" if cfg.model.csra_scale is None else " with a learnt logit scale and bias")}),
         Row(OURS, cfg, extra=Extra.of(SYNTHETIC), meta={"model here": f"TRCGL-Net, {ours_depth}, + filtered synthetic "
                                                                       "tail images"}),
     ]
@@ -128,6 +128,17 @@ def table1_rows(cfg) -> list[Row]:
                         meta={"model here": "TRCGL-Net, whole network, + the same filtered synthetic tail images "
                                             "(not in the paper)"}))
     return rows
+
+
+def table1_peers(ours: str, rows) -> list[str]:
+    """The baselines of Table 1 at the feature depth of the TRCGL-Net row ``ours``, among a run's
+    ``rows``: the whole networks for :data:`WHOLE_OURS`, the cut ConvNeXt rows for :data:`OURS`
+    where the run has both depths, else every baseline."""
+    rows = list(rows)
+    baselines = [r for r in rows if r not in (OURS, WHOLE_OURS)]
+    if WHOLE_OURS not in rows:
+        return baselines
+    return [r for r in baselines if (r in WHOLE_NETWORK_ROWS) == (ours == WHOLE_OURS)]
 
 
 def table1_pair(reference: str, rows) -> tuple[str, str]:

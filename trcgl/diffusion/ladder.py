@@ -143,22 +143,28 @@ def lost_rule(good: float = 0.8) -> str:
     return (f"a class is lost at the first rung, in the order {', '.join(f'({k})' for k in LOST_ORDER)}, that fails: "
             f"{absolute} fail below an AUC of {good:g} or where the interval does not exclude 0.5 (chance); {relative} "
             "fails only where its interval does not exclude 0.5 (the prompted samples are not told apart from "
-            "unconditional ones). (d*) is a reference, not a rung a class can be lost at")
+            "unconditional ones). A failure at (a) or (b) is passed over where (c) passes: samples that the judge "
+            "tells from real negatives show that neither the judge nor the autoencoder lost the class. (d*) is a "
+            "reference, not a rung a class can be lost at")
 
 
 def lost_at(table: pd.DataFrame, good: float = 0.8) -> pd.Series:
     """Per class, the first rung of :data:`LOST_ORDER` (where the table has it) that fails by
-    :func:`lost_rule`: where the class is lost ("kept" when none is)."""
+    :func:`lost_rule` (a failing (a) or (b) passed over where (c) passes): where the class is lost
+    ("kept" when none is)."""
+    def fails(row, k) -> bool:
+        return not row[f"{k} low"] > 0.5 or (k not in RELATIVE_RUNGS and not row[k] >= good)
+
     out = {}
     for name, row in table.iterrows():
         out[name] = "kept"
         for k in LOST_ORDER:
-            if k not in row:
+            if k not in row or not fails(row, k):
                 continue
-            fails = not row[f"{k} low"] > 0.5 or (k not in RELATIVE_RUNGS and not row[k] >= good)
-            if fails:
-                out[name] = f"({k}) {RUNGS[k]}"
-                break
+            if k in ("a", "b") and "c" in row and not fails(row, "c"):
+                continue                    # the samples pass: the class was not lost before them
+            out[name] = f"({k}) {RUNGS[k]}"
+            break
     return pd.Series(out, name="lost at")
 
 

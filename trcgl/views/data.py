@@ -114,7 +114,11 @@ def rendered_rows(ch, cohort) -> tuple[str, pd.DataFrame]:
         return (f"{s} {col.min()} (asked {asked}" + (f"; the {s} split has no more rows of {', '.join(short)})"
                                                      if short else ")"))
 
-    text = ("rendered: " + ", ".join(f"{len(i)} {s} rows" for s, i in idx.items())
+    def count(s: str, i) -> str:       # the test split renders rare label rows again (data.test_repeats)
+        rows = len(np.unique(i))
+        return f"{len(i)} {s} images" + (f" ({rows} label rows)" if rows != len(i) else "")
+
+    text = ("rendered: " + ", ".join(count(s, i) for s, i in idx.items())
             + "; fewest positives of a class: " + ", ".join(least(s) for s in idx))
     return text, sample
 

@@ -11,7 +11,7 @@ from .. import paper
 from ..claims import PRIMARY      # the benchmark's primary endpoint: every verdict leads with it
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
-from ..tables import OURS, WHOLE_OURS, table1_pair, tables_config
+from ..tables import OURS, WHOLE_OURS, table1_pair, table1_peers, tables_config
 from . import common
 from .common import benchmark_note, run, table
 
@@ -30,7 +30,10 @@ def setting(ch):
     text = (f"profile {cfg.profile}: table runs on {len(train_set)} training images (+ {len(synthetic)} synthetic, "
             f"weight {cfg.diffusion.synthetic_weight}), best epoch on {cfg.data.n_selection} selection images, scored "
             f"on {len(test_set)} test images at {train_set.size}px; {tcfg.train.warmup_epochs} + "
-            f"{tcfg.train.finetune_epochs} epochs; seeds {list(cfg.seeds)}; device {ch.device}")
+            f"{tcfg.train.finetune_epochs} epochs (Tables 1-2"
+            + (f"; {', '.join(t for t in cfg.tables.stage2 if t in ('controls', 'dose'))} add the paper's stage 2: "
+               "their lines say how" if {"controls", "dose"} & set(cfg.tables.stage2) else "")
+            + f"); seeds {list(cfg.seeds)}; device {ch.device}")
     return tcfg, cohort, test_set, text
 
 
@@ -81,60 +84,58 @@ def differences(ch) -> pd.DataFrame:
 def differences_note(ch, result) -> str:
     """The sentence above :func:`differences`: what is compared and how its intervals were made."""
     return common.differences_note(result.records, (PRIMARY, "mAP"), "Differences to the ConvNeXt baseline and to "
-                                   "the strongest baseline (by tail mAUC)")
+                                   "the strongest baseline by tail mAUC, at any feature depth (a row at another depth "
+                                   "than its reference differs in depth too: the \"model here\" column says which)")
 
 
-def _rank_words(store, means, metric: str) -> str:
-    """Where TRCGL-Net's rows rank on ``metric`` among the run's rows, and which rows each is not
-    told apart from (the paired interval of the difference contains 0)."""
-    order = list(means[metric].dropna().sort_values(ascending=False).index)
-    parts = []
+def _rank_words(store, means, metric: str) -> tuple[str, str]:
+    """Each TRCGL-Net row of Table 1 on ``metric`` among the baselines at its own feature depth
+    (:func:`~trcgl.tables.table1_peers`): its rank there and the baselines it is not told apart from
+    (the paired interval of the difference contains 0); and the verdict in a clause."""
+    parts, verdicts = [], []
     for ours in _ours(means):
-        others = [r for r in order if r not in (OURS, WHOLE_OURS)]
-        rank = 1 + sum(means.loc[r, metric] > means.loc[ours, metric] for r in others)
+        peers = [r for r in table1_peers(ours, means.index) if pd.notna(means.loc[r, metric])]
+        rank = 1 + sum(means.loc[r, metric] > means.loc[ours, metric] for r in peers)
         d = paired_differences(store, "table1", ours, metric)
-        tied = [r for r in others if r in d.index and d.loc[r, "low"] <= 0 <= d.loc[r, "high"]]
-        parts.append(f"{ours} ranks {rank} of {len(others) + 1} (itself and the {len(others)} baselines)"
+        tied = [r for r in peers if r in d.index and d.loc[r, "low"] <= 0 <= d.loc[r, "high"]]
+        parts.append(f"{ours} ranks {rank} of {len(peers) + 1} among the rows at its depth ({', '.join(peers)})"
                      + (f", not told apart from {', '.join(tied)} (paired intervals containing 0)" if tied else
-                        ", told apart from every baseline"))
-    return "; ".join(parts)
+                        ", told apart from each of them"))
+        if rank > 1:
+            best = max(peers, key=lambda r: means.loc[r, metric])
+            verdicts.append(f"{ours} is not first at its depth ({best} is)")
+        else:
+            verdicts.append(f"{ours} is first at its depth" + (f" but not told apart from {', '.join(tied)}" if tied
+                                                                else ", told apart from every baseline there"))
+    return "; ".join(parts), "; ".join(verdicts)
 
 
 def ranking_text(ch, result) -> str:
     """Chapter 5's reading of Table 1: on tail mAUC first, each TRCGL-Net row's rank among the
-    baselines and the baselines it is not told apart from, its difference from the ConvNeXt
-    baseline at the same feature depth; then the same on mAP, beside the paper's order."""
+    baselines at its feature depth and the baselines it is not told apart from, its difference from
+    the ConvNeXt baseline at the same depth; then the same on mAP, beside the paper's order."""
     store = results_store(ch.cfg)
     means = seed_means(store, "table1")
     strongest = _strongest(means)
     rows = list(means.index)
     notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
-    pairs = list(dict.fromkeys(table1_pair(ref, rows) for ref in ("ConvNeXt", strongest)))
-    if ("Ours", "ConvNeXt") not in pairs:
-        pairs.insert(0, ("Ours", "ConvNeXt"))
+    pairs = list(dict.fromkeys([(OURS, "ConvNeXt"), table1_pair("ConvNeXt", rows)]))
 
     def against(metric):
         return "; ".join(f"{a} − {b}: {common.interval_text(paired_differences(store, 'table1', b, metric).loc[a])}"
                          for a, b in pairs)
 
-    def first(metric):
-        best = means[metric].idxmax()
-        if best not in (OURS, WHOLE_OURS):
-            return f"does not put TRCGL-Net first ({best} is)"
-        d = paired_differences(store, "table1", best, metric)
-        tied = [r for r in d.index if r not in (OURS, WHOLE_OURS) and d.loc[r, "low"] <= 0 <= d.loc[r, "high"]]
-        return (f"puts {best} first, but does not tell it apart from {', '.join(tied)}" if tied else
-                f"puts {best} first, told apart from every baseline")
-
     paper_order = paper.table(1)["mAP (paper)"].sort_values(ascending=False)
-    text = (f"Tail mAUC (the primary endpoint), highest first: {', '.join(means[PRIMARY].sort_values(ascending=False).index)}. "
-            f"{_rank_words(store, means, PRIMARY)}. At one feature depth (the same depth rule on both sides): "
-            f"{against(PRIMARY)}. So on the primary endpoint this run {first(PRIMARY)}."
+    tail_ranks, tail_verdict = _rank_words(store, means, PRIMARY)
+    map_ranks, map_verdict = _rank_words(store, means, "mAP")
+    text = (f"Tail mAUC (the primary endpoint), highest first: "
+            f"{', '.join(means[PRIMARY].sort_values(ascending=False).index)}. {tail_ranks}. Against the ConvNeXt "
+            f"baseline at the same depth: {against(PRIMARY)}. So on the primary endpoint: {tail_verdict}."
             f"\nmAP, the paper's headline metric, highest first: {', '.join(means['mAP'].sort_values(ascending=False).index)}"
-            f" (the paper: {', '.join(paper_order.index)}). {_rank_words(store, means, 'mAP')}. At one feature depth: "
-            f"{against('mAP')}. So on mAP this run {first('mAP')}."
-            f"\nThe strongest baseline here by tail mAUC is {strongest} ({means.loc[strongest, PRIMARY]:.4f} tail mAUC, "
-            f"{means.loc[strongest, 'mAP']:.4f} mAP).")
+            f" (the paper: {', '.join(paper_order.index)}). {map_ranks}. Against the ConvNeXt baseline at the same "
+            f"depth: {against('mAP')}. So on mAP: {map_verdict}."
+            f"\nThe strongest baseline here by tail mAUC, at any depth, is {strongest} "
+            f"({means.loc[strongest, PRIMARY]:.4f} tail mAUC, {means.loc[strongest, 'mAP']:.4f} mAP).")
     if notes:
         text += "\nRows without numbers: " + "; ".join(f"{k}: {v}" for k, v in notes.items()) + "."
     return text
