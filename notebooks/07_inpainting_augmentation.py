@@ -35,7 +35,8 @@
 # | D = D_o + D_i (1 − e^(−βn)) (Eq. 3) | `pil` and `train.extra_schedule: pil` |
 #
 # No paper compares this with text-guided tail generation on one benchmark with intervals; the
-# end of this chapter does, on the same split, recipe and seeds as chapters 5-6.
+# end of this chapter does, on the same split and seeds as chapters 5-6, each arm the tables'
+# ConvNeXt baseline (the line under each table gives its training).
 
 # %% tags=["parameters"]
 profile = "cpu"       # smoke | cpu | paper
@@ -160,8 +161,9 @@ print(pil_text)
 # its loss weight and PIL schedule; + the inpainted images (with PIL, as their paper uses them);
 # and + both. The "extra images", "loss weight" and "schedule" columns give each arm's dose and how
 # it enters training. Most arms bring their set in as its own method uses it, so they compare
-# recipes; the arm "as inpainting" differs from the inpainting arm in the images alone, so that pair
-# compares the two kinds of images at one dose. The inpainting paper's own comparison (its Table 3:
+# recipes; the arm "as inpainting" differs from the inpainting arm in the images and their labels
+# alone (each set as its method makes it), so that pair compares the two kinds of extra images at
+# one dose; the line under the differences says how many of each carry a tail label. The inpainting paper's own comparison (its Table 3:
 # a caption-conditioned DiT vs inpainting, ResNet-50, CheXpert and MIMIC, macro F1 in %) stands
 # beside ours.
 

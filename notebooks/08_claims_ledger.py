@@ -26,7 +26,7 @@
 # Table 2; for Tables 3-5 its overall mAUC stands in as the paper's effect size). Every verdict
 # comes from one rule, printed below and applied by `trcgl.claims.verdict`, not from reading the
 # numbers case by case. And every number of this run comes from the results store that the table
-# stages of chapters 4-6 filled; this page trains nothing and computes no interval of its own.
+# stages of chapters 3-6 filled; this page trains nothing and computes no interval of its own.
 #
 # The ledger ends with the paper read against itself: sentences of its text about its own tables
 # that its own numbers contradict, found by comparing the numbers each sentence speaks about

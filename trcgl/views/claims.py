@@ -2,7 +2,7 @@
 run's paired difference in tail mAUC with its interval and controls, and a verdict by the rule of
 :mod:`trcgl.claims`; then the paper's statements that its own numbers contradict.
 
-It reads only tables that other chapters already compute (the table stages of chapters 4-6), and
+It reads only tables that other chapters already compute (the table stages of chapters 3-6), and
 this run's numbers only from the results store (:func:`trcgl.seedtables.paired_differences`)."""
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def judge(ch, claim: C.Claim) -> dict:
 def ledger(ch):
     """The ledger (one row per claim of :data:`trcgl.claims.CLAIMS`), a sentence counting its
     verdicts, and the ledger as a forest plot. Resolves the tables it reads (cached: computed by
-    ``run all`` for chapters 4-6), which publishes them into the results store it then reads."""
+    ``run all`` for chapters 3-6), which publishes them into the results store it then reads."""
     from ..plots import claims_forest
 
     for name in _tables():
@@ -136,6 +136,14 @@ def ledger(ch):
     counts = rows["verdict"].value_counts()
     text = (f"{len(rows)} claims: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
                                                 (C.SUPPORTED, C.NOT_SUPPORTED, C.INCONCLUSIVE)) + ".")
+    same: dict = {}                     # claims that this run judges on one and the same comparison
+    for claim, j in zip(C.CLAIMS, judged):
+        if j[f"here: Δ {claim.metric} [interval]"] != "not run here":
+            pair = j["here: compared rows"].replace(f" (the strongest other row here on {claim.metric})", "")
+            key = (pair, j[f"here: Δ {claim.metric} [interval]"])
+            same.setdefault(key, []).append(claim.name)
+    for names in (n for n in same.values() if len(n) > 1):
+        text += f" {' and '.join(names)} are judged here on the same comparison, so their verdicts are one result."
     nan = {"value": math.nan, "low": math.nan, "high": math.nan}
     diffs = [n["diff"] or nan for n in numbers]
     fig = claims_forest(list(rows.index), [d["value"] for d in diffs], [d["low"] for d in diffs],
@@ -153,10 +161,15 @@ def inconsistencies() -> tuple[pd.DataFrame, str]:
     """The paper's sentences about its own tables that its numbers contradict (computed from
     :mod:`trcgl.paper`), and how many of the checked sentences hold."""
     found = C.inconsistencies()
+    odd = [a for a, _ in found if a.kind == "not above"]      # a plausibility check, not the sentence's own words
     df = pd.DataFrame([{"table": f"Table {a.table}", "the paper says": a.wording,
+                        "kind": ("at odds with the grouping it states (a rarer group scoring above a commoner one)"
+                                 if a.kind == "not above" else "contradicted by its numbers"),
                         "its own numbers": "; ".join(c)} for a, c in found])
     text = (f"{len(C.ASSERTIONS)} sentences of the paper about its own tables were checked against its numbers; "
-            f"{len(found)} are contradicted by them, {len(C.ASSERTIONS) - len(found)} hold.")
+            f"{len(found) - len(odd)} are contradicted by them, {len(odd)} "
+            f"{'is' if len(odd) == 1 else 'are'} at odds with them (the numbers are possible but implausible for "
+            f"the grouping the sentence states), {len(C.ASSERTIONS) - len(found)} hold.")
     return df, text
 
 

@@ -66,7 +66,8 @@ def cam_table(res) -> tuple[pd.DataFrame | None, str]:
     lift = m["precision"] / max(m["precision by chance"], 1e-9)
     text = (f"Over {len(cams)} (image, head class) masks: precision {m['precision']:.3f} (chance "
             f"{m['precision by chance']:.3f}, {lift:.1f}×), recall {m['recall']:.3f} (chance {m['recall by chance']:.3f}), "
-            f"IoU {m['IoU']:.3f}; the masks cover {m['recall by chance']:.0%} of the image on average. "
+            f"IoU {m['IoU']:.3f}; one head class's mask covers {m['recall by chance']:.0%} of the image on average "
+            "(an image's masks together cover more: the gallery below gives their union). "
             + ("The masks point at the lesions clearly more often than chance" if lift > 2
                else "The masks are little better than chance")
             + (", but they are broad, so they erase much more than the lesion." if m["recall by chance"] > 0.25 else "."))
@@ -101,9 +102,10 @@ def guard_text(ch, res, off) -> str:
     d_on, d_off = res.damage["erased share"].mean(), off.damage["erased share"].mean()
     return (f"With the guard ({p.guard}, τ = {p.guard_threshold}) {res.report['kept by the guard']} of "
             f"{res.report['head findings']} head findings are kept and {res.report['guard kept the only head finding']} "
-            f"images are left alone. The mean share of a kept lesion painted over is {d_on:.3f} with the guard and "
-            f"{d_off:.3f} without: the guard {'reduces' if d_on < d_off else 'does not reduce'} the damage to the "
-            f"findings the labels still claim.")
+            f"images are left alone. The mean share of a kept lesion painted over is {d_on:.3f} with the guard "
+            f"({len(res.damage)} kept lesions) and {d_off:.3f} without ({len(off.damage)}): point values over "
+            f"different lesion sets, no interval; the guard {'lowers' if d_on < d_off else 'does not lower'} the "
+            f"mean damage to the findings the labels still claim.")
 
 
 def gallery(res, train_set, n: int = 6):
@@ -161,6 +163,22 @@ def head_to_head(ch, tcfg):
     return result, pd.concat([h2h, paper.inpaint_table(3).reindex(h2h.index)], axis=1), note
 
 
+def _tail_labels_text(ch) -> str:
+    """How many images of the two sets at one dose carry a tail label: the generated images are made
+    for the tail, the inpainted ones keep whatever tail or medium findings their source rows had."""
+    from ..stages.tables import extra_request
+    from ..tablerow import Extra
+    from ..tables import UNFILTERED_AT_INPAINTED
+
+    tail = np.asarray(ch.get(S.cohort(ch.cfg)).groups) == "tail"
+    gen = ch.get(extra_request(ch.cfg, Extra.of(UNFILTERED_AT_INPAINTED)))
+    inp = ch.get(S.inpainted_set(ch.cfg)).images
+    count = {name: int(np.asarray(s.Y)[:, tail].any(axis=1).sum()) for name, s in (("generated", gen), ("inpainted", inp))}
+    return (f"The two sets differ in their labels too: {count['generated']} of the {len(gen)} generated images and "
+            f"{count['inpainted']} of the {len(inp)} inpainted ones carry a tail label, so the difference mixes the kind "
+            "of image with the number of tail positives each method makes.")
+
+
 def head_to_head_differences(ch) -> tuple[pd.DataFrame, str]:
     store = results_store(ch.cfg)
     diffs = pd.concat({m: paired_differences(store, "inpaint_h2h", NO_AUG, m)
@@ -177,7 +195,7 @@ def head_to_head_differences(ch) -> tuple[pd.DataFrame, str]:
         side = ("the generated images give more" if m["low"] > 0 else "the inpainted images give more" if m["high"] < 0
                 else "the interval contains 0: the two kinds of images are not told apart")
         same = (f"At one count, loss weight and schedule (the inpainted set's), generated − inpainted images: "
-                f"{interval_text(m)} tail mAUC ({side}).\n")
+                f"{interval_text(m)} tail mAUC ({side}). {_tail_labels_text(ch)}\n")
     text = ("Tail mAUC (the primary endpoint) against no augmentation "
             f"({means.loc[NO_AUG, u]:.4f}): " + "; ".join(
                 f"{r} {interval_text(x)} ({'sure' if x['sure'] else 'not sure at this number of seeds'})"
@@ -229,6 +247,9 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
         parts.append(f"{metric}{' (the primary endpoint)' if metric == 'mAUC tail' else ''}: PIL changes it by "
                      f"{said(pil)} (with the guard), the guard by {said(guard)} (with PIL), each paired over the "
                      f"same seeds and test resamples.")
+    n_on, n_off = (len(ch.get(S.inpainted_set(ch.cfg, guard=g)).images) for g in (None, "off"))
+    parts.append(f"The guard also changes the dose: {n_on} inpainted images with it, {n_off} without, so its effect "
+                 "mixes which lesions are erased with how many images are added.")
     effects = " ".join(parts)
     vs = pd.concat({k: paired_differences(store, "inpaint_ablation", COPIES_ROW, k).loc[[METHOD_ROW]]
                     for k in ["mAUC tail", "mAP", "mAP head", "mAP tail"]}, axis=1)
