@@ -228,16 +228,19 @@ def _image_only_text(ch, store) -> str:
     cell = {c: f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" for c, r in got.items()}
     text = (" Without the GCN the arm reads, in tail mAUC (chance 0.5): " + "; ".join(
         f"{what[c]} ({c}) {cell[c]}" for c in what) + ".")
-    broken = got["co-occurrence broken"]
-    if broken["mean"] - 0.5 < (got["normal"]["mean"] - 0.5) / 2:
+    broken, hidden = got["co-occurrence broken"], got["tail hidden"]
+    half = (got["normal"]["mean"] - 0.5) / 2
+    if broken["mean"] - 0.5 < half:
+        both_weak = hidden["mean"] - 0.5 < half
         t = tables_config(ch.cfg).train
-        frozen = (" On features the backbone learnt from head labels only and kept frozen (heads only, no "
-                  "fine-tuning), the drawn tail lesions tell the heads little by themselves: much of the normal "
-                  "condition's tail mAUC comes from the findings the tail goes with."
-                  if S.uses_pretraining(tables_config(ch.cfg)) and int(t.finetune_epochs) == 0 else "")
-        text += (f" The lesions alone leave it less than half as far above chance as lesions and co-occurrence "
-                 f"together.{frozen} So the negative control measures the GCN on an arm near the floor: a gain "
-                 "there is capacity on a weak signal, and it bounds, not removes, what co-occurrence adds elsewhere.")
+        frozen = (" On features the backbone learnt from head labels only and kept frozen (heads only, no fine-tuning)"
+                  if S.uses_pretraining(tables_config(ch.cfg)) and int(t.finetune_epochs) == 0 else " Here")
+        text += ((f" Either alone leaves it less than half as far above chance as both together.{frozen}, the heads "
+                  "need the lesions and the findings they go with at once." if both_weak else
+                  f" The lesions alone leave it less than half as far above chance as lesions and co-occurrence "
+                  f"together.{frozen}, the drawn tail lesions tell the heads little by themselves.")
+                 + " So the negative control measures the GCN on an arm near the floor: a gain there is capacity on a "
+                   "weak signal, and it bounds, not removes, what co-occurrence adds elsewhere.")
     return text
 
 
