@@ -37,10 +37,12 @@ def fake_records(cfg, metrics=("mAP", "mAUC", "macro-F1", "mAUC tail"), rows=("A
 
 
 class FakeImages:
-    """What an exercise reads of a test set: its labels and its length."""
+    """What an exercise reads of a test set: its labels, its label rows' ids (a row rendered again
+    keeps its id) and its length."""
 
-    def __init__(self, Y):
+    def __init__(self, Y, ids=None):
         self.Y = Y
+        self.rows = pd.DataFrame({"ImageID": [f"r{i}" for i in (range(len(Y)) if ids is None else ids)]})
 
     def __len__(self):
         return len(self.Y)
@@ -60,6 +62,15 @@ def fake_means():
     return pd.DataFrame({m: [0.6, 0.7, 0.65] for m in ("mAP", "mAP tail", "mAUC tail")}, index=[GAP_ONLY, CCA, FULL])
 
 
+def fake_ledger():
+    from trcgl import claims as C
+
+    return pd.DataFrame({"verdict": [C.SUPPORTED, C.INCONCLUSIVE],
+                         "why": ["the interval excludes 0 on the side the paper claims",
+                                 "a difference on the claimed side, but the negative control shows one too"]},
+                        index=["claim one", "claim two"])
+
+
 def chapter_exercises(chapter: str, cfg) -> str:
     """The Markdown of a chapter's exercises that its view builds from the configuration ('' for a
     chapter whose exercises are typed in its source)."""
@@ -69,7 +80,8 @@ def chapter_exercises(chapter: str, cfg) -> str:
     cohort = fake_cohort()
     rng = np.random.default_rng(0)
     args = {"01_data_long_tail": (ch, cohort), "04_label_gcn": (ch, fake_means()),
-            "05_main_results": (ch, cohort, FakeImages(rng.integers(0, 2, (40, 30)))),
+            "05_main_results": (ch, cohort, FakeImages(rng.integers(0, 2, (40, 30)), ids=[*range(30), *range(10)])),
+            "08_claims_ledger": (fake_ledger(),),
             "06_ablation_sensitivity": (ch, SimpleNamespace(records=fake_records(cfg))),
             "07_inpainting_augmentation": (ch,)}
     source = (ROOT / "notebooks" / f"{chapter}.py").read_text()
@@ -154,6 +166,10 @@ def test_exercises_name_the_runs_values(profile):
     new = {int(s) for s in suggested.group(1).split(",")}
     assert new > set(cfg.seeds), f"chapter 5 suggests seeds {new}; the profile already trains {list(cfg.seeds)}"
     assert f"trains seeds {[int(s) for s in cfg.seeds]}" in text["05_main_results"]
+    assert "resamples 30 test label rows, rendered as 40 test images" in text["05_main_results"]   # rows, not images
+    ledger = text["08_claims_ledger"]      # the run's inconclusive rows and what holds them, nothing else
+    assert "*claim two*: a difference on the claimed side" in ledger and "claim one" not in ledger
+    assert "negative control that shows an effect does not go away" in ledger and "positive control that shows" not in ledger
     thr = float(re.search(r"cam_threshold ([0-9.]+)", text["07_inpainting_augmentation"]).group(1))
     assert thr > cfg.inpaint.cam_threshold and "Raise" in text["07_inpainting_augmentation"]
     epochs = cfg.tables.warmup_epochs or cfg.train.warmup_epochs

@@ -118,9 +118,9 @@ def verdict(ch, means: pd.DataFrame) -> str:
     full, base, cca = means.loc[FULL], means.loc[GAP_ONLY], means.loc[CCA]
     ref = paper.table(3)["mAP (paper)"]
     t = "mAUC tail"
-    return wrapped(*(f"One seed ({ch.cfg.seed}), so no interval on this page's first comparison: the intervals "
-            "follow below, over seeds and test label rows.\n"
-            f"Tail mAUC (the primary endpoint): the full model {full[t]:.4f}, GAP only {base[t]:.4f} "
+    return wrapped(*(f"Tail mAUC (the primary endpoint), one seed ({ch.cfg.seed}), so no interval here (the intervals "
+            "follow below, over seeds and test label rows): "
+            f"the full model {full[t]:.4f}, GAP only {base[t]:.4f} "
             f"({full[t] - base[t]:+.4f}), channel-class attention alone {cca[t]:.4f} (the GCN adds "
             f"{full[t] - cca[t]:+.4f}).\n"
             f"mAP: the full model is {'above' if full['mAP'] > base['mAP'] else 'not above'} the GAP-only baseline "
