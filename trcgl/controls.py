@@ -65,8 +65,9 @@ def _at_budget(source: ImageSet, synthetic: ImageSet, rng, tag: str, name: str) 
 
 def at_count(source: ImageSet, n: int, seed: int) -> ImageSet:
     """``n`` of ``source``'s images, seeded, each target class (``target_id``; one class where the
-    rows have none) given its share of ``n`` by largest remainders (ties to the lower class index) and drawn without replacement
-    within it (cycled where the class has fewer images than its share), labels and weights kept."""
+    rows have none) given its share of ``n`` by largest remainders (ties to the lower class index)
+    and drawn without replacement within it (cycled where the class has fewer images than its
+    share), labels and weights kept."""
     rng = np.random.default_rng([seed, 5309])
     m = len(source)
     if n < 0 or (n > 0 and not m):

@@ -65,6 +65,7 @@ GAP_ONLY = "GAP only"
 WHOLE_CONVNEXT = "ConvNeXt (whole network)"
 OURS = "Ours"
 WHOLE_OURS = "Ours (whole network)"
+OURS_ROWS = (OURS, WHOLE_OURS)          # Table 1's TRCGL-Net rows: never a baseline
 #: Table 1's rows that read a whole network (where the feature stage cuts the ConvNeXt): TRCGL-Net is
 #: set against them at the same depth (:func:`table1_pair`)
 WHOLE_NETWORK_ROWS = (WHOLE_CONVNEXT, "ResNet", "EfficientNet", "ViT", "CLIP")
@@ -135,7 +136,7 @@ def table1_peers(ours: str, rows) -> list[str]:
     ``rows``: the whole networks for :data:`WHOLE_OURS`, the cut ConvNeXt rows for :data:`OURS`
     where the run has both depths, else every baseline."""
     rows = list(rows)
-    baselines = [r for r in rows if r not in (OURS, WHOLE_OURS)]
+    baselines = [r for r in rows if r not in OURS_ROWS]
     if WHOLE_OURS not in rows:
         return baselines
     return [r for r in baselines if (r in WHOLE_NETWORK_ROWS) == (ours == WHOLE_OURS)]

@@ -160,11 +160,11 @@ def released_coverage_text(diffs: pd.DataFrame, result) -> str:
 
     taken = {k for keys in BEHAVIOURS.values() for k in keys}
     left = [k for k in preset_overrides("released") if not k.startswith("eval.") and k not in taken]
-    rows = [r["name"] for r in result.rows if r["name"].startswith("text + ") and r["name"] in diffs.index]
     if not left or RELEASED not in diffs.index:
         return ""
-    single = sum(float(diffs.loc[r, ("mAUC tail", diffs["mAUC tail"].columns[0])]) for r in rows)
-    whole = float(diffs.loc[RELEASED, ("mAUC tail", diffs["mAUC tail"].columns[0])])
+    delta = diffs[("mAUC tail", diffs["mAUC tail"].columns[0])]        # each row minus the text reading
+    single = sum(float(delta[r["name"]]) for r in result.rows if r["name"].startswith("text + ") and r["name"] in delta)
+    whole = float(delta[RELEASED])
     return (f" Options of the released preset that no single row takes: {', '.join(left)}. The released reading "
             f"changes all of them too, so its difference ({whole:+.4f} tail mAUC) is not the sum of the single rows' "
             f"({single:+.4f} together; effects need not add up either).")

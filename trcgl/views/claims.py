@@ -63,12 +63,11 @@ def _difference(store, tbl: str, row: str, reference: str, metric: str) -> dict 
     return {"value": float(r.iloc[0]), "low": float(r["low"]), "high": float(r["high"])}
 
 
-def _reference(store, claim: C.Claim) -> str | None:
+def _reference(means: pd.DataFrame, claim: C.Claim) -> str | None:
     """The claim's compared row; for :data:`~trcgl.claims.BEST_OTHER` the row with the highest mean of
-    the claim's metric in this run, the claimed method's rows left out."""
+    the claim's metric in this run (``means``: its table's seed means), the claimed method's rows left out."""
     if claim.reference != C.BEST_OTHER:
         return claim.reference
-    means = seed_means(store, claim.table, [claim.metric])
     if claim.metric not in means:
         return None
     others = means[claim.metric].drop(index=[claim.row, *claim.own], errors="ignore").dropna()
@@ -95,12 +94,13 @@ def _paper_cell(claim: C.Claim) -> str:
 def judge(ch, claim: C.Claim) -> dict:
     """One row of the ledger: this run's difference and controls from the results store, the paper's
     values, and the verdict with its reason (and, under ``"numbers"``, the difference and the paper's
-    effect for the figure)."""
+    effect for the figure, and the rows compared)."""
     store = results_store(ch.cfg)
-    reference = _reference(store, claim)
+    means = seed_means(store, claim.table, [claim.metric])
+    reference = _reference(means, claim)
     row = claim.row
     if reference is not None:
-        row, reference = claim.pair(reference, seed_means(store, claim.table, [claim.metric]).index)
+        row, reference = claim.pair(reference, means.index)
     diff = None if reference is None else _difference(store, claim.table, row, reference, claim.metric)
     controls = [(k, _difference(store, k.table, k.row, k.reference, claim.metric)) for k in claim.controls]
     paper_effect = None if claim.paper is None else claim.paper[1] - claim.paper[2]
@@ -119,7 +119,8 @@ def judge(ch, claim: C.Claim) -> dict:
             "here: compared rows": f"{row} vs {compared} ({claim.table})",
             f"here: Δ {claim.metric} [interval]": _interval(diff),
             "controls here": "; ".join(f"{k.role}: {k.label} {_interval(d)}" for k, d in controls) or "none",
-            "verdict": verdict, "why": why, "numbers": {"diff": diff, "paper": paper_effect}}
+            "verdict": verdict, "why": why,
+            "numbers": {"diff": diff, "paper": paper_effect, "compared": (claim.table, row, reference)}}
 
 
 def ledger(ch):
@@ -137,11 +138,9 @@ def ledger(ch):
     text = (f"{len(rows)} claims: " + ", ".join(f"{int(counts.get(v, 0))} {v}" for v in
                                                 (C.SUPPORTED, C.NOT_SUPPORTED, C.INCONCLUSIVE)) + ".")
     same: dict = {}                     # claims that this run judges on one and the same comparison
-    for claim, j in zip(C.CLAIMS, judged):
-        if j[f"here: Δ {claim.metric} [interval]"] != "not run here":
-            pair = j["here: compared rows"].replace(f" (the strongest other row here on {claim.metric})", "")
-            key = (pair, j[f"here: Δ {claim.metric} [interval]"])
-            same.setdefault(key, []).append(claim.name)
+    for claim, n in zip(C.CLAIMS, numbers):
+        if n["diff"] is not None:
+            same.setdefault((*n["compared"], claim.metric), []).append(claim.name)
     for names in (n for n in same.values() if len(n) > 1):
         text += f" {' and '.join(names)} are judged here on the same comparison, so their verdicts are one result."
     nan = {"value": math.nan, "low": math.nan, "high": math.nan}

@@ -232,9 +232,9 @@ def _image_only_text(ch, store) -> str:
     half = (got["normal"]["mean"] - 0.5) / 2
     if broken["mean"] - 0.5 < half:
         both_weak = hidden["mean"] - 0.5 < half
-        t = tables_config(ch.cfg).train
+        tcfg = tables_config(ch.cfg)
         frozen = (" On features the backbone learnt from head labels only and kept frozen (heads only, no fine-tuning)"
-                  if S.uses_pretraining(tables_config(ch.cfg)) and int(t.finetune_epochs) == 0 else " Here")
+                  if S.uses_pretraining(tcfg) and int(tcfg.train.finetune_epochs) == 0 else " Here")
         text += ((f" Either alone leaves it less than half as far above chance as both together.{frozen}, the heads "
                   "need the lesions and the findings they go with at once." if both_weak else
                   f" The lesions alone leave it less than half as far above chance as lesions and co-occurrence "

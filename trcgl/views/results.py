@@ -11,7 +11,7 @@ from .. import paper
 from ..claims import PRIMARY      # the benchmark's primary endpoint: every verdict leads with it
 from .. import stages as S
 from ..seedtables import paired_differences, results_store, seed_means, seed_summary, seed_table, with_paper
-from ..tables import OURS, WHOLE_OURS, table1_pair, table1_peers, tables_config
+from ..tables import OURS, OURS_ROWS, table1_pair, table1_peers, tables_config
 from . import common
 from .common import benchmark_note, run, table
 
@@ -64,12 +64,12 @@ def endpoint_bars(ch, result):
 
 def _ours(means) -> list[str]:
     """Table 1's TRCGL-Net rows in this run (the cut one, and the whole-network one where it exists)."""
-    return [r for r in (OURS, WHOLE_OURS) if r in means.index]
+    return [r for r in OURS_ROWS if r in means.index]
 
 
 def _strongest(means) -> str:
     """The baseline with the highest tail mAUC (the primary endpoint), TRCGL-Net's rows left out."""
-    return means.loc[[r for r in means.index if r not in (OURS, WHOLE_OURS)], PRIMARY].idxmax()
+    return means.loc[[r for r in means.index if r not in OURS_ROWS], PRIMARY].idxmax()
 
 
 def differences(ch) -> pd.DataFrame:
