@@ -122,8 +122,10 @@ tail_differences
 # budget); the kept label sets rendered likewise (the ideal generator *at the filter's count*, which separates
 # what the filter throws away from what its images lack); the ideal generator's images with the
 # **tail lesions left out** (same anatomy, labels, count and weight: the negative control, extra
-# images that show nothing of their labels); and the generated images with their **labels
-# shuffled** across tail classes (the wrong-label control: what a generator drawing the wrong
+# images that show nothing of their labels); those images with the **tail labels removed too**
+# (the bare control: extra images that show and claim nothing of the tail, so the negative control
+# minus it is what tail labels on images that do not show them do); and the generated images with
+# their **labels shuffled** across tail classes (the wrong-label control: what a generator drawing the wrong
 # finding does). All extra images carry the same loss weight. The claim predicts: the method
 # above no extra images and above oversampling; the ideal generator above no extra images (else
 # the benchmark cannot detect the effect at all) and above its lesion-free twin (else what helps

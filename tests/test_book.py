@@ -252,6 +252,10 @@ def test_every_arm_of_the_synthetic_claim_gets_the_budget_asked_before_the_filte
     assert np.array_equal(ideal.Y, arms["unfiltered"].Y)                    # the same label sets, rendered
     assert np.array_equal(null.Y, ideal.Y) and not np.array_equal(null.images, ideal.images)   # lesions left out
     assert np.unpackbits(null.masks_packed, axis=-1)[:, targets].sum() == 0
+    bare = S.get(S.unlabelled_set(cfg), cache)                              # the same images, no tail labels
+    others = np.setdiff1d(np.arange(len(cohort.class_set.classes)), targets)
+    assert np.array_equal(bare.images, null.images) and bare.Y[:, targets].sum() == 0
+    assert np.array_equal(bare.Y[:, others], null.Y[:, others]) and np.allclose(bare.weights, null.weights)
     assert not np.array_equal(arms["shuffled"].Y, arms["unfiltered"].Y)
     kept = S.get(S.control_set(cfg, "ideal-kept"), cache)
     assert np.array_equal(kept.Y, res.kept.Y) and len(kept) == int(res.plan["kept"].sum())

@@ -166,7 +166,11 @@ def test_a_ledger_row_reads_the_store_and_compares_with_the_strongest_other_row(
     blind = C.Claim("c", "", "", "table1", "Ours", "strong", None,
                     controls=(C.Control("positive", "controls", "ideal", "none", "ideal vs none"),))
     row = view.judge(ch, blind)
-    assert row["verdict"] == C.INCONCLUSIVE and "ideal vs none not run here" in row["controls here"]
+    assert row["verdict"] == C.INCONCLUSIVE and "ideal vs none (controls) not run here" in row["controls here"]
+    # a control of the claim's own table is not named by its table; one of another table is (above)
+    own = C.Claim("c", "", "", "table1", "Ours", "strong", None,
+                  controls=(C.Control("negative", "table1", "weak", "Ours", "weak vs Ours"),))
+    assert view.judge(ch, own)["controls here"].startswith("negative: weak vs Ours ")
     # a compared row without results
     assert view.judge(ch, C.Claim("c", "", "", "table1", "Ours", "absent"))["verdict"] == C.INCONCLUSIVE
 

@@ -221,3 +221,32 @@ def test_the_control_adds_the_same_images_unchanged_with_all_labels():
     assert (control.images == train.images[[1, 4, 7]]).all() and (control.Y == train.Y[[1, 4, 7]]).all()
     assert control.rows["progressive"].all() and (control.weights == 0.7).all()
     assert control.rows["ImageID"].tolist() == ["x3-1~copy", "x3-4~copy", "x3-7~copy"]
+
+
+def test_the_count_matched_arms_differ_from_their_pair_in_the_images_alone(tmp_path):
+    """Chapter 7's two count-matched arms: the generated images at the inpainted set's count (vs
+    inpainting) and the unguarded inpainted images at the guarded set's count (vs the method) train
+    under their comparator's configuration and weight, and each asks for a ``count-matched-set``
+    of its source at the count of the guarded inpainted set."""
+    from trcgl import stages as S
+    from trcgl.graph import Runner
+    from trcgl.tables import (INPAINT, METHOD_ROW, PROMPT_MATCHED, UNGUARDED_MATCHED, head_to_head_rows,
+                              inpaint_ablation_rows)
+
+    cfg = load_config("smoke", device="cpu")
+    ident = Runner(ArtifactCache(tmp_path), dry=True).identity
+    arms = ((head_to_head_rows(cfg), PROMPT_MATCHED, INPAINT, S.control_set(cfg, "unfiltered")),
+            (inpaint_ablation_rows(cfg), UNGUARDED_MATCHED, METHOD_ROW, S.inpainted_set(cfg, guard="off")))
+    for rows, matched, pair, source in arms:
+        by_name = {r.name: r for r in rows}
+        a, b = by_name[matched], by_name[pair]
+        assert ident(S.classifier(a.cfg, seed=0)) == ident(S.classifier(b.cfg, seed=0))
+        weight = lambda w: float(cfg.inpaint.weight) if w is None else w     # noqa: E731 (None: the inpainted set's own)
+        assert [(weight(w), p) for _, w, p in a.extra.parts] == [(weight(w), p) for _, w, p in b.extra.parts]
+        req = S.extra_request(cfg, a.extra)
+        if req.stage == "extra-set":                        # a weight set on the row: the set is its one part
+            assert req.params["overrides"] == [[a.extra.parts[0][1], a.extra.parts[0][2]]]
+            req = req.params["part0"]
+        assert req.stage == "count-matched-set"
+        assert ident(req.params["source"]) == ident(source) != ident(S.extra_request(cfg, b.extra))
+        assert ident(req.params["like"]) == ident(S.inpainted_set(cfg))

@@ -116,6 +116,28 @@ def test_at_count_cuts_a_set_to_a_dose_keeping_its_classes_in_proportion(class_s
         at_count(s, -1, seed=0)
 
 
+def test_without_labels_removes_the_named_classes_and_nothing_else(class_set):
+    """``without_labels`` (the bare control): the named classes' label columns set to 0 and their
+    names dropped from the rows' findings, every other label, image and weight unchanged; an
+    unknown class is refused."""
+    from trcgl.controls import without_labels
+
+    train, (a, b, c, n) = small_train_set(class_set)
+    plan = draw_label_sets(train, class_set, [a, b, c], [3, 2, 1], seed=0)
+    s = as_image_set(np.arange(6, dtype=np.uint8)[:, None, None] * np.ones((1, 8, 8), np.uint8), plan, class_set, 0.5)
+    name_a, name_b = class_set.classes[a], class_set.classes[b]
+    out = without_labels(s, [name_a, name_b])
+    assert out.Y[:, [a, b]].sum() == 0 and s.Y[:, a].sum() >= 3 and s.Y[:, b].sum() >= 2
+    keep = [k for k in range(len(class_set.classes)) if k not in (a, b)]
+    assert np.array_equal(out.Y[:, keep], s.Y[:, keep]) and out.Y[:, c].sum() >= 1
+    assert np.array_equal(out.images, s.images) and np.array_equal(out.weights, s.weights)
+    for before, after in zip(s.rows["findings"], out.rows["findings"]):
+        assert list(after) == [f for f in before if f not in (name_a, name_b)]
+    assert s.Y[:, a].sum() >= 3                              # the input is not changed
+    with pytest.raises(ValueError, match="not in the image set"):
+        without_labels(s, ["no such finding"])
+
+
 def test_the_null_control_is_the_ideal_image_without_its_target_lesions(class_set):
     """``ideal_renders(..., hidden=targets)``: the same label sets and weights as the ideal
     generator, no mask (nothing drawn) for a hidden class while the other findings keep theirs;

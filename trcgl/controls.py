@@ -10,6 +10,10 @@ compared with, on the same real rows, seeds and loss weight.
   anatomy with the target lesions left out, the **null control**: as many extra images with the
   same labels and weights, but images that show nothing of those labels; paired with the ideal
   generator image for image, so the difference between the two is what the lesions add;
+- :func:`without_labels` of the null control's images: the same lesion-free images with the
+  target labels removed too, the **bare control**: as many extra images, showing and claiming
+  nothing of the tail, so the null control minus it is what tail labels on images that do not
+  show them do (label noise), and it minus no extra images is what the extra images alone do;
 - :func:`shuffled_labels`: the generated images with their label vectors permuted among them
   (each takes another target's labels), the **wrong-label control**: images that show one tail
   class labelled as another, i.e. what a generator drawing the wrong finding would do;
@@ -109,6 +113,27 @@ def ideal_renders(renderer, synthetic: ImageSet, train_set: ImageSet, size: int,
     rows = synthetic.rows.assign(ImageID=[f"ideal-{seed}-{k}{suffix}" for k in range(len(synthetic))])
     return dataclasses.replace(synthetic, images=np.stack(imgs), masks_packed=np.stack(masks), rows=rows,
                                source="ideal, lesions hidden" if hidden else "ideal")
+
+
+def without_labels(image_set: ImageSet, classes) -> ImageSet:
+    """``image_set`` with the labels of ``classes`` (names) removed: those columns of ``Y`` set to
+    0 and those names dropped from the rows' ``findings`` and ``labels`` lists; images, weights and
+    the other labels kept. Meant for images that do not show those classes (the null control's),
+    so that image and labels agree again."""
+    names = list(image_set.classes)
+    unknown = set(classes) - set(names)
+    if unknown:
+        raise ValueError(f"without_labels: classes {sorted(unknown)} are not in the image set's classes")
+    drop = set(classes)
+    Y = image_set.Y.copy()
+    Y[:, [names.index(c) for c in sorted(drop)]] = 0
+    rows = image_set.rows.copy()
+    for col in ("findings", "labels"):
+        if col in rows:
+            rows[col] = [[f for f in v if f not in drop] if isinstance(v, (list, tuple, np.ndarray)) else v
+                         for v in rows[col]]
+    rows["ImageID"] = [f"{i}~nolabel" for i in rows["ImageID"].astype(str)]
+    return dataclasses.replace(image_set, Y=Y, rows=rows, source=f"{image_set.source}, labels removed")
 
 
 def shuffled_labels(synthetic: ImageSet, seed: int) -> ImageSet:

@@ -20,7 +20,9 @@ UNFILTERED, OVERSAMPLED, IDEAL_KEPT, SHUFFLED = "unfiltered", "oversampled", "id
 RETRIEVED = "retrieved"     # the pool a pretrained generator learnt from, its images added directly
 IDEAL = "ideal"             # the ideal generator at the budget; ideal_dose(k): at k times the budget
 IDEAL_HIDDEN = "ideal, lesions hidden"   # the same images without the target lesions: the null control
+IDEAL_BARE = "ideal, lesions and labels hidden"   # the null control's images without the tail labels too
 UNFILTERED_AT_INPAINTED = "unfiltered, at the inpainted count"   # the generated images at the inpainted set's count
+UNGUARDED_AT_GUARDED = "inpainted-unguarded, at the guarded count"   # the guard's dose without the guard
 
 
 def ideal_dose(scale: float) -> str:
@@ -180,6 +182,7 @@ PROMPT_BUDGET = "prompt diffusion, unfiltered (the budget)"
 PROMPT_MATCHED = "prompt diffusion, as inpainting (its count, weight, PIL)"
 COPIES_ROW = "control: the same images, not inpainted, + PIL"
 METHOD_ROW = "+ guard + PIL (the method)"
+UNGUARDED_MATCHED = "no guard, + PIL, at the guard's count"
 
 
 def head_to_head_rows(cfg) -> list[Row]:
@@ -199,14 +202,17 @@ def head_to_head_rows(cfg) -> list[Row]:
 
 
 def inpaint_ablation_rows(cfg) -> list[Row]:
-    """The inpainting paper's Table 4 question (does PIL help?) crossed with the guard, and a
-    control: the same images added again without inpainting (with PIL)."""
+    """The inpainting paper's Table 4 question (does PIL help?) crossed with the guard; the
+    unguarded images cut to the guarded set's count (:func:`trcgl.controls.at_count`), so that one
+    pair differs in the guard alone and not in the dose; and a control: the same images added again
+    without inpainting (with PIL)."""
     base = gap_only(cfg)
     pil = base.replace({"train.extra_schedule": "pil"})
     return [Row(NO_AUG, base),
             Row("inpainting, no guard, all at once", base, extra=Extra.of(INPAINTED_UNGUARDED)),
             Row("+ guard, all at once", base, extra=Extra.of(INPAINTED)),
             Row("no guard, + PIL", pil, extra=Extra.of(INPAINTED_UNGUARDED)),
+            Row(UNGUARDED_MATCHED, pil, extra=Extra.of(UNGUARDED_AT_GUARDED)),
             Row(METHOD_ROW, pil, extra=Extra.of(INPAINTED)),
             Row(COPIES_ROW, pil, extra=Extra.of(COPIES))]
 
@@ -215,6 +221,7 @@ BASELINE, OVERSAMPLING, METHOD, IDEAL_ROW, NULL_ROW, SHUFFLED_ROW = (
     "no extra images", "real tail rows oversampled", "prompt diffusion (the method)",
     "ideal generator (positive control)", "ideal generator, tail lesions not drawn (negative control)",
     "labels shuffled across tail classes (wrong-label control)")
+BARE_ROW = "ideal generator, neither tail lesions nor tail labels (bare control)"
 UNFILTERED_ROW, IDEAL_KEPT_ROW = "prompt diffusion, unfiltered", "ideal generator, the filter's count"
 RETRIEVED_ROW = "the generator's pool, added directly (retrieval control)"
 
@@ -233,14 +240,17 @@ def control_rows(cfg) -> list[Row]:
     control); the kept label sets rendered likewise (the ideal generator at the filter's count,
     which separates what the filter discards from what its images lack); the ideal generator's
     images with the target lesions left out, labels kept (negative control: extra images that show
-    nothing of their tail labels); the generated images with their labels shuffled across targets
+    nothing of their tail labels); those images with the tail labels removed too (bare control:
+    extra images that show and claim nothing of the tail, so that negative minus bare is what the
+    unshown labels do); the generated images with their labels shuffled across targets
     (wrong-label control: what drawing the wrong finding does); and where the generator first learnt
     from a disjoint pool (``diffusion.pretrain_pool``), that pool's images of the target classes
     added directly (the retrieval control: the extra real data the generator saw)."""
     rows = [Row(BASELINE, cfg), Row(OVERSAMPLING, cfg, extra=Extra.of(OVERSAMPLED)),
             Row(UNFILTERED_ROW, cfg, extra=Extra.of(UNFILTERED)), Row(METHOD, cfg, extra=Extra.of(SYNTHETIC)),
             _phantom_only(cfg, IDEAL_ROW, Extra.of(IDEAL)), _phantom_only(cfg, IDEAL_KEPT_ROW, Extra.of(IDEAL_KEPT)),
-            _phantom_only(cfg, NULL_ROW, Extra.of(IDEAL_HIDDEN)), Row(SHUFFLED_ROW, cfg, extra=Extra.of(SHUFFLED))]
+            _phantom_only(cfg, NULL_ROW, Extra.of(IDEAL_HIDDEN)), _phantom_only(cfg, BARE_ROW, Extra.of(IDEAL_BARE)),
+            Row(SHUFFLED_ROW, cfg, extra=Extra.of(SHUFFLED))]
     if cfg.diffusion.pretrain_pool:
         rows.append(Row(RETRIEVED_ROW, cfg, extra=Extra.of(RETRIEVED)))
     return rows

@@ -35,7 +35,7 @@ from .common import file_input, folder_input, get, module_weights_digest, resolv
 from .data import (ROWS, Rows, build_image_set, check_data, cohort, const_cohort, const_set, image_set,
                    selection_set, test_set, train_set)
 from .prompt_diffusion import (CONTROL_KINDS, Samples, control_set, diffusion, filter_classifier, ideal_set, oracle,
-                               samples, synthetic_set, train_prompt_diffusion, vae)
+                               samples, synthetic_set, train_prompt_diffusion, unlabelled_set, vae)
 from .classifiers import (classifier, features, predictions, pretrain, pretrained_checkpoint, train_classifier,
                           uses_features, uses_pretraining)
 from .tables import TableResult, extra_request, row_run, table, table_result
@@ -50,7 +50,7 @@ __all__ = [
     "selection_set", "test_set", "train_set",
     # prompt diffusion (chapter 2)
     "CONTROL_KINDS", "Samples", "control_set", "diffusion", "filter_classifier", "ideal_set", "oracle", "samples",
-    "synthetic_set", "train_prompt_diffusion", "vae",
+    "synthetic_set", "train_prompt_diffusion", "unlabelled_set", "vae",
     # classifiers (chapters 3-7)
     "classifier", "features", "predictions", "pretrain", "pretrained_checkpoint", "train_classifier",
     "uses_features", "uses_pretraining",

@@ -248,6 +248,23 @@ def _ideal_set(ctx):
     save_image_set(controls.ideal_renders(_renderer(ctx), labelled, train, size, tag, hidden), ctx.work)
 
 
+
+@stage("unlabelled-set", reads=("diffusion.target_groups",), modules=("trcgl.controls", "trcgl.data.datasets",
+                                                                     "trcgl.diffusion.generate"),
+       load=_load_plain_set)
+def _unlabelled_set(ctx):
+    """The bare control: the null control's lesion-free images with the target classes' labels
+    removed too (:func:`trcgl.controls.without_labels`), so the images show and claim nothing of
+    the tail."""
+    from .. import controls
+    from ..data.datasets import save_image_set
+    from ..diffusion.generate import target_classes
+
+    cohort = ctx.inputs["cohort"]
+    names = [cohort.class_set.classes[c] for c in target_classes(ctx.cfg, cohort.groups)]
+    save_image_set(controls.without_labels(ctx.inputs["source"], names), ctx.work)
+
+
 # ----------------------------------------------------------------------------- requests
 
 def diffusion(cfg, seed: int | None = None) -> Request:
@@ -293,6 +310,11 @@ def ideal_set(cfg, scale: float = 1.0, lesions: bool = True) -> Request:
     curve); without ``lesions``, the null control (the same images, the target lesions not drawn)."""
     return Request("ideal-set", cfg, scale=float(scale), lesions=bool(lesions), seed=int(cfg.seed),
                    train=train_set(cfg), cohort=cohort(cfg))
+
+
+def unlabelled_set(cfg) -> Request:
+    """The bare control (chapter 5): the null control's images with the tail labels removed too."""
+    return Request("unlabelled-set", cfg, source=ideal_set(cfg, 1.0, lesions=False), cohort=cohort(cfg))
 
 
 def oracle(cfg) -> Request:

@@ -15,7 +15,7 @@ from .classifiers import classifier, predictions
 from .common import _groups, get
 from .data import cohort, selection_set, test_set, train_set
 from .inpainting import inpainted_set
-from .prompt_diffusion import CONTROL_KINDS, control_set, ideal_set, synthetic_set
+from .prompt_diffusion import CONTROL_KINDS, control_set, ideal_set, synthetic_set, unlabelled_set
 
 # ----------------------------------------------------------------------------- tables
 
@@ -100,8 +100,8 @@ def _table(ctx):
 
 def extra_request(cfg, extra) -> Request | None:
     """The stage request of a table row's :class:`~trcgl.tables.Extra`."""
-    from ..tables import (COPIES, IDEAL_HIDDEN, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC, UNFILTERED_AT_INPAINTED,
-                          dose_scale, tables_config)
+    from ..tables import (COPIES, IDEAL_BARE, IDEAL_HIDDEN, INPAINTED, INPAINTED_UNGUARDED, SYNTHETIC,
+                          UNFILTERED_AT_INPAINTED, UNGUARDED_AT_GUARDED, dose_scale, tables_config)
 
     if extra is None:
         return None
@@ -109,8 +109,11 @@ def extra_request(cfg, extra) -> Request | None:
              INPAINTED_UNGUARDED: lambda: inpainted_set(cfg, guard="off"),
              **{kind: (lambda k: lambda: control_set(cfg, k))(kind) for kind in CONTROL_KINDS},
              IDEAL_HIDDEN: lambda: ideal_set(cfg, 1.0, lesions=False),
+             IDEAL_BARE: lambda: unlabelled_set(cfg),
              UNFILTERED_AT_INPAINTED: lambda: Request("count-matched-set", cfg, seed=int(cfg.seed),
                                                       source=control_set(cfg, "unfiltered"), like=inpainted_set(cfg)),
+             UNGUARDED_AT_GUARDED: lambda: Request("count-matched-set", cfg, seed=int(cfg.seed),
+                                                   source=inpainted_set(cfg, guard="off"), like=inpainted_set(cfg)),
              COPIES: lambda: Request("copies-set", cfg, train=train_set(tables_config(cfg)),
                                      inpainted=inpainted_set(cfg))}
     parts = []

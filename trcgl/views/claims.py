@@ -118,7 +118,8 @@ def judge(ch, claim: C.Claim) -> dict:
     return {"claim": claim.name, "paper (its numbers)": _paper_cell(claim),
             "here: compared rows": f"{row} vs {compared} ({claim.table})",
             f"here: Δ {claim.metric} [interval]": _interval(diff),
-            "controls here": "; ".join(f"{k.role}: {k.label} {_interval(d)}" for k, d in controls) or "none",
+            "controls here": "; ".join(f"{k.role}: {k.label}{'' if k.table == claim.table else f' ({k.table})'} "
+                                       f"{_interval(d)}" for k, d in controls) or "none",
             "verdict": verdict, "why": why,
             "numbers": {"diff": diff, "paper": paper_effect, "compared": (claim.table, row, reference)}}
 
@@ -143,6 +144,11 @@ def ledger(ch):
             same.setdefault((*n["compared"], claim.metric), []).append(claim.name)
     for names in (n for n in same.values() if len(n) > 1):
         text += f" {' and '.join(names)} are judged here on the same comparison, so their verdicts are one result."
+    borrowed = [c.name for c in C.CLAIMS if any(k.table != c.table for k in c.controls)]
+    if borrowed:
+        text += (f" {' and '.join(borrowed)} {'borrows its' if len(borrowed) == 1 else 'borrow their'} controls from "
+                 "another table (named beside each control): they test the claim's mechanism on that table's model "
+                 "and recipe, not on the rows compared.")
     nan = {"value": math.nan, "low": math.nan, "high": math.nan}
     diffs = [n["diff"] or nan for n in numbers]
     fig = claims_forest(list(rows.index), [d["value"] for d in diffs], [d["low"] for d in diffs],

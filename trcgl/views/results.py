@@ -330,12 +330,13 @@ def controls_by_stage(ch):
 
 def controls_verdict(ch, result, test_set, cohort) -> str:
     """What the positive control says about the benchmark's power, what the negative control (and
-    the wrong-label control) says about its honesty, what the lesions add (ideal − negative), and
+    the wrong-label control) says about its honesty, what the lesions add (ideal − negative), what
+    the extra images alone and the unshown tail labels do (the bare control, negative − bare), and
     what fraction of the ideal gain the method reaches, unfiltered and
     filtered (with their intervals)."""
     from ..seedtables import ratio_interval
-    from ..tables import (BASELINE, IDEAL_KEPT_ROW, IDEAL_ROW, METHOD, NULL_ROW, OVERSAMPLING, RETRIEVED_ROW,
-                          SHUFFLED_ROW, UNFILTERED_ROW)
+    from ..tables import (BARE_ROW, BASELINE, IDEAL_KEPT_ROW, IDEAL_ROW, METHOD, NULL_ROW, OVERSAMPLING,
+                          RETRIEVED_ROW, SHUFFLED_ROW, UNFILTERED_ROW)
 
     store = results_store(ch.cfg)
 
@@ -361,8 +362,8 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
                      f"anatomy, count and weight unchanged) change {PRIMARY} by {span(neg)} — "
                      + ("ABOVE 0: extra images help even when they show nothing of their labels, so a gain of the "
                         "method may not come from what its images show." if neg["low"] > 0 else
-                        "below 0: tail labels on images that do not show them are label noise, worse than no "
-                        "extra images; not above 0, as a negative control must be." if neg["high"] < 0 else
+                        "below 0, worse than no extra images; not above 0, as a negative control must be."
+                        if neg["high"] < 0 else
                         "its interval covers 0: extra images that show nothing of their labels add nothing, as a "
                         "negative control must."))
         if IDEAL_ROW in d.index:
@@ -371,6 +372,24 @@ def controls_verdict(ch, result, test_set, cohort) -> str:
                          f"{span(lesions)}: "
                          + ("what helps is what the images show, not their number or their labels." if lesions["low"] > 0
                             else "the lesions themselves are not told apart from their absence at this scale."))
+    if BARE_ROW in d.index and NULL_ROW in d.index:
+        bare, unshown = d.loc[BARE_ROW], against(BARE_ROW).loc[NULL_ROW]
+        lines.append(f"Bare control: the same lesion-free images with their tail labels removed too (extra images "
+                     f"that show and claim nothing of the tail) change {PRIMARY} by {span(bare)} — "
+                     + ("the extra images alone help the tail." if bare["low"] > 0 else
+                        "the extra images alone harm the tail." if bare["high"] < 0 else
+                        "not told apart from no extra images.")
+                     + f" The tail labels on those images (negative − bare control) change it by {span(unshown)}: "
+                     + ("tail labels on images that do not show them are label noise, and the tail pays for it."
+                        if unshown["high"] < 0 else
+                        "tail labels on images that do not show them help, as if more positives alone did."
+                        if unshown["low"] > 0 else
+                        "not told apart from the same images without them."))
+        if IDEAL_ROW in d.index:
+            shown = against(BARE_ROW).loc[IDEAL_ROW]
+            lines.append(f"The ideal generator against the bare control: {span(shown)} — what as many extra images "
+                         "add when they are tail positives that show their lesion, over images that show and claim "
+                         "nothing of the tail.")
     if SHUFFLED_ROW in d.index:
         wrong = d.loc[SHUFFLED_ROW]
         lines.append(f"Wrong-label control: the generated images labelled as another tail class change {PRIMARY} by "
