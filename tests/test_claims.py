@@ -225,3 +225,15 @@ def test_a_chapter_says_no_effect_only_where_the_interval_rules_out_the_papers()
     assert C.effect_words(narrow, (metric, size)).startswith("no effect as large as the paper's")
     assert C.effect_words(wide, (metric, size)).startswith("inconclusive (the interval contains both 0")
     assert C.effect_words(narrow, None).startswith("inconclusive")
+
+
+def test_the_strongest_other_row_leaves_out_the_named_rows_and_missing_values():
+    import pandas as pd
+
+    means = pd.DataFrame({"mAUC tail": [0.9, 0.8, float("nan"), 0.7], "mAP": [0.1, 0.2, 0.9, 0.3]},
+                         index=["Ours", "A", "B", "C"])
+    assert C.strongest_other(means, "mAUC tail") == "Ours"
+    assert C.strongest_other(means, "mAUC tail", ("Ours",)) == "A"           # B has no value: never chosen
+    assert C.strongest_other(means, "mAP", ("Ours", "B")) == "C"
+    assert C.strongest_other(means, "mAUC tail", ("Ours", "A", "C")) is None
+    assert C.strongest_other(means, "mAUC", ()) is None                       # a metric the table lacks

@@ -77,6 +77,16 @@ class Claim:
         return (self.row, reference) if self.counterpart is None else self.counterpart(reference, list(rows))
 
 
+def strongest_other(means, metric: str, leave_out=()) -> str | None:
+    """The row with the highest seed mean of ``metric`` (``means``: a table's seed means, rows by
+    metrics), the rows ``leave_out`` left out: the :data:`BEST_OTHER` of a claim (chapter 8) and
+    the strongest baseline of Table 1 (chapter 5). None where no row is left or the metric is absent."""
+    if metric not in means:
+        return None
+    others = means[metric].drop(index=list(leave_out), errors="ignore").dropna()
+    return None if others.empty else str(others.idxmax())
+
+
 def _paper_best_other(table: dict, row, column: int):
     """The paper's strongest row other than ``row`` on a column: (name, value)."""
     name = max((k for k in table if k != row), key=lambda k: table[k][column])

@@ -68,10 +68,7 @@ def _reference(means: pd.DataFrame, claim: C.Claim) -> str | None:
     the claim's metric in this run (``means``: its table's seed means), the claimed method's rows left out."""
     if claim.reference != C.BEST_OTHER:
         return claim.reference
-    if claim.metric not in means:
-        return None
-    others = means[claim.metric].drop(index=[claim.row, *claim.own], errors="ignore").dropna()
-    return None if others.empty else str(others.idxmax())
+    return C.strongest_other(means, claim.metric, (claim.row, *claim.own))
 
 
 def _interval(d: dict | None) -> str:
