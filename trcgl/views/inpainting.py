@@ -245,9 +245,9 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
     for metric in ("mAUC tail", "mAP"):            # the primary endpoint first
         pil = paired_differences(store, "inpaint_ablation", "+ guard, all at once", metric).loc[METHOD_ROW]
         guard = paired_differences(store, "inpaint_ablation", "no guard, + PIL", metric).loc[METHOD_ROW]
-        parts.append(f"{metric}{' (the primary endpoint)' if metric == 'mAUC tail' else ''}: PIL changes it by "
-                     f"{said(pil)} (with the guard), the guard by {said(guard)} (with PIL), each paired over the "
-                     f"same seeds and test resamples.")
+        parts.append(f"{metric}{' (the primary endpoint)' if metric == 'mAUC tail' else ''}: with the guard, PIL "
+                     f"changes it by {said(pil)}; with PIL, the guard changes it by {said(guard)}; each paired over "
+                     f"the same seeds and test resamples.")
     n_on, n_off = (len(ch.get(S.inpainted_set(ch.cfg, guard=g)).images) for g in (None, "off"))
     if n_on == n_off:
         parts.append(f"The guard leaves the dose alone here ({n_on} inpainted images with it and without).")
@@ -255,8 +255,8 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
         matched = paired_differences(store, "inpaint_ablation", UNGUARDED_MATCHED, PRIMARY).loc[METHOD_ROW]
         parts.append(f"The guard also changes the dose: {n_on} inpainted images with it, {n_off} without, so the "
                      f"guard's effect above mixes which lesions are erased with how many images are added. Against "
-                     f"{n_on} of the unguarded images (drawn at random), the guard alone changes {PRIMARY} by "
-                     f"{said(matched)}, with PIL.")
+                     f"{n_on} of the unguarded images (drawn at random), with PIL, the guard alone changes {PRIMARY} by "
+                     f"{said(matched)}.")
     effects = " ".join(parts)
     vs = pd.concat({k: paired_differences(store, "inpaint_ablation", COPIES_ROW, k).loc[[METHOD_ROW]]
                     for k in ["mAUC tail", "mAP", "mAP head", "mAP tail"]}, axis=1)
