@@ -248,7 +248,6 @@ def _ideal_set(ctx):
     save_image_set(controls.ideal_renders(_renderer(ctx), labelled, train, size, tag, hidden), ctx.work)
 
 
-
 @stage("unlabelled-set", reads=("diffusion.target_groups",), modules=("trcgl.controls", "trcgl.data.datasets",
                                                                      "trcgl.diffusion.generate"),
        load=_load_plain_set)

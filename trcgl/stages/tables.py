@@ -105,15 +105,17 @@ def extra_request(cfg, extra) -> Request | None:
 
     if extra is None:
         return None
+
+    def at_inpainted_count(source: Request) -> Request:
+        return Request("count-matched-set", cfg, seed=int(cfg.seed), source=source, like=inpainted_set(cfg))
+
     kinds = {SYNTHETIC: lambda: synthetic_set(cfg), INPAINTED: lambda: inpainted_set(cfg),
              INPAINTED_UNGUARDED: lambda: inpainted_set(cfg, guard="off"),
              **{kind: (lambda k: lambda: control_set(cfg, k))(kind) for kind in CONTROL_KINDS},
              IDEAL_HIDDEN: lambda: ideal_set(cfg, 1.0, lesions=False),
              IDEAL_BARE: lambda: unlabelled_set(cfg),
-             UNFILTERED_AT_INPAINTED: lambda: Request("count-matched-set", cfg, seed=int(cfg.seed),
-                                                      source=control_set(cfg, "unfiltered"), like=inpainted_set(cfg)),
-             UNGUARDED_AT_GUARDED: lambda: Request("count-matched-set", cfg, seed=int(cfg.seed),
-                                                   source=inpainted_set(cfg, guard="off"), like=inpainted_set(cfg)),
+             UNFILTERED_AT_INPAINTED: lambda: at_inpainted_count(control_set(cfg, "unfiltered")),
+             UNGUARDED_AT_GUARDED: lambda: at_inpainted_count(inpainted_set(cfg, guard="off")),
              COPIES: lambda: Request("copies-set", cfg, train=train_set(tables_config(cfg)),
                                      inpainted=inpainted_set(cfg))}
     parts = []

@@ -7,9 +7,9 @@ import pandas as pd
 
 from .. import paper
 from .. import stages as S
+from ..claims import PRIMARY
 from ..inpaint.experiment import group_means, guard_effect, per_class_scores, with_deltas
 from ..seedtables import paired_differences, results_store, seed_means, seed_table
-from ..claims import PRIMARY
 from ..tables import (BOTH, COPIES_ROW, INPAINT, METHOD_ROW, NO_AUG, PROMPT, PROMPT_BUDGET, PROMPT_MATCHED, UNFILTERED,
                       UNGUARDED_MATCHED, tables_config)
 from .common import benchmark_note, f1_rule_text, interval_text, table
@@ -258,11 +258,10 @@ def ablation_findings(ch) -> tuple[pd.DataFrame, str, pd.DataFrame, str]:
                      f"{n_on} of the unguarded images (drawn at random), with PIL, the guard alone changes {PRIMARY} by "
                      f"{said(matched)}.")
     effects = " ".join(parts)
-    vs = pd.concat({k: paired_differences(store, "inpaint_ablation", COPIES_ROW, k).loc[[METHOD_ROW]]
-                    for k in ["mAUC tail", "mAP", "mAP head", "mAP tail"]}, axis=1)
-    d_all = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP").loc[METHOD_ROW]
-    d_tail = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAP tail").loc[METHOD_ROW]
-    d_auc = paired_differences(store, "inpaint_ablation", COPIES_ROW, "mAUC tail").loc[METHOD_ROW]
+    copies = {k: paired_differences(store, "inpaint_ablation", COPIES_ROW, k).loc[[METHOD_ROW]]
+              for k in ["mAUC tail", "mAP", "mAP head", "mAP tail"]}
+    vs = pd.concat(copies, axis=1)
+    d_auc, d_all, d_tail = (copies[k].iloc[0] for k in ("mAUC tail", "mAP", "mAP tail"))
 
     def verdict(d):
         if not d["sure"]:

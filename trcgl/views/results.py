@@ -88,6 +88,13 @@ def differences_note(ch, result) -> str:
                                    "than its reference differs in depth too: the \"model here\" column says which)")
 
 
+def _convnext_pairs(rows) -> list[tuple[str, str]]:
+    """TRCGL-Net against the ConvNeXt baseline at one feature depth: the cut pair, and the
+    whole-network pair of :func:`~trcgl.tables.table1_pair` where the run has it (chapter 5's Table 1
+    and Table 2 readings)."""
+    return list(dict.fromkeys([(OURS, "ConvNeXt"), table1_pair("ConvNeXt", list(rows))]))
+
+
 def _rank_words(store, means, metric: str) -> tuple[str, str]:
     """Each TRCGL-Net row of Table 1 on ``metric`` among the baselines at its own feature depth
     (:func:`~trcgl.tables.table1_peers`): its rank there and the baselines it is not told apart from
@@ -117,9 +124,8 @@ def ranking_text(ch, result) -> str:
     store = results_store(ch.cfg)
     means = seed_means(store, "table1")
     strongest = _strongest(means)
-    rows = list(means.index)
     notes = {r["name"]: r["unavailable"] for r in result.rows if r["unavailable"]}
-    pairs = list(dict.fromkeys([(OURS, "ConvNeXt"), table1_pair("ConvNeXt", rows)]))
+    pairs = _convnext_pairs(means.index)
 
     def against(metric):
         return "; ".join(f"{a} − {b}: {common.interval_text(paired_differences(store, 'table1', b, metric).loc[a])}"
@@ -186,8 +192,7 @@ def tail_text(ch) -> tuple[str, pd.DataFrame]:
     row against the ConvNeXt baseline, paired."""
     store = results_store(ch.cfg)
     means = seed_means(store, "table1")
-    rows = list(means.index)
-    pairs = list(dict.fromkeys([(OURS, "ConvNeXt"), table1_pair("ConvNeXt", rows)]))
+    pairs = _convnext_pairs(means.index)
     t2, c = paper.TABLE_2, list(paper.COLUMNS_2)
     parts = []
     for metric in (PRIMARY, "mAP tail"):
